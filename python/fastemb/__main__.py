@@ -1,0 +1,48 @@
+"""Command line: ``python -m fastemb info`` and ``python -m fastemb demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import List, Optional
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import fastemb
+
+    data = fastemb.info()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if key == "cpu_features":
+            value = " ".join(name for name, on in value.items() if on) or "-"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(rows=args.rows, dim=args.dim, groups=args.groups)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastemb", description="fastemb: fast embedding kernels")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="version, backend, ISA, threads, CUDA")
+    p_info.add_argument("--json", action="store_true", help="print JSON")
+    p_info.set_defaults(func=_cmd_info)
+    p_demo = sub.add_parser("demo", help="run the kernels on built-in data and check them against NumPy")
+    p_demo.add_argument("--rows", type=int, default=200_000)
+    p_demo.add_argument("--dim", type=int, default=128)
+    p_demo.add_argument("--groups", type=int, default=1_000)
+    p_demo.set_defaults(func=_cmd_demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

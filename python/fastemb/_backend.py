@@ -1,0 +1,68 @@
+"""Loads the native modules and picks the backend.
+
+``fastemb._C`` (CPU kernels) is used when it imports, unless ``FASTEMB_BACKEND=numpy`` forces the
+pure-NumPy fallback; ``FASTEMB_BACKEND=native`` makes a missing native module an error.
+``fastemb._C_cuda`` is imported lazily, on first CUDA use.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+_REQUESTED = os.environ.get("FASTEMB_BACKEND", "auto").strip().lower() or "auto"
+if _REQUESTED not in ("auto", "native", "numpy"):
+    raise ImportError(f"FASTEMB_BACKEND must be 'auto', 'native' or 'numpy', got {_REQUESTED!r}")
+
+_C: Optional[Any] = None
+_C_import_error: Optional[BaseException] = None
+if _REQUESTED != "numpy":
+    try:
+        from . import _C  # type: ignore[attr-defined,no-redef]
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        _C_import_error = exc
+        if _REQUESTED == "native":
+            raise ImportError(f"FASTEMB_BACKEND=native but fastemb._C failed to import: {exc}") from exc
+
+if _C is not None and _C.active_isa_error():
+    raise ImportError(_C.active_isa_error())
+
+_C_cuda: Optional[Any] = None
+_C_cuda_error: Optional[BaseException] = None
+_C_cuda_tried = False
+
+# Dtype codes shared with the C++ and CUDA kernels.
+DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+
+
+def native() -> Optional[Any]:
+    """The CPU native module, or None when the NumPy fallback is in use."""
+    return _C
+
+
+def backend_name() -> str:
+    return "native" if _C is not None else "numpy"
+
+
+def cuda_module() -> Optional[Any]:
+    """The CUDA module, or None when it was not built or does not import."""
+    global _C_cuda, _C_cuda_error, _C_cuda_tried
+    if not _C_cuda_tried:
+        _C_cuda_tried = True
+        try:
+            from . import _C_cuda as mod  # type: ignore[attr-defined]
+
+            _C_cuda = mod
+        except ImportError as exc:
+            _C_cuda_error = exc
+    return _C_cuda
+
+
+def address(array: Any) -> int:
+    """Data address of a NumPy array or torch tensor (0 for None)."""
+    if array is None:
+        return 0
+    if isinstance(array, np.ndarray):
+        return int(array.ctypes.data)
+    return int(array.data_ptr())

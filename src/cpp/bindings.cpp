@@ -1,0 +1,146 @@
+// pybind11 glue for fastemb._C. Kernels take raw buffer addresses (Python ints) so that NumPy
+// arrays and torch tensors (bf16 included, which NumPy cannot hold) reach them without copies.
+// The Python layer validates dtypes, shapes and contiguity before calling; the C++ layer checks
+// values (labels, offsets) again. The GIL is released inside every kernel.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "centroid/centroid.h"
+#include "common/cpu_features.h"
+#include "common/thread_pool.h"
+
+namespace py = pybind11;
+using namespace fastemb;
+
+#ifndef FASTEMB_VERSION
+#define FASTEMB_VERSION "0.0.0"
+#endif
+
+namespace {
+
+template <class T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+Isa isa_from_name(const std::string& name) {
+  if (name.empty()) return active_isa();
+  Isa isa;
+  if (!parse_isa(name, &isa)) throw std::invalid_argument("isa must be one of serial, avx2, avx512, got '" + name + "'");
+  if (!isa_supported(isa)) throw std::invalid_argument("isa '" + name + "' is not supported by this CPU");
+  return isa;
+}
+
+centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32,
+                               uintptr_t offsets, int64_t k, uintptr_t weights, int reduce, int normalize, double eps,
+                               bool leave_one_out) {
+  if (dtype < 0 || dtype > 3) throw std::invalid_argument("x: unknown dtype code");
+  if (reduce < 0 || reduce > 3) throw std::invalid_argument("reduce: unknown code");
+  centroid::Problem p;
+  p.x = ptr<const void>(x);
+  p.dtype = static_cast<centroid::DType>(dtype);
+  p.n = n;
+  p.d = d;
+  p.labels = ptr<const void>(labels);
+  p.labels_int32 = labels_int32;
+  p.offsets = ptr<const int64_t>(offsets);
+  p.k = k;
+  p.weights = ptr<const void>(weights);
+  p.reduce = static_cast<centroid::Reduce>(reduce);
+  p.normalize = normalize;
+  p.eps = eps;
+  p.leave_one_out = leave_one_out;
+  return p;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastemb native CPU kernels (internal: use the fastemb package)";
+  m.attr("__version__") = FASTEMB_VERSION;
+
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("active_isa_error", [] { return active_isa_error(); });
+  m.def("set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
+  m.def("supported_isas", [] {
+    py::list out;
+    for (Isa isa : {Isa::serial, Isa::avx2, Isa::avx512})
+      if (isa_supported(isa)) out.append(isa_name(isa));
+    return out;
+  });
+  m.def("cpu_features", [] {
+    const CpuFeatures& f = cpu_features();
+    py::dict out;
+    out["avx2"] = f.avx2;
+    out["fma"] = f.fma;
+    out["f16c"] = f.f16c;
+    out["bmi2"] = f.bmi2;
+    out["popcnt"] = f.popcnt;
+    out["avx512f"] = f.avx512f;
+    out["avx512bw"] = f.avx512bw;
+    out["avx512vl"] = f.avx512vl;
+    out["avx512dq"] = f.avx512dq;
+    out["avx512vpopcntdq"] = f.avx512vpopcntdq;
+    out["avx512vnni"] = f.avx512vnni;
+    return out;
+  });
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+    py::gil_scoped_release release;
+    set_num_threads(n);
+  });
+
+  m.def(
+      "centroid_forward",
+      [](uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32, uintptr_t offsets, int64_t k,
+         uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t out, uintptr_t counts,
+         uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, const std::string& isa) {
+        const centroid::Problem p =
+            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+        centroid::ForwardOutputs o;
+        o.out = ptr<void>(out);
+        o.counts = ptr<int64_t>(counts);
+        o.wsum = ptr<void>(wsum);
+        o.arg = ptr<int64_t>(arg);
+        o.out_norm = ptr<void>(out_norm);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        centroid::forward_isa(chosen, p, o);
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("d"), py::arg("labels"), py::arg("labels_int32"),
+      py::arg("offsets"), py::arg("k"), py::arg("weights"), py::arg("reduce"), py::arg("normalize"), py::arg("eps"),
+      py::arg("leave_one_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"), py::arg("out_norm"),
+      py::arg("isa") = "");
+
+  m.def(
+      "centroid_backward",
+      [](uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32, uintptr_t offsets, int64_t k,
+         uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t grad_out, uintptr_t out,
+         uintptr_t counts, uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, uintptr_t grad_x, uintptr_t grad_w,
+         const std::string& isa) {
+        const centroid::Problem p =
+            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+        centroid::BackwardInputs in;
+        in.grad_out = ptr<const void>(grad_out);
+        in.out = ptr<const void>(out);
+        in.counts = ptr<const int64_t>(counts);
+        in.wsum = ptr<const void>(wsum);
+        in.arg = ptr<const int64_t>(arg);
+        in.out_norm = ptr<const void>(out_norm);
+        centroid::BackwardOutputs o;
+        o.grad_x = ptr<void>(grad_x);
+        o.grad_w = ptr<void>(grad_w);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        centroid::backward_isa(chosen, p, in, o);
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("d"), py::arg("labels"), py::arg("labels_int32"),
+      py::arg("offsets"), py::arg("k"), py::arg("weights"), py::arg("reduce"), py::arg("normalize"), py::arg("eps"),
+      py::arg("leave_one_out"), py::arg("grad_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"),
+      py::arg("out_norm"), py::arg("grad_x"), py::arg("grad_w"), py::arg("isa") = "");
+}

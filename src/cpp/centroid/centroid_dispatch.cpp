@@ -1,0 +1,175 @@
+// Validation, grouping (segments) and run-time ISA dispatch for the centroid kernels.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "centroid/centroid.h"
+#include "common/thread_pool.h"
+
+namespace fastemb::centroid {
+
+#define FASTEMB_DECLARE_ISA(ns)                                                                     \
+  namespace ns {                                                                                    \
+  void row_norms(const Problem& p, void* out);                                                      \
+  void forward(const Problem& p, const ForwardOutputs& o, const Segments& s, const void* rn);        \
+  void backward(const Problem& p, const BackwardInputs& in, const BackwardOutputs& o, const Segments& s, \
+                const void* rn);                                                                    \
+  }
+FASTEMB_DECLARE_ISA(serial)
+#if defined(FASTEMB_X86)
+FASTEMB_DECLARE_ISA(avx2)
+FASTEMB_DECLARE_ISA(avx512)
+#endif
+
+namespace {
+
+struct IsaKernels {
+  void (*row_norms)(const Problem&, void*);
+  void (*forward)(const Problem&, const ForwardOutputs&, const Segments&, const void*);
+  void (*backward)(const Problem&, const BackwardInputs&, const BackwardOutputs&, const Segments&, const void*);
+};
+
+IsaKernels kernels_for(Isa isa) {
+  if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa '") + isa_name(isa) + "' is not supported by this CPU");
+  switch (isa) {
+#if defined(FASTEMB_X86)
+    case Isa::avx512: return {avx512::row_norms, avx512::forward, avx512::backward};
+    case Isa::avx2: return {avx2::row_norms, avx2::forward, avx2::backward};
+#endif
+    default: return {serial::row_norms, serial::forward, serial::backward};
+  }
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+void validate(const Problem& p) {
+  if (p.n < 0 || p.d < 0) fail("x: negative shape");
+  if (p.k < 0) fail("num_groups must be >= 0, got " + std::to_string(p.k));
+  if ((p.labels == nullptr) == (p.offsets == nullptr)) fail("index/offsets: give exactly one of them");
+  if (p.n > 0 && p.d > 0 && p.x == nullptr) fail("x: null data");
+  if (!(p.eps > 0.0)) fail("eps must be a positive finite number");
+  if (p.normalize < 0 || p.normalize > 3) fail("normalize: unknown mode");
+  const bool extreme = p.reduce == Reduce::amax || p.reduce == Reduce::amin;
+  if (extreme && p.weights) fail("weights: not supported with reduce='amax'/'amin'");
+  if (extreme && p.leave_one_out) fail("leave_one_out: supported with reduce='sum'/'mean' only");
+}
+
+// Builds the CSR grouping. Labels are checked here (every one read once): out-of-range labels
+// raise instead of writing out of bounds.
+struct OwnedSegments {
+  std::vector<int64_t> offsets, perm, chunks;
+  Segments view;
+};
+
+template <class L>
+void group_labels(const Problem& p, const L* labels, OwnedSegments& seg) {
+  seg.offsets.assign(static_cast<size_t>(p.k) + 1, 0);
+  int64_t* counts = seg.offsets.data() + 1;
+  bool sorted = true;
+  int64_t prev = 0;
+  for (int64_t i = 0; i < p.n; ++i) {
+    const int64_t g = static_cast<int64_t>(labels[i]);
+    if (g < 0 || g >= p.k) {
+      fail("index: label " + std::to_string(g) + " at position " + std::to_string(i) + " is out of range [0, num_groups=" +
+           std::to_string(p.k) + ")");
+    }
+    sorted = sorted && g >= prev;
+    prev = g;
+    ++counts[g];
+  }
+  for (int64_t g = 0; g < p.k; ++g) seg.offsets[g + 1] += seg.offsets[g];
+  if (sorted) return;
+  // Stable counting sort: rows of each group stay in increasing order.
+  seg.perm.resize(static_cast<size_t>(p.n));
+  std::vector<int64_t> cursor(seg.offsets.begin(), seg.offsets.end() - 1);
+  for (int64_t i = 0; i < p.n; ++i) seg.perm[cursor[static_cast<size_t>(labels[i])]++] = i;
+}
+
+void check_offsets(const Problem& p) {
+  if (p.offsets[0] != 0) fail("offsets: must start at 0, got " + std::to_string(p.offsets[0]));
+  for (int64_t g = 0; g < p.k; ++g) {
+    if (p.offsets[g + 1] < p.offsets[g]) fail("offsets: must be non-decreasing (offsets[" + std::to_string(g + 1) + "] < offsets[" + std::to_string(g) + "])");
+  }
+  if (p.offsets[p.k] != p.n) fail("offsets: must end at the number of rows " + std::to_string(p.n) + ", got " + std::to_string(p.offsets[p.k]));
+}
+
+OwnedSegments make_segments(const Problem& p, bool allow_col_blocks) {
+  OwnedSegments seg;
+  if (p.offsets) {
+    check_offsets(p);
+  } else if (p.labels_int32) {
+    group_labels(p, static_cast<const int32_t*>(p.labels), seg);
+  } else {
+    group_labels(p, static_cast<const int64_t*>(p.labels), seg);
+  }
+  Segments& s = seg.view;
+  s.offsets = p.offsets ? p.offsets : seg.offsets.data();
+  s.perm = seg.perm.empty() ? nullptr : seg.perm.data();
+
+  // Parallel tasks: contiguous group ranges of about equal cost (rows + 1 per group).
+  const int threads = get_num_threads();
+  const int64_t target_tasks = threads > 1 ? int64_t(threads) * 8 : 1;
+  const int64_t total_cost = p.n + p.k;
+  const int64_t per_task = std::max<int64_t>(1, (total_cost + target_tasks - 1) / target_tasks);
+  seg.chunks.push_back(0);
+  int64_t cost = 0;
+  for (int64_t g = 0; g < p.k; ++g) {
+    cost += s.offsets[g + 1] - s.offsets[g] + 1;
+    if (cost >= per_task && g + 1 < p.k) {
+      seg.chunks.push_back(g + 1);
+      cost = 0;
+    }
+  }
+  seg.chunks.push_back(p.k);
+  if (p.k == 0) seg.chunks.assign(1, 0);
+  s.chunks = seg.chunks.data();
+  s.num_chunks = static_cast<int64_t>(seg.chunks.size()) - 1;
+
+  // Few groups: also split the columns (blocks of 16 values), so every thread has work. 'post'
+  // needs whole rows, so it keeps one block.
+  s.col_blocks = 1;
+  s.col_block_width = p.d;
+  if (allow_col_blocks && threads > 1 && s.num_chunks < 2 * threads && p.d >= 32 && !(p.normalize & kNormalizePost)) {
+    const int64_t want = std::min<int64_t>((p.d + 15) / 16, (4 * threads + s.num_chunks - 1) / std::max<int64_t>(s.num_chunks, 1));
+    const int64_t width = ((p.d + want - 1) / want + 15) / 16 * 16;
+    s.col_block_width = width;
+    s.col_blocks = (p.d + width - 1) / width;
+  }
+  return seg;
+}
+
+std::vector<unsigned char> maybe_row_norms(const IsaKernels& kern, const Problem& p) {
+  std::vector<unsigned char> buf;
+  if (p.normalize & kNormalizePre) {
+    buf.resize(static_cast<size_t>(p.n) * (acc_is_double(p.dtype) ? 8 : 4) + 8);
+    kern.row_norms(p, buf.data());
+  }
+  return buf;
+}
+
+}  // namespace
+
+void forward_isa(Isa isa, const Problem& p, const ForwardOutputs& o) {
+  validate(p);
+  const IsaKernels kern = kernels_for(isa);
+  OwnedSegments seg = make_segments(p, true);
+  if (p.k == 0 && !p.leave_one_out) return;
+  const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
+  kern.forward(p, o, seg.view, rn.empty() ? nullptr : rn.data());
+}
+
+void backward_isa(Isa isa, const Problem& p, const BackwardInputs& in, const BackwardOutputs& o) {
+  validate(p);
+  if ((p.reduce == Reduce::amax || p.reduce == Reduce::amin) && in.arg == nullptr) fail("arg: required for amax/amin backward");
+  if ((p.normalize & kNormalizePost) && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
+  const IsaKernels kern = kernels_for(isa);
+  OwnedSegments seg = make_segments(p, false);
+  const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
+  kern.backward(p, in, o, seg.view, rn.empty() ? nullptr : rn.data());
+}
+
+void forward(const Problem& p, const ForwardOutputs& o) { forward_isa(active_isa(), p, o); }
+void backward(const Problem& p, const BackwardInputs& in, const BackwardOutputs& o) { backward_isa(active_isa(), p, in, o); }
+
+}  // namespace fastemb::centroid

@@ -1,0 +1,31 @@
+// CPU feature detection and the run-time ISA choice shared by every kernel family.
+#pragma once
+#include <string>
+
+namespace fastemb {
+
+enum class Isa : int { serial = 0, avx2 = 1, avx512 = 2 };
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false, bmi2 = false, popcnt = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512vpopcntdq = false, avx512vnni = false;
+};
+
+const CpuFeatures& cpu_features();
+bool isa_supported(Isa isa);
+const char* isa_name(Isa isa);
+// Parses "serial" | "avx2" | "avx512"; returns false for anything else.
+bool parse_isa(const std::string& name, Isa* out);
+
+// The ISA the kernels use: the best the CPU supports, or FASTEMB_FORCE_ISA when set
+// (an unsupported or unknown forced ISA is an error reported by active_isa_error()).
+Isa active_isa();
+std::string active_isa_error();
+// Pins the ISA at run time (tests use it to run every variant); throws std::invalid_argument
+// when the CPU lacks it.
+void set_active_isa(Isa isa);
+// Best ISA the CPU supports.
+Isa best_isa();
+
+}  // namespace fastemb

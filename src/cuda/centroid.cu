@@ -1,0 +1,2 @@
+// Centroid aggregation CUDA kernels (filled in below).
+#include <cuda_runtime.h>

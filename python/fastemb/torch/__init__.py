@@ -1,0 +1,8 @@
+"""Torch integration: custom ops (``torch.ops.fastemb.*``) with autograd and fake kernels, so
+they work under ``torch.compile(fullgraph=True)``, on CPU and CUDA tensors.
+
+Importing this module imports torch and registers the ops.
+"""
+from ._centroid import centroid_aggregate, centroid_triplet_loss
+
+__all__ = ["centroid_aggregate", "centroid_triplet_loss"]

@@ -192,3 +192,29 @@ def test_nan_propagates_to_its_group_only(rng):
         out = fastemb.centroid_aggregate(x, labels, num_groups=3, reduce=reduce)
         assert np.isnan(out[0, 0])
         assert np.all(np.isfinite(out[1:]))
+
+
+@needs_native
+@pytest.mark.parametrize("reduce,normalize,loo", [("mean", "none", False), ("sum", "pre", False),
+                                                  ("mean", "both", True), ("sum", "post", True)])
+def test_blocked_unsorted_path_matches_reference_and_is_deterministic(rng, reduce, normalize, loo):
+    """Unsorted labels with few groups and many rows take the streaming (row-block partials) path."""
+    C = _backend.native()
+    n, d, k = 70_001, 9, 40
+    x, labels = make_problem(rng, n, d, k, np.float32)
+    weights = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    expected = oracle(x, labels, k, weights=weights, reduce=reduce, normalize=normalize, leave_one_out=loo)
+    before = fastemb.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            fastemb.set_num_threads(threads)
+            for isa in native_isas():
+                out, counts, *_ = native_forward(C, x, labels, None, k, weights, reduce, normalize, 1e-12, loo, isa=isa)
+                outs.append(out)
+    finally:
+        fastemb.set_num_threads(before)
+    np.testing.assert_allclose(outs[0], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(counts, np.bincount(labels, minlength=k))
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])

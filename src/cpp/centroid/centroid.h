@@ -71,6 +71,9 @@ struct Segments {
   int64_t num_chunks = 0;
   int64_t col_blocks = 1;            // columns split into this many blocks (few groups)
   int64_t col_block_width = 0;       // multiple of 16
+  // > 0: unsorted labels with few groups, reduced by streaming x in row blocks of this many rows
+  // into per-block partial sums (perm is then not built); 0: the segment path above.
+  int64_t block_rows = 0;
 };
 
 }  // namespace fastemb::centroid

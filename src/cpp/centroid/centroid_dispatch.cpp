@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "centroid/centroid.h"
+#include "common/memory.h"
 #include "common/thread_pool.h"
 
 namespace fastemb::centroid {
@@ -41,6 +42,8 @@ IsaKernels kernels_for(Isa isa) {
   }
 }
 
+size_t dtype_size(DType t) { return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 2; }
+
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 void validate(const Problem& p) {
@@ -59,11 +62,12 @@ void validate(const Problem& p) {
 // raise instead of writing out of bounds.
 struct OwnedSegments {
   std::vector<int64_t> offsets, perm, chunks;
+  bool labels_unsorted = false;
   Segments view;
 };
 
 template <class L>
-void group_labels(const Problem& p, const L* labels, OwnedSegments& seg) {
+void group_labels(const Problem& p, const L* labels, OwnedSegments& seg, bool need_perm) {
   seg.offsets.assign(static_cast<size_t>(p.k) + 1, 0);
   int64_t* counts = seg.offsets.data() + 1;
   bool sorted = true;
@@ -80,6 +84,8 @@ void group_labels(const Problem& p, const L* labels, OwnedSegments& seg) {
   }
   for (int64_t g = 0; g < p.k; ++g) seg.offsets[g + 1] += seg.offsets[g];
   if (sorted) return;
+  seg.labels_unsorted = true;
+  if (!need_perm) return;
   // Stable counting sort: rows of each group stay in increasing order.
   seg.perm.resize(static_cast<size_t>(p.n));
   std::vector<int64_t> cursor(seg.offsets.begin(), seg.offsets.end() - 1);
@@ -94,16 +100,33 @@ void check_offsets(const Problem& p) {
   if (p.offsets[p.k] != p.n) fail("offsets: must end at the number of rows " + std::to_string(p.n) + ", got " + std::to_string(p.offsets[p.k]));
 }
 
-OwnedSegments make_segments(const Problem& p, bool allow_col_blocks) {
+// Unsorted labels take the blocked path (stream x, per-block partial sums) for sum/mean when the
+// K x D accumulators fit in L2 and there are enough rows to amortize the partials.
+constexpr int64_t kBlockedMaxAccBytes = 1 << 20;
+constexpr int64_t kBlockRows = 16384;
+
+bool wants_blocked(const Problem& p) {
+  const int64_t acc_bytes = p.k * p.d * (acc_is_double(p.dtype) ? 8 : 4);
+  return (p.reduce == Reduce::sum || p.reduce == Reduce::mean) && acc_bytes <= kBlockedMaxAccBytes &&
+         p.n >= 4 * kBlockRows && p.n >= 16 * p.k;
+}
+
+OwnedSegments make_segments(const Problem& p, bool allow_col_blocks, bool allow_blocked) {
   OwnedSegments seg;
+  const bool blocked_candidate = allow_blocked && wants_blocked(p);
   if (p.offsets) {
     check_offsets(p);
   } else if (p.labels_int32) {
-    group_labels(p, static_cast<const int32_t*>(p.labels), seg);
+    group_labels(p, static_cast<const int32_t*>(p.labels), seg, !blocked_candidate);
   } else {
-    group_labels(p, static_cast<const int64_t*>(p.labels), seg);
+    group_labels(p, static_cast<const int64_t*>(p.labels), seg, !blocked_candidate);
   }
   Segments& s = seg.view;
+  if (blocked_candidate && seg.labels_unsorted) {
+    // At most 64 blocks (bounded partial memory), never fewer rows than kBlockRows per block.
+    s.block_rows = std::max<int64_t>(kBlockRows, (p.n + 63) / 64);
+    allow_col_blocks = false;
+  }
   s.offsets = p.offsets ? p.offsets : seg.offsets.data();
   s.perm = seg.perm.empty() ? nullptr : seg.perm.data();
 
@@ -153,9 +176,10 @@ std::vector<unsigned char> maybe_row_norms(const IsaKernels& kern, const Problem
 void forward_isa(Isa isa, const Problem& p, const ForwardOutputs& o) {
   validate(p);
   const IsaKernels kern = kernels_for(isa);
-  OwnedSegments seg = make_segments(p, true);
+  OwnedSegments seg = make_segments(p, true, true);
   if (p.k == 0 && !p.leave_one_out) return;
   const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
+  advise_huge_pages(o.out, static_cast<size_t>(p.leave_one_out ? p.n : p.k) * p.d * dtype_size(p.dtype));
   kern.forward(p, o, seg.view, rn.empty() ? nullptr : rn.data());
 }
 
@@ -164,8 +188,9 @@ void backward_isa(Isa isa, const Problem& p, const BackwardInputs& in, const Bac
   if ((p.reduce == Reduce::amax || p.reduce == Reduce::amin) && in.arg == nullptr) fail("arg: required for amax/amin backward");
   if ((p.normalize & kNormalizePost) && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
   const IsaKernels kern = kernels_for(isa);
-  OwnedSegments seg = make_segments(p, false);
+  OwnedSegments seg = make_segments(p, false, false);
   const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
+  advise_huge_pages(o.grad_x, static_cast<size_t>(p.n) * p.d * dtype_size(p.dtype));
   kern.backward(p, in, o, seg.view, rn.empty() ? nullptr : rn.data());
 }
 

@@ -60,6 +60,15 @@ inline A dot_fixed(const U* __restrict a, const V* __restrict b, int64_t d) {
   return lanes[0];
 }
 
+// Gathered rows (unsorted labels) defeat the hardware prefetcher: ask for rows a few ahead.
+constexpr int64_t kPrefetchRows = 6;
+template <class T>
+inline void prefetch_row(const T* row, int64_t w) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = w * static_cast<int64_t>(sizeof(T));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+}
+
 template <class A>
 struct Ctx {
   const Problem& p;
@@ -124,6 +133,7 @@ void forward_sum_mean(const Ctx<A>& c, const ForwardOutputs& o) {
       A total_w = A(0);
       for (int64_t jr = r0; jr < r1; ++jr) {
         const int64_t row = c.row_of(jr);
+        if (s.perm && jr + kPrefetchRows < s.offsets[p.k]) prefetch_row(x + s.perm[jr + kPrefetchRows] * d + c0, w);
         const A wi = c.weight(row);
         total_w += wi;
         axpy(acc.p, x + row * d + c0, c.pre ? wi / c.row_norms[row] : wi, w);
@@ -159,6 +169,81 @@ void forward_sum_mean(const Ctx<A>& c, const ForwardOutputs& o) {
     }
   };
   parallel_for_each(s.num_chunks * s.col_blocks, task);
+}
+
+// Unsorted labels, few groups (K x D accumulators fit in L2): stream x once in row order and add
+// each row into the partial sums of its row block (a fixed block size, not one per thread, so
+// the bits do not depend on the thread count), then merge the blocks' partials in block order.
+// Used for sum / mean (leave-one-out included: a second streaming pass writes the rows).
+template <class T, class A, class L>
+void forward_blocked(const Ctx<A>& c, const ForwardOutputs& o, const L* labels, int64_t block_rows) {
+  const Problem& p = c.p;
+  const Segments& s = c.s;
+  const T* x = static_cast<const T*>(p.x);
+  T* out = static_cast<T*>(o.out);
+  A* wsum = static_cast<A*>(o.wsum);
+  A* out_norm = static_cast<A*>(o.out_norm);
+  const int64_t n = p.n, d = p.d, k = p.k;
+  const bool mean = p.reduce == Reduce::mean;
+  const int64_t num_blocks = (n + block_rows - 1) / block_rows;
+  Scratch<A> partial(num_blocks * k * d), partial_w(num_blocks * k);
+  auto accumulate = [&](int64_t b) {
+    A* sums = partial.p + b * k * d;
+    A* wts = partial_w.p + b * k;
+    for (int64_t j = 0; j < k * d; ++j) sums[j] = A(0);
+    for (int64_t g = 0; g < k; ++g) wts[g] = A(0);
+    const int64_t r1 = min_i64(n, (b + 1) * block_rows);
+    for (int64_t row = b * block_rows; row < r1; ++row) {
+      const int64_t g = static_cast<int64_t>(labels[row]);
+      const A wi = c.weight(row);
+      wts[g] += wi;
+      axpy(sums + g * d, x + row * d, c.pre ? wi / c.row_norms[row] : wi, d);
+    }
+  };
+  parallel_for_each(num_blocks, accumulate);
+  // Merge into block 0's partials, in block order, one task per group chunk.
+  auto merge = [&](int64_t chunk) {
+    Scratch<A> acc(d);
+    for (int64_t g = s.chunks[chunk]; g < s.chunks[chunk + 1]; ++g) {
+      A* sum0 = partial.p + g * d;
+      A total_w = partial_w.p[g];
+      for (int64_t b = 1; b < num_blocks; ++b) {
+        const A* sb = partial.p + (b * k + g) * d;
+        for (int64_t j = 0; j < d; ++j) sum0[j] += sb[j];
+        total_w += partial_w.p[b * k + g];
+      }
+      o.counts[g] = s.offsets[g + 1] - s.offsets[g];
+      wsum[g] = total_w;
+      partial_w.p[g] = total_w;
+      if (p.leave_one_out) continue;
+      for (int64_t j = 0; j < d; ++j)
+        acc.p[j] = mean ? (total_w != A(0) ? sum0[j] / total_w : A(0)) : sum0[j];
+      store_row(c, acc.p, d, out + g * d, out_norm ? out_norm + g : nullptr);
+    }
+  };
+  parallel_for_each(s.num_chunks, merge);
+  if (!p.leave_one_out) return;
+  auto loo_rows = [&](int64_t b) {
+    Scratch<A> tmp(d);
+    const int64_t r1 = min_i64(n, (b + 1) * block_rows);
+    for (int64_t row = b * block_rows; row < r1; ++row) {
+      const int64_t g = static_cast<int64_t>(labels[row]);
+      const A* sum = partial.p + g * d;
+      const A wi = c.weight(row);
+      const A coef = c.pre ? wi / c.row_norms[row] : wi;
+      const A denom = partial_w.p[g] - wi;
+      const T* xr = x + row * d;
+      if (s.offsets[g + 1] - s.offsets[g] == 1 || (mean && denom == A(0))) {
+        for (int64_t j = 0; j < d; ++j) tmp.p[j] = A(0);
+      } else if (mean) {
+        for (int64_t j = 0; j < d; ++j) tmp.p[j] = (sum[j] - coef * to_acc(xr[j], A())) / denom;
+      } else {
+        for (int64_t j = 0; j < d; ++j) tmp.p[j] = sum[j] - coef * to_acc(xr[j], A());
+      }
+      store_row(c, tmp.p, d, out + row * d, out_norm ? out_norm + row : nullptr);
+    }
+  };
+  parallel_for_each(num_blocks, loo_rows);
 }
 
 template <class T, class A>
@@ -395,10 +480,18 @@ template <class T, class A>
 void forward_typed(const Problem& p, const ForwardOutputs& o, const Segments& s, const void* row_norms) {
   const Ctx<A> c{p, s, static_cast<const A*>(p.weights), static_cast<const A*>(row_norms), static_cast<A>(p.eps),
                  (p.normalize & kNormalizePre) != 0, (p.normalize & kNormalizePost) != 0};
-  if (p.reduce == Reduce::sum || p.reduce == Reduce::mean)
-    forward_sum_mean<T, A>(c, o);
-  else
+  if (p.reduce == Reduce::sum || p.reduce == Reduce::mean) {
+    if (s.block_rows > 0) {
+      if (p.labels_int32)
+        forward_blocked<T, A>(c, o, static_cast<const int32_t*>(p.labels), s.block_rows);
+      else
+        forward_blocked<T, A>(c, o, static_cast<const int64_t*>(p.labels), s.block_rows);
+    } else {
+      forward_sum_mean<T, A>(c, o);
+    }
+  } else {
     forward_extreme<T, A>(c, o);
+  }
 }
 
 template <class T, class A>

@@ -1,8 +1,53 @@
 // pybind11 glue for fastemb._C_cuda (optional module, built when nvcc is found).
+// Pointers arrive as Python ints (device addresses, 0 = null) and the stream as the integer value
+// of a cudaStream_t (torch.cuda.current_stream().cuda_stream). The GIL is released around the
+// launches; std::invalid_argument -> ValueError, std::runtime_error (CUDA errors) -> RuntimeError.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "centroid/centroid.h"
+#include "centroid_cuda.cuh"
+
 namespace py = pybind11;
+using namespace fastemb;
+
+namespace {
+
+template <class T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32,
+                               uintptr_t offsets, int64_t k, uintptr_t weights, int reduce, int normalize, double eps,
+                               bool leave_one_out) {
+  if (dtype < 0 || dtype > 3) throw std::invalid_argument("x: unknown dtype code " + std::to_string(dtype));
+  if (reduce < 0 || reduce > 3) throw std::invalid_argument("reduce: unknown code " + std::to_string(reduce));
+  if (normalize < 0 || normalize > 3) throw std::invalid_argument("normalize: unknown flags " + std::to_string(normalize));
+  centroid::Problem p;
+  p.x = ptr<const void>(x);
+  p.dtype = static_cast<centroid::DType>(dtype);
+  p.n = n;
+  p.d = d;
+  p.labels = ptr<const void>(labels);
+  p.labels_int32 = labels_int32;
+  p.offsets = ptr<const int64_t>(offsets);
+  p.k = k;
+  p.weights = ptr<const void>(weights);
+  p.reduce = static_cast<centroid::Reduce>(reduce);
+  p.normalize = normalize;
+  p.eps = eps;
+  p.leave_one_out = leave_one_out;
+  return p;
+}
+
+cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+}  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "fastemb CUDA kernels (internal: use the fastemb package)";
@@ -14,4 +59,52 @@ PYBIND11_MODULE(_C_cuda, m) {
     }
     return n;
   });
+
+  m.def(
+      "centroid_forward",
+      [](uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32, uintptr_t offsets, int64_t k,
+         uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t out, uintptr_t counts,
+         uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, bool deterministic, uintptr_t stream) {
+        const centroid::Problem p =
+            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+        centroid::ForwardOutputs o;
+        o.out = ptr<void>(out);
+        o.counts = ptr<int64_t>(counts);
+        o.wsum = ptr<void>(wsum);
+        o.arg = ptr<int64_t>(arg);
+        o.out_norm = ptr<void>(out_norm);
+        py::gil_scoped_release release;
+        centroid::cuda::forward(p, o, deterministic, as_stream(stream));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("d"), py::arg("labels"), py::arg("labels_int32"),
+      py::arg("offsets"), py::arg("k"), py::arg("weights"), py::arg("reduce"), py::arg("normalize"), py::arg("eps"),
+      py::arg("leave_one_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"), py::arg("out_norm"),
+      py::arg("deterministic") = false, py::arg("stream") = 0);
+
+  m.def(
+      "centroid_backward",
+      [](uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32, uintptr_t offsets, int64_t k,
+         uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t grad_out, uintptr_t out,
+         uintptr_t counts, uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, uintptr_t grad_x, uintptr_t grad_w,
+         bool deterministic, uintptr_t stream) {
+        const centroid::Problem p =
+            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+        centroid::BackwardInputs in;
+        in.grad_out = ptr<const void>(grad_out);
+        in.out = ptr<const void>(out);
+        in.counts = ptr<const int64_t>(counts);
+        in.wsum = ptr<const void>(wsum);
+        in.arg = ptr<const int64_t>(arg);
+        in.out_norm = ptr<const void>(out_norm);
+        centroid::BackwardOutputs o;
+        o.grad_x = ptr<void>(grad_x);
+        o.grad_w = ptr<void>(grad_w);
+        py::gil_scoped_release release;
+        centroid::cuda::backward(p, in, o, deterministic, as_stream(stream));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("d"), py::arg("labels"), py::arg("labels_int32"),
+      py::arg("offsets"), py::arg("k"), py::arg("weights"), py::arg("reduce"), py::arg("normalize"), py::arg("eps"),
+      py::arg("leave_one_out"), py::arg("grad_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"),
+      py::arg("out_norm"), py::arg("grad_x"), py::arg("grad_w"), py::arg("deterministic") = false,
+      py::arg("stream") = 0);
 }

@@ -1,5 +1,6 @@
 #include "common/thread_pool.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -26,9 +28,34 @@ int default_threads() {
   return hw ? static_cast<int>(hw) : 1;
 }
 
+class Pool;
+Pool* pool_instance();
+
 class Pool {
  public:
   Pool() : num_threads_(default_threads()) {}
+
+  // fork() copies only the calling thread. Holding both locks across fork() guarantees that no
+  // worker is inside a critical section; the child then drops the (absent) workers and starts
+  // with fresh condition variables, and builds new workers on its first parallel job.
+  void before_fork() {
+    run_mutex_.lock();
+    mutex_.lock();
+  }
+  void after_fork_parent() {
+    mutex_.unlock();
+    run_mutex_.unlock();
+  }
+  void after_fork_child() {
+    workers_.clear();  // their threads do not exist here: leak the handles, never join or detach
+    generation_ = 0;
+    stopping_ = false;
+    pending_workers_ = 0;
+    new (&wake_) std::condition_variable();
+    new (&done_) std::condition_variable();
+    mutex_.unlock();
+    run_mutex_.unlock();
+  }
 
   int num_threads() const { return num_threads_.load(); }
 
@@ -109,12 +136,6 @@ class Pool {
   }
 
   void ensure_workers(int count) {
-    if (owner_pid_ != getpid()) {
-      // After fork() the workers do not exist in the child: forget them without joining.
-      for (std::thread* t : workers_) t->detach();
-      workers_.clear();
-      owner_pid_ = getpid();
-    }
     if (static_cast<int>(workers_.size()) == count) return;
     stop_workers();
     std::lock_guard<std::mutex> lock(mutex_);
@@ -123,12 +144,6 @@ class Pool {
   }
 
   void stop_workers() {
-    if (owner_pid_ != getpid()) {
-      for (std::thread* t : workers_) t->detach();
-      workers_.clear();
-      owner_pid_ = getpid();
-      return;
-    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
@@ -148,7 +163,6 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread*> workers_;  // raw pointers: after fork they are leaked, never joined
-  pid_t owner_pid_ = getpid();
   uint64_t generation_ = 0;
   bool stopping_ = false;
   void (*task_)(void*, int64_t) = nullptr;
@@ -159,9 +173,20 @@ class Pool {
   std::exception_ptr error_;
 };
 
+Pool* g_pool = nullptr;
+Pool* pool_instance() { return g_pool; }
+
+Pool* make_pool() {
+  Pool* p = new Pool();
+  g_pool = p;
+  pthread_atfork([] { pool_instance()->before_fork(); }, [] { pool_instance()->after_fork_parent(); },
+                 [] { pool_instance()->after_fork_child(); });
+  return p;
+}
+
 Pool& pool() {
   // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
-  static Pool* p = new Pool();
+  static Pool* p = make_pool();
   return *p;
 }
 

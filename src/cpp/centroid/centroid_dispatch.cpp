@@ -123,8 +123,12 @@ OwnedSegments make_segments(const Problem& p, bool allow_col_blocks, bool allow_
   }
   Segments& s = seg.view;
   if (blocked_candidate && seg.labels_unsorted) {
-    // At most 64 blocks (bounded partial memory), never fewer rows than kBlockRows per block.
-    s.block_rows = std::max<int64_t>(kBlockRows, (p.n + 63) / 64);
+    // Partials of all blocks stay within ~8 MB (a fresh buffer costs page faults), 4 to 64
+    // blocks, never fewer than kBlockRows rows per block. Depends on the shape only, never on the
+    // thread count, so the summation order (and the bits) is fixed.
+    const int64_t acc_bytes = std::max<int64_t>(1, p.k * p.d * (acc_is_double(p.dtype) ? 8 : 4));
+    const int64_t max_blocks = std::min<int64_t>(64, std::max<int64_t>(4, (int64_t(8) << 20) / acc_bytes));
+    s.block_rows = std::max<int64_t>(kBlockRows, (p.n + max_blocks - 1) / max_blocks);
     allow_col_blocks = false;
   }
   s.offsets = p.offsets ? p.offsets : seg.offsets.data();

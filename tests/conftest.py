@@ -7,9 +7,7 @@ import fastemb
 from fastemb import _backend
 
 
-def native_isas():
-    C = _backend.native()
-    return list(C.supported_isas()) if C is not None else []
+native_isas = _backend.native_isas  # kept for old imports; use fastemb._backend.native_isas
 
 
 @pytest.fixture

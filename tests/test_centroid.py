@@ -6,10 +6,10 @@ import pytest
 
 import fastemb
 from fastemb import _backend
+from fastemb._backend import native_isas
 from fastemb._reference import centroid as ref
 from fastemb.centroid import native_backward, native_forward
 
-from conftest import native_isas
 
 REDUCES = ["sum", "mean", "amax", "amin"]
 NORMALIZES = ["none", "pre", "post", "both"]

@@ -41,6 +41,11 @@ def native() -> Optional[Any]:
     return _C
 
 
+def native_isas() -> list:
+    """The CPU kernel variants this machine can run (empty with the NumPy fallback)."""
+    return list(_C.supported_isas()) if _C is not None else []
+
+
 def backend_name() -> str:
     return "native" if _C is not None else "numpy"
 

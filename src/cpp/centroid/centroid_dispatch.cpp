@@ -111,9 +111,17 @@ bool wants_blocked(const Problem& p) {
          p.n >= 4 * kBlockRows && p.n >= 16 * p.k;
 }
 
-OwnedSegments make_segments(const Problem& p, bool allow_col_blocks, bool allow_blocked) {
+enum class Pass { forward, backward };
+
+// Backward of sum/mean without leave-one-out walks unsorted labels in row order (no perm).
+bool wants_rows_backward(const Problem& p) {
+  return (p.reduce == Reduce::sum || p.reduce == Reduce::mean) && !p.leave_one_out && p.labels != nullptr;
+}
+
+OwnedSegments make_segments(const Problem& p, Pass pass) {
   OwnedSegments seg;
-  const bool blocked_candidate = allow_blocked && wants_blocked(p);
+  bool allow_col_blocks = pass == Pass::forward;
+  const bool blocked_candidate = pass == Pass::forward ? wants_blocked(p) : wants_rows_backward(p);
   if (p.offsets) {
     check_offsets(p);
   } else if (p.labels_int32) {
@@ -122,7 +130,9 @@ OwnedSegments make_segments(const Problem& p, bool allow_col_blocks, bool allow_
     group_labels(p, static_cast<const int64_t*>(p.labels), seg, !blocked_candidate);
   }
   Segments& s = seg.view;
-  if (blocked_candidate && seg.labels_unsorted) {
+  if (blocked_candidate && seg.labels_unsorted && pass == Pass::backward) {
+    s.block_rows = 4096;
+  } else if (blocked_candidate && seg.labels_unsorted) {
     // Partials of all blocks stay within ~8 MB (a fresh buffer costs page faults), 4 to 64
     // blocks, never fewer than kBlockRows rows per block. Depends on the shape only, never on the
     // thread count, so the summation order (and the bits) is fixed.
@@ -180,7 +190,7 @@ std::vector<unsigned char> maybe_row_norms(const IsaKernels& kern, const Problem
 void forward_isa(Isa isa, const Problem& p, const ForwardOutputs& o) {
   validate(p);
   const IsaKernels kern = kernels_for(isa);
-  OwnedSegments seg = make_segments(p, true, true);
+  OwnedSegments seg = make_segments(p, Pass::forward);
   if (p.k == 0 && !p.leave_one_out) return;
   const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
   advise_huge_pages(o.out, static_cast<size_t>(p.leave_one_out ? p.n : p.k) * p.d * dtype_size(p.dtype));
@@ -192,7 +202,7 @@ void backward_isa(Isa isa, const Problem& p, const BackwardInputs& in, const Bac
   if ((p.reduce == Reduce::amax || p.reduce == Reduce::amin) && in.arg == nullptr) fail("arg: required for amax/amin backward");
   if ((p.normalize & kNormalizePost) && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
   const IsaKernels kern = kernels_for(isa);
-  OwnedSegments seg = make_segments(p, false, false);
+  OwnedSegments seg = make_segments(p, Pass::backward);
   const std::vector<unsigned char> rn = maybe_row_norms(kern, p);
   advise_huge_pages(o.grad_x, static_cast<size_t>(p.n) * p.d * dtype_size(p.dtype));
   kern.backward(p, in, o, seg.view, rn.empty() ? nullptr : rn.data());

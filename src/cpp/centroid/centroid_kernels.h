@@ -447,6 +447,59 @@ void backward_sum_mean(const Ctx<A>& c, const BackwardInputs& in, const Backward
   parallel_for_each(s.num_chunks, task);
 }
 
+// Unsorted labels, no leave-one-out: per-group gradients first (K x D), then rows in row order
+// (sequential writes of grad_x instead of writes scattered by group).
+template <class T, class A, class L>
+void backward_sum_mean_rows(const Ctx<A>& c, const BackwardInputs& in, const BackwardOutputs& o, const L* labels,
+                            int64_t block_rows) {
+  const Problem& p = c.p;
+  const Segments& s = c.s;
+  const T* x = static_cast<const T*>(p.x);
+  const T* gout = static_cast<const T*>(in.grad_out);
+  const T* out = static_cast<const T*>(in.out);
+  const A* wsum = static_cast<const A*>(in.wsum);
+  const A* out_norm = static_cast<const A*>(in.out_norm);
+  T* grad_x = static_cast<T*>(o.grad_x);
+  A* grad_w = static_cast<A*>(o.grad_w);
+  const int64_t n = p.n, d = p.d;
+  const bool mean = p.reduce == Reduce::mean;
+  Scratch<A> group_grad(p.k * d), c_dot_g(p.k);
+  auto per_group = [&](int64_t chunk) {
+    Scratch<A> cen(d);
+    for (int64_t g = s.chunks[chunk]; g < s.chunks[chunk + 1]; ++g) {
+      A* gp = group_grad.p + g * d;
+      unpost_grad(c, gp, gout + g * d, out + g * d, out_norm ? out_norm + g : nullptr, d);
+      c_dot_g.p[g] = A(0);
+      if (grad_w && mean) {
+        unnormalized(c, cen.p, out + g * d, out_norm ? out_norm + g : nullptr, d);
+        c_dot_g.p[g] = dot_fixed<A>(cen.p, gp, d);
+      }
+    }
+  };
+  parallel_for_each(s.num_chunks, per_group);
+  auto per_rows = [&](int64_t b) {
+    Scratch<A> dxh(d), xhat(d);
+    const int64_t r1 = min_i64(n, (b + 1) * block_rows);
+    for (int64_t row = b * block_rows; row < r1; ++row) {
+      const int64_t g = static_cast<int64_t>(labels[row]);
+      const A* gp = group_grad.p + g * d;
+      const A total_w = wsum[g];
+      const T* xr = x + row * d;
+      if (grad_w) {
+        const A xg = xhat_dot(c, xr, row, gp, d);
+        grad_w[row] = mean ? (total_w != A(0) ? (xg - c_dot_g.p[g]) / total_w : A(0)) : xg;
+      }
+      if (grad_x) {
+        const A wi = c.weight(row);
+        const A scale = mean ? (total_w != A(0) ? wi / total_w : A(0)) : wi;
+        for (int64_t j = 0; j < d; ++j) dxh.p[j] = scale * gp[j];
+        store_grad_row(c, dxh.p, xr, row, grad_x + row * d, xhat.p, d);
+      }
+    }
+  };
+  parallel_for_each((n + block_rows - 1) / block_rows, per_rows);
+}
+
 template <class T, class A>
 void backward_extreme(const Ctx<A>& c, const BackwardInputs& in, const BackwardOutputs& o) {
   const Problem& p = c.p;
@@ -499,10 +552,16 @@ void backward_typed(const Problem& p, const BackwardInputs& in, const BackwardOu
                     const void* row_norms) {
   const Ctx<A> c{p, s, static_cast<const A*>(p.weights), static_cast<const A*>(row_norms), static_cast<A>(p.eps),
                  (p.normalize & kNormalizePre) != 0, (p.normalize & kNormalizePost) != 0};
-  if (p.reduce == Reduce::sum || p.reduce == Reduce::mean)
+  if ((p.reduce == Reduce::sum || p.reduce == Reduce::mean) && s.block_rows > 0) {
+    if (p.labels_int32)
+      backward_sum_mean_rows<T, A>(c, in, o, static_cast<const int32_t*>(p.labels), s.block_rows);
+    else
+      backward_sum_mean_rows<T, A>(c, in, o, static_cast<const int64_t*>(p.labels), s.block_rows);
+  } else if (p.reduce == Reduce::sum || p.reduce == Reduce::mean) {
     backward_sum_mean<T, A>(c, in, o);
-  else
+  } else {
     backward_extreme<T, A>(c, in, o);
+  }
 }
 
 }  // namespace

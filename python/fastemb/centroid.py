@@ -5,6 +5,7 @@ See ``centroid_aggregate``. The torch ops live in :mod:`fastemb.torch`.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional, Tuple, Union
 
 import numpy as np
@@ -19,11 +20,12 @@ _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
 def check_modes(reduce: str, normalize: str, eps: float, leave_one_out: bool, has_weights: bool) -> None:
     """Checks the mode arguments shared by the NumPy API and the torch ops."""
-    if reduce not in REDUCE_CODES:
+    if not isinstance(reduce, str) or reduce not in REDUCE_CODES:
         raise ValueError(f"reduce must be one of {sorted(REDUCE_CODES)}, got {reduce!r}")
-    if normalize not in NORMALIZE_CODES:
+    if not isinstance(normalize, str) or normalize not in NORMALIZE_CODES:
         raise ValueError(f"normalize must be one of {sorted(NORMALIZE_CODES)}, got {normalize!r}")
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+    if (not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not math.isfinite(float(eps))
+            or float(eps) <= 0):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
     if reduce in ("amax", "amin"):
         if has_weights:
@@ -41,6 +43,8 @@ def _as_labels(index: Any, n: int) -> np.ndarray:
         raise ValueError(f"index must be 1-D, got shape {index.shape}")
     if index.shape[0] != n:
         raise ValueError(f"index has {index.shape[0]} labels but x has {n} rows")
+    if index.dtype == np.uint64 and index.size and int(index.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"index: label {int(index.max())} is out of range (num_groups is an int64)")
     if index.dtype not in (np.int32, np.int64):
         index = index.astype(np.int64)  # small copy: N labels
     return np.ascontiguousarray(index)
@@ -112,6 +116,8 @@ def centroid_aggregate(
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray (use fastemb.torch for tensors), got {type(x).__name__}")
+    if x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))  # non-native byte order: one converted copy
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"x must be float16, float32 or float64, got dtype {x.dtype}")
     if x.ndim != 2:
@@ -120,18 +126,20 @@ def centroid_aggregate(
     n, d = x.shape
     if (index is None) == (offsets is None):
         raise ValueError("give exactly one of index (labels) or offsets")
+    if num_groups is not None and (isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer))):
+        raise TypeError(f"num_groups must be an int, got {type(num_groups).__name__}")
     labels = off = None
     if index is not None:
         labels = _as_labels(index, n)
         if num_groups is None:
+            if n and int(labels.min()) < 0:
+                raise ValueError(f"index: negative label {int(labels.min())}")
             num_groups = int(labels.max()) + 1 if n else 0
     else:
         off = _as_offsets(offsets, n)
         if num_groups is not None and int(num_groups) != len(off) - 1:
             raise ValueError(f"num_groups={num_groups} disagrees with len(offsets) - 1 = {len(off) - 1}")
         num_groups = len(off) - 1
-    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
-        raise TypeError(f"num_groups must be an int, got {type(num_groups).__name__}")
     k = int(num_groups)
     if k < 0:
         raise ValueError(f"num_groups must be >= 0, got {k}")
@@ -143,7 +151,8 @@ def centroid_aggregate(
             raise TypeError(f"weights must be a real array, got dtype {w.dtype}")
         if w.shape != (n,):
             raise ValueError(f"weights must have shape ({n},), got {w.shape}")
-        w = np.ascontiguousarray(w, dtype=acc)
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.ascontiguousarray(w, dtype=acc)  # values past the dtype's range become inf
         if not np.all(np.isfinite(w)):
             raise ValueError("weights must be finite (found NaN or inf)")
     x = np.ascontiguousarray(x)

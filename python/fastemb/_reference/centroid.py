@@ -24,9 +24,15 @@ def _flags(normalize: str) -> Tuple[bool, bool]:
     return normalize in ("pre", "both"), normalize in ("post", "both")
 
 
+def _norms(a: np.ndarray) -> np.ndarray:
+    """||a_i|| per row, computed in float64 so float32 rows near the overflow limit stay finite."""
+    a64 = a.astype(np.float64)
+    return np.sqrt((a64 * a64).sum(axis=1)).astype(a.dtype)
+
+
 def _row_norms(xa: np.ndarray, eps: float) -> np.ndarray:
     """max(||x_i||, eps) per row."""
-    return np.maximum(np.sqrt((xa * xa).sum(axis=1)), xa.dtype.type(eps))
+    return np.maximum(_norms(xa), xa.dtype.type(eps))
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -76,7 +82,7 @@ def forward(
         result, arg = _extreme(xa, labels, counts, k, reduce == "amax")
     out_norm = None
     if post:
-        out_norm = np.sqrt((result * result).sum(axis=1)).astype(acc)
+        out_norm = _norms(result)
         result = result / np.maximum(out_norm, acc(eps))[:, None]
     return result.astype(x.dtype), counts, wsum, arg, out_norm
 
@@ -94,12 +100,15 @@ def _extreme(xa: np.ndarray, labels: np.ndarray, counts: np.ndarray, k: int, is_
     starts = (np.cumsum(counts) - counts)[nonempty]
     reducer = np.maximum if is_max else np.minimum  # both propagate NaN
     best = reducer.reduceat(xs, starts, axis=0)
-    result[nonempty] = best
-    best_per_row = result[labels[order]]
+    best_per_row = np.zeros((k, d), dtype=xa.dtype)
+    best_per_row[nonempty] = best
+    best_per_row = best_per_row[labels[order]]
     hit = (xs == best_per_row) | (np.isnan(xs) & np.isnan(best_per_row))
     position = np.where(hit, np.arange(n, dtype=np.int64)[:, None], n)
     first = np.minimum.reduceat(position, starts, axis=0)
     arg[nonempty] = order[first]
+    # the value of the lowest row among ties (-0.0 and +0.0 compare equal but differ in sign)
+    result[nonempty] = xs[first, np.arange(d)]
     return result, arg
 
 

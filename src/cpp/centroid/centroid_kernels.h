@@ -69,6 +69,42 @@ inline void prefetch_row(const T* row, int64_t w) {
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
 }
 
+inline float tiny_a(float) { return __FLT_MIN__; }
+inline double tiny_a(double) { return __DBL_MIN__; }
+inline float huge_a(float) { return __FLT_MAX__; }
+inline double huge_a(double) { return __DBL_MAX__; }
+
+// ||v|| in the fixed order of dot_fixed. When the sum of squares overflows or underflows the
+// accumulation type (|v| past ~1.8e19 or below ~1e-19 in float32), it is redone on v / max|v|
+// (BLAS nrm2 style), so large or tiny but finite rows still normalize to unit length.
+template <class A, class U>
+inline A norm_fixed(const U* __restrict v, int64_t d) {
+  const A sumsq = dot_fixed<A>(v, v, d);
+  if (sumsq >= tiny_a(A()) && sumsq <= huge_a(A())) return sqrt_a(sumsq);
+  A peak = A(0);
+  for (int64_t j = 0; j < d; ++j) {
+    const A a = to_acc(v[j], A());
+    const A mag = a < A(0) ? -a : a;
+    if (mag > peak) peak = mag;
+  }
+  if (!(peak > A(0)) || !(peak <= huge_a(A())) || is_nan(sumsq)) return sqrt_a(sumsq);  // 0, inf or nan
+  A lanes[16];
+  for (int l = 0; l < 16; ++l) lanes[l] = A(0);
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int l = 0; l < 16; ++l) {
+      const A t = to_acc(v[j + l], A()) / peak;
+      lanes[l] += t * t;
+    }
+  for (int l = 0; j + l < d; ++l) {
+    const A t = to_acc(v[j + l], A()) / peak;
+    lanes[l] += t * t;
+  }
+  for (int width = 8; width >= 1; width >>= 1)
+    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return peak * sqrt_a(lanes[0]);
+}
+
 template <class A>
 struct Ctx {
   const Problem& p;
@@ -92,7 +128,7 @@ void compute_row_norms(const Problem& p, A* row_norms) {
     const int64_t r1 = min_i64(p.n, (b + 1) * block);
     for (int64_t r = b * block; r < r1; ++r) {
       const T* row = x + r * d;
-      row_norms[r] = max_a(sqrt_a(dot_fixed<A>(row, row, d)), eps);
+      row_norms[r] = max_a(norm_fixed<A>(row, d), eps);
     }
   };
   parallel_for_each((p.n + block - 1) / block, task);
@@ -103,7 +139,7 @@ void compute_row_norms(const Problem& p, A* row_norms) {
 template <class T, class A>
 inline void store_row(const Ctx<A>& c, A* acc, int64_t w, T* out, A* out_norm_slot) {
   if (c.post) {
-    const A norm = sqrt_a(dot_fixed<A>(acc, acc, w));
+    const A norm = norm_fixed<A>(acc, w);
     *out_norm_slot = norm;
     const A denom = max_a(norm, c.eps);
     for (int64_t j = 0; j < w; ++j) acc[j] = acc[j] / denom;

@@ -238,3 +238,18 @@ def test_cuda_matches_cpu(gen, deterministic, dtype):
                 assert torch.equal(b, b2)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("reduce,normalize,loo", [("mean", "post", True), ("amax", "both", False),
+                                                  ("sum", "none", False)])
+def test_empty_tensors_forward_and_backward(reduce, normalize, loo):
+    """Empty torch tensors have data_ptr 0: the native layer must take them as empty, not missing."""
+    x = torch.empty(0, 4, requires_grad=True)
+    labels = torch.empty(0, dtype=torch.long)
+    out = ft.centroid_aggregate(x, labels, num_groups=3, reduce=reduce, normalize=normalize, leave_one_out=loo)
+    assert out.shape == ((0 if loo else 3), 4) and torch.all(out == 0)
+    (g,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    assert g is None or g.shape == (0, 4)
+    z = ft.centroid_aggregate(torch.empty(0, 4), offsets=torch.zeros(3, dtype=torch.long), reduce=reduce,
+                              normalize=normalize)
+    assert z.shape == (2, 4) and torch.all(z == 0)

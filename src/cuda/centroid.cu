@@ -99,6 +99,42 @@ __device__ __forceinline__ A load(const T* p, int64_t i) {
   return to_acc(p[i], A());
 }
 
+__device__ __forceinline__ float tiny_a(float) { return 1.17549435e-38f; }   // FLT_MIN
+__device__ __forceinline__ double tiny_a(double) { return 2.2250738585072014e-308; }  // DBL_MIN
+__device__ __forceinline__ float huge_a(float) { return 3.40282347e+38f; }   // FLT_MAX
+__device__ __forceinline__ double huge_a(double) { return 1.7976931348623157e+308; }  // DBL_MAX
+
+// ||v|| of a row of d values (value(j) gives element j in A), by the whole warp (every lane gets
+// the result). Like the CPU's norm_fixed: when the sum of squares overflows or underflows A, it is
+// redone on v / max|v| (BLAS nrm2 style), so large or tiny but finite rows still normalize.
+template <class A, class F>
+__device__ A warp_norm(int64_t d, int lane, F value) {
+  A s = A(0);
+  for (int64_t j = lane; j < d; j += kWarp) {
+    const A v = value(j);
+    s = madd(s, v, v);
+  }
+  s = warp_sum(s);
+  if (s >= tiny_a(A()) && s <= huge_a(A())) return sqrt_a(s);
+  A peak = A(0);
+  for (int64_t j = lane; j < d; j += kWarp) {
+    const A v = value(j);
+    const A mag = v < A(0) ? -v : v;
+    if (mag > peak) peak = mag;
+  }
+  for (int off = kWarp / 2; off > 0; off >>= 1) {
+    const A other = __shfl_xor_sync(0xffffffffu, peak, off);
+    if (other > peak) peak = other;
+  }
+  if (!(peak > A(0)) || !(peak <= huge_a(A())) || s != s) return sqrt_a(s);  // 0, inf or nan
+  A t = A(0);
+  for (int64_t j = lane; j < d; j += kWarp) {
+    const A v = value(j) / peak;
+    t = madd(t, v, v);
+  }
+  return peak * sqrt_a(warp_sum(t));
+}
+
 // Group of a row: from labels (out of range -> -1) or from a CSR pointer (binary search).
 struct RowGroups {
   const void* labels;
@@ -160,13 +196,8 @@ __global__ void __launch_bounds__(kBlock) row_norms_kernel(const T* x, int64_t n
   const int64_t wpb = blockDim.x / kWarp, stride = int64_t(gridDim.x) * wpb;
   for (int64_t row = int64_t(blockIdx.x) * wpb + threadIdx.x / kWarp; row < n; row += stride) {
     const T* xr = x + row * d;
-    A s = A(0);
-    for (int64_t j = lane; j < d; j += kWarp) {
-      const A v = load<T, A>(xr, j);
-      s = madd(s, v, v);
-    }
-    s = warp_sum(s);
-    if (lane == 0) rn[row] = clamp_norm(sqrt_a(s), eps);
+    const A norm = warp_norm<A>(d, lane, [&](int64_t j) { return load<T, A>(xr, j); });
+    if (lane == 0) rn[row] = clamp_norm(norm, eps);
   }
 }
 
@@ -234,12 +265,7 @@ __global__ void __launch_bounds__(kBlock)
     const A dv = div ? div[r] : A(1);
     A denom = A(1);
     if (post) {
-      A s = A(0);
-      for (int64_t j = lane; j < d; j += kWarp) {
-        const A v = div ? safe_div(src[j], dv) : src[j];
-        s = madd(s, v, v);
-      }
-      const A norm = sqrt_a(warp_sum(s));
+      const A norm = warp_norm<A>(d, lane, [&](int64_t j) { return div ? safe_div(src[j], dv) : src[j]; });
       if (lane == 0) out_norm[r] = norm;
       denom = clamp_norm(norm, eps);
     }
@@ -584,12 +610,7 @@ __global__ void __launch_bounds__(kBlock) backward_rows_kernel(BwdParams<T, A> a
     const A w = a.weights ? a.weights[i] : A(1);
     A rn = A(1);
     if (a.pre) {
-      A s = A(0);
-      for (int64_t j = lane; j < d; j += kWarp) {
-        const A v = load<T, A>(xr, j);
-        s = madd(s, v, v);
-      }
-      rn = clamp_norm(sqrt_a(warp_sum(s)), a.eps);
+      rn = clamp_norm(warp_norm<A>(d, lane, [&](int64_t j) { return load<T, A>(xr, j); }), a.eps);
     }
     const int64_t src = a.loo ? i : g;  // row of grad_out / out feeding this row
     const A pr = a.post ? a.proj[src] : A(0);
@@ -841,8 +862,8 @@ void backward(const Problem& p, const BackwardInputs& in, const BackwardOutputs&
   validate(p);
   const bool extreme = p.reduce == Reduce::amax || p.reduce == Reduce::amin;
   const int64_t rows = p.leave_one_out ? p.n : p.k;
-  if (extreme && in.arg == nullptr) fail("arg: required for amax/amin backward");
-  if ((p.normalize & kNormalizePost) && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
+  if (extreme && p.k > 0 && p.d > 0 && in.arg == nullptr) fail("arg: required for amax/amin backward");
+  if ((p.normalize & kNormalizePost) && rows > 0 && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
   if (!extreme && in.wsum == nullptr) fail("wsum: required for sum/mean backward");
   if (rows > 0 && p.d > 0 && (in.grad_out == nullptr || in.out == nullptr)) fail("grad_out/out: null input");
   switch (p.dtype) {

@@ -49,7 +49,10 @@ size_t dtype_size(DType t) { return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 
 void validate(const Problem& p) {
   if (p.n < 0 || p.d < 0) fail("x: negative shape");
   if (p.k < 0) fail("num_groups must be >= 0, got " + std::to_string(p.k));
-  if ((p.labels == nullptr) == (p.offsets == nullptr)) fail("index/offsets: give exactly one of them");
+  // offsets always has k + 1 >= 1 entries; labels may be a null address only when there are no rows
+  // (an empty torch tensor has data_ptr 0).
+  if (p.labels != nullptr && p.offsets != nullptr) fail("index/offsets: give exactly one of them");
+  if (p.labels == nullptr && p.offsets == nullptr && p.n > 0) fail("index: null data for a non-empty x");
   if (p.n > 0 && p.d > 0 && p.x == nullptr) fail("x: null data");
   if (!(p.eps > 0.0)) fail("eps must be a positive finite number");
   if (p.normalize < 0 || p.normalize > 3) fail("normalize: unknown mode");
@@ -199,8 +202,11 @@ void forward_isa(Isa isa, const Problem& p, const ForwardOutputs& o) {
 
 void backward_isa(Isa isa, const Problem& p, const BackwardInputs& in, const BackwardOutputs& o) {
   validate(p);
-  if ((p.reduce == Reduce::amax || p.reduce == Reduce::amin) && in.arg == nullptr) fail("arg: required for amax/amin backward");
-  if ((p.normalize & kNormalizePost) && in.out_norm == nullptr) fail("out_norm: required for 'post' backward");
+  const int64_t out_rows = p.leave_one_out ? p.n : p.k;
+  if ((p.reduce == Reduce::amax || p.reduce == Reduce::amin) && in.arg == nullptr && p.k * p.d > 0)
+    fail("arg: required for amax/amin backward");
+  if ((p.normalize & kNormalizePost) && in.out_norm == nullptr && out_rows > 0)
+    fail("out_norm: required for 'post' backward");
   const IsaKernels kern = kernels_for(isa);
   OwnedSegments seg = make_segments(p, Pass::backward);
   const std::vector<unsigned char> rn = maybe_row_norms(kern, p);

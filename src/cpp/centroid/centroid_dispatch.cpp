@@ -52,7 +52,7 @@ void validate(const Problem& p) {
   // offsets always has k + 1 >= 1 entries; labels may be a null address only when there are no rows
   // (an empty torch tensor has data_ptr 0).
   if (p.labels != nullptr && p.offsets != nullptr) fail("index/offsets: give exactly one of them");
-  if (p.labels == nullptr && p.offsets == nullptr && p.n > 0) fail("index: null data for a non-empty x");
+  if (p.labels == nullptr && p.offsets == nullptr && p.n > 0) fail("index/offsets: give one of them (index is null for a non-empty x)");
   if (p.n > 0 && p.d > 0 && p.x == nullptr) fail("x: null data");
   if (!(p.eps > 0.0)) fail("eps must be a positive finite number");
   if (p.normalize < 0 || p.normalize > 3) fail("normalize: unknown mode");

@@ -202,7 +202,8 @@ def _centroid_backward_op(grad_out: Tensor, x: Tensor, index: Optional[Tensor], 
     gx, gw = _ref.backward(
         _to_numpy(grad_out), _to_numpy(x), _to_numpy(index), _to_numpy(offsets), num_groups, _to_numpy(weights),
         reduce, normalize, eps, leave_one_out, _to_numpy(out), _to_numpy(counts), _to_numpy(wsum),
-        _to_numpy(_opt(arg)), _to_numpy(_opt(out_norm)), need_grad_x, need_grad_w)
+        _to_numpy(arg) if reduce in ("amax", "amin") else None,
+        _to_numpy(out_norm) if normalize in ("post", "both") else None, need_grad_x, need_grad_w)
     if need_grad_x:
         grad_x.copy_(torch.from_numpy(np.ascontiguousarray(gx)))
     if need_grad_w:

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict
 
 from . import _backend
+from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_topk, unpack_codes
 from .centroid import centroid_aggregate
 
 __version__ = "0.1.0"
@@ -20,6 +21,13 @@ __all__ = [
     "get_num_threads",
     "info",
     "set_num_threads",
+    "binarize",
+    "hamming",
+    "pack_levels",
+    "sdc_cosine",
+    "sdc_scores",
+    "sdc_topk",
+    "unpack_codes",
 ]
 
 

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "binary/binary.h"
 #include "centroid/centroid.h"
 #include "common/cpu_features.h"
 #include "common/thread_pool.h"
@@ -54,6 +55,21 @@ centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uin
   p.normalize = normalize;
   p.eps = eps;
   p.leave_one_out = leave_one_out;
+  return p;
+}
+
+binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
+                                    int64_t dim, int mode) {
+  if (mode != 0 && mode != 1) throw std::invalid_argument("mode: unknown code");
+  binary::Problem p;
+  p.q = ptr<const uint8_t>(q);
+  p.nq = nq;
+  p.d = ptr<const uint8_t>(d);
+  p.nd = nd;
+  p.bits = bits;
+  p.nbytes = nbytes;
+  p.dim = dim;
+  p.mode = static_cast<binary::Mode>(mode);
   return p;
 }
 
@@ -143,4 +159,31 @@ PYBIND11_MODULE(_C, m) {
       py::arg("offsets"), py::arg("k"), py::arg("weights"), py::arg("reduce"), py::arg("normalize"), py::arg("eps"),
       py::arg("leave_one_out"), py::arg("grad_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"),
       py::arg("out_norm"), py::arg("grad_x"), py::arg("grad_w"), py::arg("isa") = "");
+
+  // ---- binary codes (SDC). q/d: uint8 [n, bits, nbytes] C-contiguous; mode 0 = hamming, 1 = sdc.
+  m.def(
+      "binary_scores",
+      [](uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes, int64_t dim, int mode,
+         uintptr_t out, const std::string& isa) {
+        const binary::Problem p = make_binary_problem(q, nq, d, nd, bits, nbytes, dim, mode);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        binary::scores_isa(chosen, p, ptr<int32_t>(out));
+      },
+      py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
+      py::arg("mode"), py::arg("out"), py::arg("isa") = "");
+  m.def(
+      "binary_topk",
+      [](uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes, int64_t dim, int64_t k,
+         uintptr_t scores, uintptr_t ids, const std::string& isa) {
+        const binary::Problem p = make_binary_problem(q, nq, d, nd, bits, nbytes, dim, 1);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        binary::topk_isa(chosen, p, k, ptr<int32_t>(scores), ptr<int64_t>(ids));
+      },
+      py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
+      py::arg("k"), py::arg("scores"), py::arg("ids"), py::arg("isa") = "");
+  // The binary kernel variant a requested ISA runs (avx512 without VPOPCNTDQ runs avx2).
+  m.def("binary_kernel_isa", [](const std::string& isa) { return std::string(isa_name(binary::kernel_isa(isa_from_name(isa)))); },
+        py::arg("isa") = "");
 }

@@ -1,0 +1,231 @@
+"""SDC binary codes: binarize float embeddings into multi-bit binary codes and search them.
+
+Codes are uint8 arrays ``[n, bits, nbytes]`` (bit plane after bit plane, ``np.packbits``
+bitorder='big'); for ``bits = 1`` a 2-D ``[n, nbytes]`` array (sentence-transformers ``ubinary``,
+faiss ``IndexBinaryFlat``) is accepted too. ``dim`` is the number of true dimensions per plane
+(default ``8 * nbytes``); bits past ``dim`` are padding and never change a score.
+
+Scores are exact integers: ``S(q, d) = sum_j (2 C_qj - L)(2 C_dj - L)`` with ``L = 2^bits - 1``
+and ``C_j`` the ``bits``-bit integer code of dimension ``j`` (``S = dim - 2 * Hamming`` at 1 bit).
+See shared/specs/sdc.md.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _backend
+from ._reference import binary as _ref
+
+MODE_CODES = {"hamming": 0, "sdc": 1}
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _check_bits(bits: Any) -> int:
+    bits = _check_int("bits", bits)
+    if not 1 <= bits <= 4:
+        raise ValueError(f"bits must be in 1..4, got {bits}")
+    return bits
+
+
+def as_codes(name: str, codes: Any) -> np.ndarray:
+    """Validates a code array and returns it as C-contiguous uint8 ``[n, bits, nbytes]``.
+
+    A C-contiguous input (np.memmap included) is used in place; any other layout is copied once.
+    """
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of uint8 codes, got {type(codes).__name__}")
+    if codes.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8 (packed bits), got {codes.dtype}")
+    if codes.ndim == 2:
+        codes = codes.reshape(codes.shape[0], 1, codes.shape[1]) if codes.flags.c_contiguous else \
+            codes[:, None, :]
+    elif codes.ndim != 3:
+        raise ValueError(f"{name} must be [n, bits, nbytes] (or [n, nbytes] for 1 bit), got shape {codes.shape}")
+    if not 1 <= codes.shape[1] <= 4:
+        raise ValueError(f"{name}: bits (axis 1) must be in 1..4, got shape {codes.shape}")
+    if codes.shape[2] < 1:
+        raise ValueError(f"{name}: nbytes (last axis) must be >= 1, got shape {codes.shape}")
+    if not codes.flags.c_contiguous:
+        codes = np.ascontiguousarray(codes)  # documented: one copy of a non-contiguous input
+    return codes
+
+
+def check_dim(dim: Any, nbytes: int, name: str = "dim") -> int:
+    if dim is None:
+        return 8 * nbytes
+    dim = _check_int(name, dim)
+    if not 8 * (nbytes - 1) < dim <= 8 * nbytes:
+        raise ValueError(f"{name}={dim} does not match the codes' {nbytes} bytes per plane "
+                         f"(need {8 * (nbytes - 1) + 1} <= {name} <= {8 * nbytes})")
+    return dim
+
+
+def prepare_pair(q: Any, d: Any, dim: Any, mode: str = "sdc") -> Tuple[np.ndarray, np.ndarray, int]:
+    """Validates a (queries, corpus) pair of codes; returns (q, d, dim) with 3-D codes."""
+    q = as_codes("q", q)
+    d = as_codes("d", d)
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"q and d disagree on bits: q has {q.shape[1]}, d has {d.shape[1]}")
+    if q.shape[2] != d.shape[2]:
+        raise ValueError(f"q and d disagree on nbytes: q has {q.shape[2]}, d has {d.shape[2]}")
+    dim = check_dim(dim, q.shape[2])
+    L = 2 ** q.shape[1] - 1
+    bound = dim * L * L if mode == "sdc" else dim * q.shape[1]
+    if bound > _INT32_MAX:
+        raise ValueError(f"dim={dim} is too large for {q.shape[1]}-bit codes: scores would overflow int32")
+    return q, d, dim
+
+
+# ---- native entry points (tests call these with isa=) ----------------------------------------
+
+def native_scores(C, q: np.ndarray, d: np.ndarray, dim: int, mode: str = "sdc", isa: str = "") -> np.ndarray:
+    """int32 [nq, nd] Hamming or SDC scores from the C++ kernels (validated 3-D inputs)."""
+    out = np.empty((q.shape[0], d.shape[0]), dtype=np.int32)
+    A = _backend.address
+    C.binary_scores(A(q), q.shape[0], A(d), d.shape[0], q.shape[1], q.shape[2], dim, MODE_CODES[mode], A(out), isa)
+    return out
+
+
+def native_topk(C, q: np.ndarray, d: np.ndarray, k: int, dim: int, isa: str = "") -> Tuple[np.ndarray, np.ndarray]:
+    """Fused top-k from the C++ kernels (validated 3-D inputs)."""
+    scores = np.empty((q.shape[0], k), dtype=np.int32)
+    ids = np.empty((q.shape[0], k), dtype=np.int64)
+    A = _backend.address
+    C.binary_topk(A(q), q.shape[0], A(d), d.shape[0], q.shape[1], q.shape[2], dim, k, A(scores), A(ids), isa)
+    return scores, ids
+
+
+# ---- public API -------------------------------------------------------------------------------
+
+def binarize(x: np.ndarray, bits: int = 1, scale: Any = None) -> np.ndarray:
+    """Training-free recurrent binarization of float rows into ``bits``-bit codes.
+
+    Each row is scaled by ``s = mean|x|`` (or ``scale``: a positive scalar or ``[n]`` array);
+    ``d_0 = sign(x/s)`` and ``d_i = sign(x/s - sum_{j<i} 2^-j d_j)`` with sign(0) = +1. An
+    all-zero row uses ``s = 1`` (no division by zero). Computed in float64 with NumPy on every backend.
+
+    Args:
+        x: ``[n, m]`` real array without NaN or inf.
+        bits: 1..4 bit planes.
+        scale: optional positive finite scalar or ``[n]`` array replacing ``mean|x|``.
+
+    Returns:
+        uint8 ``[n, bits, ceil(m / 8)]`` codes (padding bits zero).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"x must be a real array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D [n, m], got shape {x.shape}")
+    bits = _check_bits(bits)
+    if x.dtype.kind == "f":
+        if np.isnan(x).any():
+            raise ValueError("x contains NaN")
+        if not np.isfinite(x).all():
+            raise ValueError("x must be finite (found inf)")
+    if scale is not None:
+        s = np.asarray(scale)
+        if s.dtype.kind not in "fiu":
+            raise TypeError(f"scale must be a real scalar or array, got dtype {s.dtype}")
+        if s.ndim not in (0, 1) or (s.ndim == 1 and s.shape[0] != x.shape[0]):
+            raise ValueError(f"scale must be a scalar or have shape ({x.shape[0]},), got shape {s.shape}")
+        s = s.astype(np.float64)
+        if not (np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError("scale must be positive and finite")
+        scale = s
+    return _ref.binarize(x, bits, scale)
+
+
+def pack_levels(levels: np.ndarray) -> np.ndarray:
+    """Packs sign levels from any model (``[n, bits, m]`` or ``[n, m]``, values +-1 or bool) into
+    uint8 codes ``[n, bits, ceil(m / 8)]`` (plane i holds ``levels[:, i] > 0``; padding bits zero)."""
+    if not isinstance(levels, np.ndarray):
+        raise TypeError(f"levels must be a numpy.ndarray, got {type(levels).__name__}")
+    if levels.dtype.kind not in "biuf":
+        raise TypeError(f"levels must be bool or +-1 numbers, got dtype {levels.dtype}")
+    if levels.ndim == 2:
+        levels = levels[:, None, :]
+    elif levels.ndim != 3:
+        raise ValueError(f"levels must be [n, bits, m] (or [n, m]), got shape {levels.shape}")
+    if not 1 <= levels.shape[1] <= 4:
+        raise ValueError(f"levels: bits (axis 1) must be in 1..4, got shape {levels.shape}")
+    if levels.shape[2] < 1:
+        raise ValueError(f"levels: m (last axis) must be >= 1, got shape {levels.shape}")
+    if levels.dtype.kind != "b" and not np.all((levels == 1) | (levels == -1)):
+        raise ValueError("levels must contain only +1 and -1 (or be bool)")
+    return _ref.pack_levels(levels)
+
+
+def unpack_codes(codes: np.ndarray, dim: Optional[int] = None) -> np.ndarray:
+    """Level values ``b = sum_i 2^-i d_i`` (float32 ``[n, dim]``) of codes ``[n, bits, nbytes]``."""
+    codes = as_codes("codes", codes)
+    return _ref.unpack_codes(codes, check_dim(dim, codes.shape[2]))
+
+
+def hamming(q: np.ndarray, d: np.ndarray, dim: Optional[int] = None) -> np.ndarray:
+    """int32 ``[nq, nd]`` Hamming distances: popcount of ``q XOR d`` over every bit plane.
+
+    With ``dim``, only the first ``dim`` bits of each plane count (padding bits ignored); without
+    it, all ``8 * nbytes`` bits (padding bits are zero in codes from ``binarize``/``pack_levels``).
+    """
+    q, d, dim = prepare_pair(q, d, dim, mode="hamming")
+    C = _backend.native()
+    if C is None:
+        return _ref.hamming(q, d, dim)
+    return native_scores(C, q, d, dim, "hamming")
+
+
+def sdc_scores(q: np.ndarray, d: np.ndarray, dim: Optional[int] = None) -> np.ndarray:
+    """Exact int32 ``[nq, nd]`` SDC scores ``sum_j (2 C_qj - L)(2 C_dj - L)`` over the true dims
+    (``= 4^(bits-1) <b_q, b_d>``; ``= dim - 2 * Hamming`` at 1 bit)."""
+    q, d, dim = prepare_pair(q, d, dim)
+    C = _backend.native()
+    if C is None:
+        return _ref.sdc_scores(q, d, dim)
+    return native_scores(C, q, d, dim, "sdc")
+
+
+def sdc_cosine(q: np.ndarray, d: np.ndarray, dim: Optional[int] = None) -> np.ndarray:
+    """float32 ``[nq, nd]`` cosine of the level vectors: ``S / sqrt(N_q N_d)`` with
+    ``N_x = sum_j (2 C_xj - L)^2`` (norms computed with NumPy, in chunks of rows)."""
+    q, d, dim = prepare_pair(q, d, dim)
+    C = _backend.native()
+    if C is None:
+        return _ref.sdc_cosine(q, d, dim)
+    s = native_scores(C, q, d, dim, "sdc")
+    return _ref.cosine_from_scores(s, _ref.self_scores(q, dim), _ref.self_scores(d, dim))
+
+
+def sdc_topk(q: np.ndarray, d: np.ndarray, k: int, dim: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best corpus rows for each query by SDC score, without the ``nq x nd`` matrix.
+
+    Args:
+        q: query codes ``[nq, bits, nbytes]`` (or ``[nq, nbytes]``).
+        d: corpus codes, same bits and nbytes; may be an ``np.memmap`` (streamed, not copied).
+        k: >= 1; may exceed ``nd``.
+        dim: true dimensions per plane (default ``8 * nbytes``).
+
+    Returns:
+        (scores int32 ``[nq, k]``, ids int64 ``[nq, k]``): descending score, ties to the lower id;
+        positions past ``nd`` hold score ``INT32_MIN`` and id ``-1``. The same on every thread count.
+    """
+    k = _check_int("k", k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q, d, dim = prepare_pair(q, d, dim)
+    C = _backend.native()
+    if C is None:
+        return _ref.sdc_topk(q, d, k, dim)
+    return native_topk(C, q, d, k, dim)

@@ -1,0 +1,306 @@
+// Binary-code kernels (Hamming / SDC scores, fused top-k), written once and compiled once per ISA:
+// binary_<isa>.cpp defines FASTEMB_ISA_NS and includes this file with that ISA's flags. Everything
+// here lives in that namespace or has internal linkage, and no std:: template is instantiated (see
+// centroid_kernels.h: the linker could otherwise hand one ISA's code to another's caller).
+//
+// Scheme: a block of queries is loaded once into 64-bit words (padding bits masked). The corpus
+// range is then walked in tiles of kTile docs; each tile is transposed into a word-major buffer
+// tile[word * kTile + doc] (masked too), so one broadcast query word meets kTile docs per vector
+// op, and every query of the block is scored against the tile while it sits in L1 (the corpus
+// streams once per query block). Scoring:
+//   hamming, or sdc with bits = 1: XOR-popcount over all words (S = dim - 2 H for sdc);
+//   sdc with bits > 1: the spec's AND-popcount form
+//     S = 4 sum_{i,k} 2^(2u-i-k) popcnt(Pq_i & Pd_k) - 2 L (sumC_q + sumC_d) + dim L^2,
+//   with sumC computed while loading (query block once, doc tile once per query block).
+// All integer math is exact (int64 accumulators, int32 results bounded by the dispatcher).
+#ifndef FASTEMB_ISA_NS
+#error "define FASTEMB_ISA_NS before including binary_kernels.h"
+#endif
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "binary/binary.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "binary_kernels.h assumes a little-endian target (word masks)"
+#endif
+
+namespace fastemb::binary::FASTEMB_ISA_NS {
+namespace {
+
+constexpr int64_t T = kTile;
+
+template <class A>
+struct Buf {
+  A* p;
+  explicit Buf(int64_t n) {
+    const size_t bytes = (sizeof(A) * static_cast<size_t>(n > 0 ? n : 1) + 63) / 64 * 64;
+    p = static_cast<A*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+  }
+  ~Buf() { std::free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
+
+// Geometry of one code row, shared by every load.
+struct Geo {
+  int bits;
+  int64_t nbytes, words;  // words = ceil(nbytes / 8) per plane
+  int64_t row_words;      // bits * words
+  int64_t tail_bytes;     // bytes in the last word of a plane (1..8)
+  uint64_t last_mask;     // valid bits of that last word (little-endian load)
+  int64_t dim;
+  Mode mode;
+  bool and_form;          // sdc with bits > 1
+  int64_t L;
+};
+
+Geo make_geo(const Problem& p) {
+  Geo g;
+  g.bits = p.bits;
+  g.nbytes = p.nbytes;
+  g.words = (p.nbytes + 7) / 8;
+  g.row_words = g.words * p.bits;
+  g.tail_bytes = p.nbytes - 8 * (g.words - 1);
+  const int64_t valid_last_byte = p.dim - 8 * (p.nbytes - 1);  // 1..8 bits, the most significant ones
+  const uint64_t last_byte = (0xFFull << (8 - valid_last_byte)) & 0xFFull;
+  const int64_t shift = 8 * (g.tail_bytes - 1);
+  g.last_mask = (shift > 0 ? (1ull << shift) - 1 : 0ull) | (last_byte << shift);
+  g.dim = p.dim;
+  g.mode = p.mode;
+  g.and_form = p.mode == Mode::sdc && p.bits > 1;
+  g.L = (int64_t(1) << p.bits) - 1;
+  return g;
+}
+
+// Word w of a plane row (never reads past the row; padding bits cleared).
+inline uint64_t load_word(const Geo& g, const uint8_t* plane, int64_t w) {
+  uint64_t v = 0;
+  if (w + 1 < g.words) {
+    std::memcpy(&v, plane + 8 * w, 8);
+    return v;
+  }
+  std::memcpy(&v, plane + 8 * w, static_cast<size_t>(g.tail_bytes));
+  return v & g.last_mask;
+}
+
+// Loads one code row into row_words words; returns sumC = sum_i 2^(u-i) popcnt(P_i).
+inline int64_t load_row(const Geo& g, const uint8_t* row, uint64_t* out, int64_t stride) {
+  int64_t sumc = 0;
+  for (int b = 0; b < g.bits; ++b) {
+    const uint8_t* plane = row + b * g.nbytes;
+    int64_t pc = 0;
+    for (int64_t w = 0; w < g.words; ++w) {
+      const uint64_t v = load_word(g, plane, w);
+      out[(b * g.words + w) * stride] = v;
+      pc += popcount64(v);
+    }
+    sumc += pc << (g.bits - 1 - b);
+  }
+  return sumc;
+}
+
+// out[j] = sum_{w < nw} popcnt(q[w] OP tile[w * T + j]) for j < T; OP = XOR or AND.
+template <bool kXor>
+inline void pop_tile(const uint64_t* __restrict q, const uint64_t* __restrict tile, int64_t nw, int64_t* out) {
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+  static_assert(T == 16, "the AVX-512 path holds a tile in two registers");
+  __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+  for (int64_t w = 0; w < nw; ++w) {
+    const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q[w]));
+    __m512i x0 = _mm512_load_si512(tile + w * T), x1 = _mm512_load_si512(tile + w * T + 8);
+    if (kXor) {
+      x0 = _mm512_xor_si512(qv, x0);
+      x1 = _mm512_xor_si512(qv, x1);
+    } else {
+      x0 = _mm512_and_si512(qv, x0);
+      x1 = _mm512_and_si512(qv, x1);
+    }
+    a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x0));
+    a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(x1));
+  }
+  _mm512_storeu_si512(out, a0);
+  _mm512_storeu_si512(out + 8, a1);
+#elif defined(__AVX2__)
+  // Nibble popcount with pshufb; byte counts (<= 8 per word) are summed over up to 31 words
+  // before vpsadbw widens them, so a byte never overflows.
+  static_assert(T == 16, "the AVX2 path holds a tile in four registers");
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc[4] = {zero, zero, zero, zero};
+  for (int64_t w0 = 0; w0 < nw; w0 += 31) {
+    const int64_t w1 = min_i64(nw, w0 + 31);
+    __m256i bytes[4] = {zero, zero, zero, zero};
+    for (int64_t w = w0; w < w1; ++w) {
+      const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q[w]));
+      for (int v = 0; v < 4; ++v) {
+        __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + w * T + 4 * v));
+        x = kXor ? _mm256_xor_si256(qv, x) : _mm256_and_si256(qv, x);
+        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
+        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+        bytes[v] = _mm256_add_epi8(bytes[v], _mm256_add_epi8(lo, hi));
+      }
+    }
+    for (int v = 0; v < 4; ++v) acc[v] = _mm256_add_epi64(acc[v], _mm256_sad_epu8(bytes[v], zero));
+  }
+  for (int v = 0; v < 4; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * v), acc[v]);
+#else
+  for (int64_t j = 0; j < T; ++j) out[j] = 0;
+  for (int64_t w = 0; w < nw; ++w) {
+    const uint64_t qw = q[w];
+    const uint64_t* t = tile + w * T;
+    for (int64_t j = 0; j < T; ++j) out[j] += popcount64(kXor ? (qw ^ t[j]) : (qw & t[j]));
+  }
+#endif
+}
+
+// Scores of one query (words qw, sumC sumcq) against a tile (sumC per doc sumcd) -> sc[T].
+inline void tile_scores(const Geo& g, const uint64_t* qw, int64_t sumcq, const uint64_t* tile, const int64_t* sumcd,
+                        int64_t* sc) {
+  if (!g.and_form) {
+    pop_tile<true>(qw, tile, g.row_words, sc);
+    if (g.mode == Mode::sdc)
+      for (int64_t j = 0; j < T; ++j) sc[j] = g.dim - 2 * sc[j];
+    return;
+  }
+  int64_t acc[T], part[T];
+  for (int64_t j = 0; j < T; ++j) acc[j] = 0;
+  const int u = g.bits - 1;
+  for (int i = 0; i < g.bits; ++i) {
+    for (int k = 0; k < g.bits; ++k) {
+      pop_tile<false>(qw + i * g.words, tile + k * g.words * T, g.words, part);
+      const int sh = 2 * u - i - k;
+      for (int64_t j = 0; j < T; ++j) acc[j] += part[j] << sh;
+    }
+  }
+  const int64_t base = g.dim * g.L * g.L - 2 * g.L * sumcq;
+  for (int64_t j = 0; j < T; ++j) sc[j] = 4 * acc[j] - 2 * g.L * sumcd[j] + base;
+}
+
+// Loads docs [t0, t0 + cnt) into the word-major tile (missing docs are zero) and their sumC.
+inline void load_tile(const Geo& g, const uint8_t* d, int64_t t0, int64_t cnt, uint64_t* tile, int64_t* sumcd) {
+  const int64_t row_bytes = g.bits * g.nbytes;
+  for (int64_t j = 0; j < T; ++j) {
+    if (j < cnt) {
+      sumcd[j] = load_row(g, d + (t0 + j) * row_bytes, tile + j, T);
+    } else {
+      sumcd[j] = 0;
+      for (int64_t w = 0; w < g.row_words; ++w) tile[w * T + j] = 0;
+    }
+  }
+}
+
+// Loads queries [q0, q1): words [nq_blk, row_words], sumC [nq_blk].
+inline void load_queries(const Geo& g, const uint8_t* q, int64_t q0, int64_t q1, uint64_t* qw, int64_t* sumcq) {
+  const int64_t row_bytes = g.bits * g.nbytes;
+  for (int64_t i = q0; i < q1; ++i) sumcq[i - q0] = load_row(g, q + i * row_bytes, qw + (i - q0) * g.row_words, 1);
+}
+
+// ---- top-k heaps: the worst kept entry on top (lowest score; among equal scores the highest id).
+inline bool worse(int32_t sa, int64_t ia, int32_t sb, int64_t ib) { return sa < sb || (sa == sb && ia > ib); }
+
+inline void heap_push(int32_t* hs, int64_t* hi, int64_t n, int32_t s, int64_t id) {
+  int64_t i = n;
+  while (i > 0) {
+    const int64_t parent = (i - 1) / 2;
+    if (!worse(s, id, hs[parent], hi[parent])) break;
+    hs[i] = hs[parent];
+    hi[i] = hi[parent];
+    i = parent;
+  }
+  hs[i] = s;
+  hi[i] = id;
+}
+
+inline void heap_replace_top(int32_t* hs, int64_t* hi, int64_t n, int32_t s, int64_t id) {
+  int64_t i = 0;
+  for (;;) {
+    const int64_t l = 2 * i + 1;
+    if (l >= n) break;
+    int64_t c = l;
+    if (l + 1 < n && worse(hs[l + 1], hi[l + 1], hs[l], hi[l])) c = l + 1;
+    if (!worse(hs[c], hi[c], s, id)) break;
+    hs[i] = hs[c];
+    hi[i] = hi[c];
+    i = c;
+  }
+  hs[i] = s;
+  hi[i] = id;
+}
+
+}  // namespace
+
+// out[(i - q0) * ld + (j - d0)] = score(i, j) for queries [q0, q1) and docs [d0, d1).
+void score_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int32_t* out, int64_t ld) {
+  const Geo g = make_geo(p);
+  const int64_t nqb = q1 - q0;
+  if (nqb <= 0 || d1 <= d0) return;
+  Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
+  Buf<int64_t> sumcq(nqb);
+  int64_t sumcd[T], sc[T];
+  load_queries(g, p.q, q0, q1, qw.p, sumcq.p);
+  for (int64_t t0 = d0; t0 < d1; t0 += T) {
+    const int64_t cnt = min_i64(T, d1 - t0);
+    load_tile(g, p.d, t0, cnt, tile.p, sumcd);
+    for (int64_t i = 0; i < nqb; ++i) {
+      tile_scores(g, qw.p + i * g.row_words, sumcq.p[i], tile.p, sumcd, sc);
+      int32_t* o = out + i * ld + (t0 - d0);
+      for (int64_t j = 0; j < cnt; ++j) o[j] = static_cast<int32_t>(sc[j]);
+    }
+  }
+}
+
+// Keeps the best k (k >= 1) of docs [d0, d1) for each query of [q0, q1) in heaps: query i owns
+// hs/hi[(i - q0) * k, + k) with hn[i - q0] entries (the caller zeroes hn). Docs are visited in
+// increasing id, so a doc only enters when its score beats the worst kept one strictly.
+void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int64_t k, int32_t* hs, int64_t* hi,
+                int64_t* hn) {
+  const Geo g = make_geo(p);
+  const int64_t nqb = q1 - q0;
+  if (nqb <= 0 || d1 <= d0) return;
+  Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
+  Buf<int64_t> sumcq(nqb);
+  int64_t sumcd[T], sc[T];
+  load_queries(g, p.q, q0, q1, qw.p, sumcq.p);
+  for (int64_t t0 = d0; t0 < d1; t0 += T) {
+    const int64_t cnt = min_i64(T, d1 - t0);
+    load_tile(g, p.d, t0, cnt, tile.p, sumcd);
+    for (int64_t i = 0; i < nqb; ++i) {
+      tile_scores(g, qw.p + i * g.row_words, sumcq.p[i], tile.p, sumcd, sc);
+      int32_t* s = hs + i * k;
+      int64_t* id = hi + i * k;
+      int64_t n = hn[i];
+      // Threshold: a full heap admits only scores above its worst (equal scores lose: higher id).
+      const int64_t thr = n < k ? INT64_MIN : static_cast<int64_t>(s[0]);
+      bool any = false;
+      for (int64_t j = 0; j < cnt; ++j) any |= sc[j] > thr;
+      if (!any) continue;
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int32_t v = static_cast<int32_t>(sc[j]);
+        if (n < k) {
+          heap_push(s, id, n, v, t0 + j);
+          ++n;
+        } else if (v > s[0]) {
+          heap_replace_top(s, id, n, v, t0 + j);
+        }
+      }
+      hn[i] = n;
+    }
+  }
+}
+
+}  // namespace fastemb::binary::FASTEMB_ISA_NS

@@ -1,0 +1,324 @@
+"""SDC binary codes: every backend and ISA variant against the NumPy reference (exact integers)."""
+import numpy as np
+import pytest
+
+import fastemb
+from fastemb import _backend
+from fastemb import binary as B
+from fastemb._backend import native_isas
+from fastemb._reference import binary as ref
+
+INT32_MIN = np.iinfo(np.int32).min
+needs_native = pytest.mark.skipif(_backend.native() is None, reason="native module not in use")
+DIMS = [1, 7, 64, 67, 130, 256, 300]
+
+
+def codes(rng, n, bits, dim, garbage_padding=False):
+    """Random codes [n, bits, ceil(dim/8)]; optionally with nonzero padding bits."""
+    nbytes = (dim + 7) // 8
+    c = fastemb.pack_levels(rng.integers(0, 2, size=(n, bits, dim)).astype(bool))
+    if garbage_padding and 8 * nbytes > dim:
+        pad_mask = np.uint8((1 << (8 * nbytes - dim)) - 1)
+        c[..., -1] |= rng.integers(0, 256, size=c.shape[:-1]).astype(np.uint8) & pad_mask
+    return c
+
+
+def float_oracle(q, d, dim):
+    """4^u <b_q, b_d> from the unpacked level values (independent of the integer formula)."""
+    bits = q.shape[1]
+    bq = ref.unpack_codes(q, dim).astype(np.float64)
+    bd = ref.unpack_codes(d, dim).astype(np.float64)
+    return np.rint(4.0 ** (bits - 1) * (bq @ bd.T)).astype(np.int64)
+
+
+def full_sort_topk(s, k):
+    """Top-k by a full stable sort: score descending, ties to the lower id, padded to k."""
+    nq, nd = s.shape
+    order = np.argsort(-s.astype(np.int64), axis=1, kind="stable")[:, :k]
+    scores = np.full((nq, k), INT32_MIN, dtype=np.int32)
+    ids = np.full((nq, k), -1, dtype=np.int64)
+    scores[:, :order.shape[1]] = np.take_along_axis(s, order, axis=1)
+    ids[:, :order.shape[1]] = order
+    return scores, ids
+
+
+# ---- reference -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_reference_scores_match_level_vectors(rng, bits):
+    for dim in (5, 64, 67):
+        q, d = codes(rng, 9, bits, dim), codes(rng, 23, bits, dim)
+        np.testing.assert_array_equal(ref.sdc_scores(q, d, dim), float_oracle(q, d, dim))
+
+
+def test_binarize_follows_the_recurrence(rng):
+    x = rng.standard_normal((20, 45)).astype(np.float32)
+    x[3] = 0.0  # all-zero row: no division by zero (s = 1: d_0 = +1, then the residual -1 ...)
+    x[4, :5] = 0.0
+    for bits in (1, 2, 3, 4):
+        c = fastemb.binarize(x, bits)
+        assert c.dtype == np.uint8 and c.shape == (20, bits, 6)
+        assert np.all(c[..., -1] & np.uint8(0b111) == 0)  # 45 dims: 3 padding bits, zero
+        y = x.astype(np.float64) / np.abs(x.astype(np.float64)).mean(axis=1, keepdims=True).clip(1e-300)
+        y[3] = 0.0
+        recon = np.zeros_like(y)
+        for i in range(bits):
+            di = np.where(y - recon >= 0, 1.0, -1.0)
+            plane = np.unpackbits(c[:, i], axis=-1, count=45, bitorder="big")
+            np.testing.assert_array_equal(plane, (di > 0).astype(np.uint8), err_msg=f"bits={bits} plane {i}")
+            recon += 2.0 ** -i * di
+        np.testing.assert_array_equal(fastemb.unpack_codes(c, 45), recon.astype(np.float32))
+    assert np.all(fastemb.unpack_codes(fastemb.binarize(x, 2), 45)[3] == 0.5)  # 1 - 1/2
+
+
+def test_binarize_scale(rng):
+    x = rng.standard_normal((6, 16))
+    a = fastemb.binarize(x, 3, scale=2.0)
+    b = fastemb.binarize(x, 3, scale=np.full(6, 2.0))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, fastemb.pack_levels(ref_levels(x / 2.0, 3)))
+    # 1 bit does not depend on the scale
+    np.testing.assert_array_equal(fastemb.binarize(x, 1, scale=7.0), fastemb.binarize(x, 1))
+
+
+def ref_levels(y, bits):
+    levels, recon = [], np.zeros_like(y)
+    for i in range(bits):
+        di = np.where(y - recon >= 0, 1, -1)
+        levels.append(di)
+        recon = recon + 2.0 ** -i * di
+    return np.stack(levels, axis=1)
+
+
+def test_pack_levels_layout(rng):
+    lv = np.where(rng.random((4, 2, 13)) < 0.5, -1, 1).astype(np.int8)
+    c = fastemb.pack_levels(lv)
+    assert c.shape == (4, 2, 2) and c.dtype == np.uint8
+    np.testing.assert_array_equal(c, np.packbits(lv > 0, axis=-1, bitorder="big"))
+    np.testing.assert_array_equal(fastemb.pack_levels(lv > 0), c)
+    np.testing.assert_array_equal(fastemb.pack_levels(lv[:, 0]), c[:, :1])
+    # first dimension = most significant bit of byte 0
+    one = np.full((1, 1, 8), -1)
+    one[0, 0, 0] = 1
+    assert fastemb.pack_levels(one)[0, 0, 0] == 0x80
+
+
+# ---- public API (whichever backend is in use) --------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_public_api_matches_reference(rng, bits):
+    for dim in DIMS:
+        q, d = codes(rng, 11, bits, dim), codes(rng, 157, bits, dim)
+        s = fastemb.sdc_scores(q, d, dim)
+        assert s.dtype == np.int32 and s.shape == (11, 157)
+        np.testing.assert_array_equal(s, float_oracle(q, d, dim))
+        h = fastemb.hamming(q, d)
+        assert h.dtype == np.int32
+        np.testing.assert_array_equal(h, ref.hamming(q, d))
+        cos = fastemb.sdc_cosine(q, d, dim)
+        assert cos.dtype == np.float32
+        np.testing.assert_allclose(cos, ref.sdc_cosine(q, d, dim), rtol=1e-6, atol=1e-7)
+        ts, ti = fastemb.sdc_topk(q, d, 10, dim)
+        es, ei = full_sort_topk(s, 10)
+        np.testing.assert_array_equal(ts, es)
+        np.testing.assert_array_equal(ti, ei)
+
+
+def test_one_bit_sdc_is_dim_minus_twice_hamming(rng):
+    for dim in (3, 64, 67, 256):
+        q, d = codes(rng, 8, 1, dim), codes(rng, 40, 1, dim)
+        np.testing.assert_array_equal(fastemb.sdc_scores(q, d, dim), dim - 2 * fastemb.hamming(q, d))
+        # 2-D [n, nbytes] codes are the same 1-bit codes
+        np.testing.assert_array_equal(fastemb.sdc_scores(q[:, 0], d[:, 0], dim), fastemb.sdc_scores(q, d, dim))
+
+
+def test_cosine_of_identical_codes_is_one(rng):
+    c = codes(rng, 5, 3, 70)
+    np.testing.assert_allclose(np.diag(fastemb.sdc_cosine(c, c, 70)), 1.0, rtol=1e-6)
+
+
+def test_padding_bits_never_change_scores(rng):
+    for bits in (1, 2, 4):
+        for dim in (1, 67, 300):
+            q, d = codes(rng, 7, bits, dim), codes(rng, 50, bits, dim)
+            qg, dg = q.copy(), d.copy()
+            pad = np.uint8((1 << (8 * q.shape[-1] - dim)) - 1)
+            qg[..., -1] |= pad
+            dg[..., -1] |= rng.integers(0, 256, dg.shape[:-1]).astype(np.uint8) & pad
+            np.testing.assert_array_equal(fastemb.sdc_scores(qg, dg, dim), fastemb.sdc_scores(q, d, dim))
+            np.testing.assert_array_equal(fastemb.hamming(qg, dg, dim), fastemb.hamming(q, d))
+            for a, b in zip(fastemb.sdc_topk(qg, dg, 9, dim), fastemb.sdc_topk(q, d, 9, dim)):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_topk_k_edge_cases_and_ties(rng):
+    # few distinct scores -> many ties, broken by the lower id
+    q, d = codes(rng, 6, 2, 3), codes(rng, 70, 2, 3)
+    s = fastemb.sdc_scores(q, d, 3)
+    for k in (1, 69, 70, 71, 100):
+        ts, ti = fastemb.sdc_topk(q, d, k, 3)
+        es, ei = full_sort_topk(s, k)
+        np.testing.assert_array_equal(ts, es, err_msg=f"k={k}")
+        np.testing.assert_array_equal(ti, ei, err_msg=f"k={k}")
+    ts, ti = fastemb.sdc_topk(q, d, 75, 3)
+    assert np.all(ti[:, 70:] == -1) and np.all(ts[:, 70:] == INT32_MIN)
+
+
+def test_empty_and_single_rows(rng):
+    q, d = codes(rng, 3, 2, 20), codes(rng, 5, 2, 20)
+    assert fastemb.sdc_scores(q[:0], d, 20).shape == (0, 5)
+    assert fastemb.sdc_scores(q, d[:0], 20).shape == (3, 0)
+    assert fastemb.hamming(q[:0], d[:0]).shape == (0, 0)
+    s, i = fastemb.sdc_topk(q[:0], d, 4, 20)
+    assert s.shape == (0, 4) and i.shape == (0, 4)
+    s, i = fastemb.sdc_topk(q, d[:0], 4, 20)
+    assert np.all(s == INT32_MIN) and np.all(i == -1) and i.shape == (3, 4)
+    s, i = fastemb.sdc_topk(q[:1], d[:1], 3, 20)
+    np.testing.assert_array_equal(i, [[0, -1, -1]])
+    assert s[0, 0] == fastemb.sdc_scores(q[:1], d[:1], 20)[0, 0]
+    assert fastemb.binarize(np.zeros((0, 9)), 2).shape == (0, 2, 2)
+
+
+def test_memmap_corpus(rng, tmp_path):
+    d = codes(rng, 3000, 2, 100)
+    path = tmp_path / "corpus.u8"
+    d.tofile(path)
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=d.shape)
+    q = codes(rng, 5, 2, 100)
+    for a, b in zip(fastemb.sdc_topk(q, mm, 17, 100), fastemb.sdc_topk(q, d, 17, 100)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fastemb.sdc_scores(q, mm, 100), fastemb.sdc_scores(q, d, 100))
+
+
+def test_bad_inputs(rng):
+    q, d = codes(rng, 3, 2, 20), codes(rng, 5, 2, 20)
+    with pytest.raises(TypeError, match="q"):
+        fastemb.sdc_scores(q.astype(np.int8), d)
+    with pytest.raises(TypeError, match="d"):
+        fastemb.sdc_scores(q, d.tolist())
+    with pytest.raises(ValueError, match="q"):
+        fastemb.sdc_scores(q[0, 0], d)
+    with pytest.raises(ValueError, match="bits"):
+        fastemb.sdc_scores(q, codes(rng, 5, 3, 20))
+    with pytest.raises(ValueError, match="nbytes"):
+        fastemb.sdc_scores(q, codes(rng, 5, 2, 30))
+    with pytest.raises(ValueError, match="dim"):
+        fastemb.sdc_scores(q, d, 16)
+    with pytest.raises(ValueError, match="dim"):
+        fastemb.sdc_scores(q, d, 25)
+    with pytest.raises(TypeError, match="dim"):
+        fastemb.sdc_scores(q, d, 20.0)
+    with pytest.raises(ValueError, match="bits"):
+        fastemb.sdc_scores(np.zeros((2, 5, 3), np.uint8), np.zeros((2, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match="nbytes"):
+        fastemb.hamming(np.zeros((2, 0), np.uint8), np.zeros((2, 0), np.uint8))
+    with pytest.raises(ValueError, match="k"):
+        fastemb.sdc_topk(q, d, 0)
+    with pytest.raises(TypeError, match="k"):
+        fastemb.sdc_topk(q, d, 2.0)
+    with pytest.raises(TypeError, match="k"):
+        fastemb.sdc_topk(q, d, True)
+    x = rng.standard_normal((4, 10))
+    with pytest.raises(ValueError, match="bits"):
+        fastemb.binarize(x, 5)
+    with pytest.raises(ValueError, match="bits"):
+        fastemb.binarize(x, 0)
+    with pytest.raises(TypeError, match="bits"):
+        fastemb.binarize(x, 2.0)
+    x[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fastemb.binarize(x, 2)
+    with pytest.raises(ValueError, match="x"):
+        fastemb.binarize(np.ones(5), 2)
+    with pytest.raises(ValueError, match="scale"):
+        fastemb.binarize(np.ones((2, 5)), 2, scale=0.0)
+    with pytest.raises(ValueError, match="scale"):
+        fastemb.binarize(np.ones((2, 5)), 2, scale=np.ones(3))
+    with pytest.raises(ValueError, match="levels"):
+        fastemb.pack_levels(np.zeros((2, 1, 5)))
+    with pytest.raises(ValueError, match="dim"):
+        fastemb.unpack_codes(q, 30)
+
+
+# ---- native kernels: every ISA ------------------------------------------------------------------
+
+@needs_native
+@pytest.mark.parametrize("isa", native_isas())
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_every_isa_matches_reference(rng, isa, bits):
+    C = _backend.native()
+    for dim in DIMS:
+        q = codes(rng, 13, bits, dim, garbage_padding=True)
+        d = codes(rng, 203, bits, dim, garbage_padding=True)  # not a multiple of the 16-doc tile
+        s = B.native_scores(C, q, d, dim, "sdc", isa)
+        np.testing.assert_array_equal(s, ref.sdc_scores(q, d, dim), err_msg=f"{isa} dim={dim}")
+        h = B.native_scores(C, q, d, dim, "hamming", isa)
+        np.testing.assert_array_equal(h, ref.hamming(q, d, dim), err_msg=f"{isa} dim={dim}")
+        h8 = B.native_scores(C, q, d, 8 * q.shape[-1], "hamming", isa)
+        np.testing.assert_array_equal(h8, ref.hamming(q, d), err_msg=f"{isa} dim={dim}")
+        for k in (1, 10, 203, 250):
+            ts, ti = B.native_topk(C, q, d, k, dim, isa)
+            es, ei = full_sort_topk(s, k)
+            np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} k={k}")
+            np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} k={k}")
+
+
+@needs_native
+def test_extreme_scores_are_exact():
+    # all-ones vs all-ones / all-zeros: |S| = dim * L^2 at its bound
+    for bits in (1, 4):
+        dim = 1000
+        ones = fastemb.pack_levels(np.ones((1, bits, dim)))
+        zeros = fastemb.pack_levels(-np.ones((1, bits, dim)))
+        L = 2 ** bits - 1
+        for isa in native_isas():
+            C = _backend.native()
+            both = np.concatenate([ones, zeros])
+            np.testing.assert_array_equal(B.native_scores(C, ones, both, dim, "sdc", isa),
+                                          [[dim * L * L, -dim * L * L]])
+
+
+@needs_native
+def test_thread_counts_give_identical_results(rng):
+    # enough docs for several corpus parts, many ties (dim 9, 2 bits)
+    q, d = codes(rng, 70, 2, 9), codes(rng, 5000, 2, 9)
+    before = fastemb.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            fastemb.set_num_threads(threads)
+            results.append((fastemb.sdc_topk(q, d, 25, 9), fastemb.sdc_scores(q, d, 9)))
+    finally:
+        fastemb.set_num_threads(before)
+    (t1, s1), (t2, s2) = results
+    np.testing.assert_array_equal(s1, s2)
+    for a, b in zip(t1, t2):
+        np.testing.assert_array_equal(a, b)
+    es, ei = full_sort_topk(s1, 25)
+    np.testing.assert_array_equal(t1[0], es)
+    np.testing.assert_array_equal(t1[1], ei)
+
+
+@needs_native
+def test_avx512_kernel_needs_vpopcntdq():
+    C = _backend.native()
+    if "avx512" in native_isas():
+        expected = "avx512" if C.cpu_features()["avx512vpopcntdq"] else "avx2"
+        assert C.binary_kernel_isa("avx512") == expected
+    assert C.binary_kernel_isa("serial") == "serial"
+
+
+@needs_native
+def test_native_layer_rejects_bad_arguments(rng):
+    C = _backend.native()
+    q = codes(rng, 2, 2, 16)
+    A = _backend.address
+    out = np.empty((2, 2), np.int32)
+    with pytest.raises(ValueError, match="bits"):
+        C.binary_scores(A(q), 2, A(q), 2, 5, 2, 16, 1, A(out))
+    with pytest.raises(ValueError, match="dim"):
+        C.binary_scores(A(q), 2, A(q), 2, 2, 2, 17, 1, A(out))
+    with pytest.raises(ValueError, match="k"):
+        C.binary_topk(A(q), 2, A(q), 2, 2, 2, 16, 0, A(out), A(out))
+    with pytest.raises(ValueError, match="isa"):
+        C.binary_scores(A(q), 2, A(q), 2, 2, 2, 16, 1, A(out), isa="sse9")

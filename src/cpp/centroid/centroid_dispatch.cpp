@@ -105,7 +105,7 @@ void check_offsets(const Problem& p) {
 
 // Unsorted labels take the blocked path (stream x, per-block partial sums) for sum/mean when the
 // K x D accumulators fit in L2 and there are enough rows to amortize the partials.
-constexpr int64_t kBlockedMaxAccBytes = 1 << 20;
+constexpr int64_t kBlockedMaxAccBytes = 4 << 20;
 constexpr int64_t kBlockRows = 16384;
 
 bool wants_blocked(const Problem& p) {

@@ -11,12 +11,14 @@ from typing import Any, Dict
 
 from . import _backend
 from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_topk, unpack_codes
+from .binary_index import BinaryIndex
 from .centroid import centroid_aggregate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "BinaryIndex",
     "centroid_aggregate",
     "get_num_threads",
     "info",

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "binary/binary.h"
+#include "binary_cuda.cuh"
 #include "centroid/centroid.h"
 #include "centroid_cuda.cuh"
 
@@ -46,6 +48,21 @@ centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uin
 }
 
 cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
+                                    int64_t dim, int mode) {
+  if (mode != 0 && mode != 1) throw std::invalid_argument("mode: unknown code " + std::to_string(mode));
+  binary::Problem p;
+  p.q = ptr<const uint8_t>(q);
+  p.nq = nq;
+  p.d = ptr<const uint8_t>(d);
+  p.nd = nd;
+  p.bits = bits;
+  p.nbytes = nbytes;
+  p.dim = dim;
+  p.mode = static_cast<binary::Mode>(mode);
+  return p;
+}
 
 }  // namespace
 
@@ -107,4 +124,27 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("leave_one_out"), py::arg("grad_out"), py::arg("out"), py::arg("counts"), py::arg("wsum"), py::arg("arg"),
       py::arg("out_norm"), py::arg("grad_x"), py::arg("grad_w"), py::arg("deterministic") = false,
       py::arg("stream") = 0);
+
+  // ---- binary codes (SDC). q/d: uint8 [n, bits, nbytes] C-contiguous device arrays; mode 0 =
+  // hamming, 1 = sdc. Same results as _C.binary_scores / _C.binary_topk.
+  m.def(
+      "binary_scores",
+      [](uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes, int64_t dim, int mode,
+         uintptr_t out, uintptr_t stream) {
+        const binary::Problem p = make_binary_problem(q, nq, d, nd, bits, nbytes, dim, mode);
+        py::gil_scoped_release release;
+        binary::cuda::scores(p, ptr<int32_t>(out), as_stream(stream));
+      },
+      py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
+      py::arg("mode"), py::arg("out"), py::arg("stream") = 0);
+  m.def(
+      "binary_topk",
+      [](uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes, int64_t dim, int64_t k,
+         uintptr_t scores, uintptr_t ids, uintptr_t stream) {
+        const binary::Problem p = make_binary_problem(q, nq, d, nd, bits, nbytes, dim, 1);
+        py::gil_scoped_release release;
+        binary::cuda::topk(p, k, ptr<int32_t>(scores), ptr<int64_t>(ids), as_stream(stream));
+      },
+      py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
+      py::arg("k"), py::arg("scores"), py::arg("ids"), py::arg("stream") = 0);
 }

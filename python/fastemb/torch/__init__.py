@@ -3,6 +3,7 @@ they work under ``torch.compile(fullgraph=True)``, on CPU and CUDA tensors.
 
 Importing this module imports torch and registers the ops.
 """
+from ._binary import binarize, hamming, sdc_scores, sdc_topk
 from ._centroid import centroid_aggregate, centroid_triplet_loss
 
-__all__ = ["centroid_aggregate", "centroid_triplet_loss"]
+__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "hamming", "sdc_scores", "sdc_topk"]

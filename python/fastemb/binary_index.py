@@ -1,0 +1,343 @@
+"""``BinaryIndex``: a flat index of SDC binary codes with optional exact float rescoring.
+
+The binary-then-rescore pipeline (sentence-transformers ``rescore_multiplier`` practice) in one
+object: candidates come from the fused SDC top-k over the codes (:func:`fastemb.sdc_topk`), then,
+when the index keeps the float vectors, exact float dot products of the float query with the
+candidates re-rank them. See shared/specs/sdc.md.
+
+On-disk format (a directory, see :meth:`BinaryIndex.save`)::
+
+    <path>/header.json   {"format": "fastemb.BinaryIndex", "version": 1, "dim", "bits", "ntotal",
+                          "nbytes", "has_floats"}
+    <path>/codes.npy     uint8 [ntotal, bits, ceil(dim / 8)]
+    <path>/floats.npy    float32 [ntotal, dim]   (only when has_floats)
+
+Both arrays are plain ``.npy`` files, so :meth:`BinaryIndex.load` can memory-map them: the codes
+are streamed by the top-k kernel and only the candidates' float rows are read when rescoring.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from .binary import _check_int, as_codes, binarize, sdc_topk
+
+FORMAT_NAME = "fastemb.BinaryIndex"
+FORMAT_VERSION = 1
+_HEADER = "header.json"
+_CODES = "codes.npy"
+_FLOATS = "floats.npy"
+_INT32_MIN = np.iinfo(np.int32).min
+# Rescoring gathers [queries, candidates, dim] floats; queries are processed in batches that keep
+# that temporary (in float64) under about this many bytes.
+_RESCORE_BATCH_BYTES = 64 << 20
+
+
+class _Rows:
+    """A growable row store: ``data[:n]`` is the content, capacity doubles on append.
+
+    ``data`` may be a read-only memory map (after :meth:`BinaryIndex.load`); the first append then
+    copies it into memory.
+    """
+
+    def __init__(self, row_shape: Tuple[int, ...], dtype: Any):
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
+        self.data = np.empty((0,) + self.row_shape, dtype=self.dtype)
+        self.n = 0
+        self.owned = True  # False while data is a loaded array (possibly a read-only memmap)
+
+    @classmethod
+    def wrap(cls, array: np.ndarray) -> "_Rows":
+        rows = cls(array.shape[1:], array.dtype)
+        rows.data = array
+        rows.n = array.shape[0]
+        rows.owned = False
+        return rows
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]  # leading-row slice of a C-contiguous array: C-contiguous
+
+    def append(self, block: np.ndarray) -> None:
+        need = self.n + block.shape[0]
+        if not self.owned or need > self.data.shape[0]:
+            cap = max(need, 2 * self.data.shape[0] if self.owned else need, 16)
+            new = np.empty((cap,) + self.row_shape, dtype=self.dtype)
+            new[:self.n] = self.data[:self.n]
+            self.data = new
+            self.owned = True
+        self.data[self.n:need] = block
+        self.n = need
+
+
+class BinaryIndex:
+    """Flat index of ``bits``-bit SDC codes of ``dim``-dimensional embeddings.
+
+    Args:
+        dim: embedding dimension (>= 1).
+        bits: bit planes per dimension, 1..4 (``bits=1`` is a plain Hamming index).
+
+    Float vectors given to :meth:`add` are binarized with :func:`fastemb.binarize` and also kept
+    as float32 for rescoring; codes given to :meth:`add` are stored as they are, and an index that
+    holds any such rows cannot rescore (``has_floats`` is False).
+
+    Example::
+
+        index = fastemb.BinaryIndex(384, bits=2)
+        index.add(corpus_embeddings)                  # float32 [n, 384]
+        scores, ids = index.search(queries, k=10, rescore=4)
+    """
+
+    def __init__(self, dim: int, bits: int = 1):
+        dim = _check_int("dim", dim)
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        bits = _check_int("bits", bits)
+        if not 1 <= bits <= 4:
+            raise ValueError(f"bits must be in 1..4, got {bits}")
+        L = 2 ** bits - 1
+        if dim * L * L > np.iinfo(np.int32).max:
+            raise ValueError(f"dim={dim} is too large for {bits}-bit codes: SDC scores would overflow int32")
+        self.dim = dim
+        self.bits = bits
+        self.nbytes = (dim + 7) // 8
+        self._codes = _Rows((bits, self.nbytes), np.uint8)
+        self._floats: Optional[_Rows] = _Rows((dim,), np.float32)
+
+    # ---- properties ------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+        return self._codes.n
+
+    def __len__(self) -> int:
+        return self._codes.n
+
+    @property
+    def has_floats(self) -> bool:
+        """True when every row's float vector is stored, i.e. :meth:`search` can rescore."""
+        return self._floats is not None
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The stored codes, uint8 ``[ntotal, bits, ceil(dim / 8)]`` (a view: do not modify)."""
+        return self._codes.view()
+
+    @property
+    def floats(self) -> Optional[np.ndarray]:
+        """The stored float32 vectors ``[ntotal, dim]`` (a view), or None when not kept."""
+        return None if self._floats is None else self._floats.view()
+
+    def __repr__(self) -> str:
+        return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, ntotal={self.ntotal}, "
+                f"has_floats={self.has_floats})")
+
+    # ---- adding ----------------------------------------------------------------------------------
+
+    def _check_codes(self, name: str, codes: np.ndarray) -> np.ndarray:
+        if codes.ndim == 2 and self.bits != 1:
+            raise ValueError(f"{name}: 2-D codes [n, nbytes] are only valid for a 1-bit index; this index has "
+                             f"bits={self.bits}, expected [n, {self.bits}, {self.nbytes}]")
+        codes = as_codes(name, codes)
+        if codes.shape[1] != self.bits or codes.shape[2] != self.nbytes:
+            raise ValueError(f"{name}: expected codes of shape [n, {self.bits}, {self.nbytes}] "
+                             f"(bits={self.bits}, dim={self.dim}), got {codes.shape}")
+        return codes
+
+    def _check_floats(self, name: str, x: np.ndarray) -> None:
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [n, dim={self.dim}], got shape {x.shape}")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"{name} has dim {x.shape[1]}, but the index has dim={self.dim}")
+
+    def add(self, vectors_or_codes: np.ndarray) -> None:
+        """Adds rows to the index; their ids continue from ``ntotal``.
+
+        Args:
+            vectors_or_codes: either floating-point vectors ``[n, dim]`` (binarized with
+                ``fastemb.binarize(x, bits)``; a float32 copy is kept for rescoring), or uint8
+                codes ``[n, bits, ceil(dim / 8)]`` (``[n, ceil(dim / 8)]`` for 1 bit), stored as
+                given. Adding codes turns rescoring off for the whole index, since those rows
+                have no float vectors.
+
+        Copies the input (documented: the index owns its data). After :meth:`load`, the first
+        ``add`` copies the memory-mapped arrays into memory.
+        """
+        x = vectors_or_codes
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"vectors_or_codes must be a numpy.ndarray (float vectors or uint8 codes), "
+                            f"got {type(x).__name__}")
+        if x.dtype == np.uint8:
+            codes = self._check_codes("codes", x)
+            self._codes.append(codes)
+            self._floats = None  # these rows have no floats: rescoring is no longer possible
+            return
+        if x.dtype.kind != "f":
+            raise TypeError(f"vectors_or_codes must be floating-point vectors [n, {self.dim}] or uint8 codes, "
+                            f"got dtype {x.dtype}")
+        self._check_floats("vectors", x)
+        codes = binarize(x, bits=self.bits)  # validates NaN / inf
+        self._codes.append(codes)
+        if self._floats is not None:
+            self._floats.append(x.astype(np.float32, copy=False))
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, rescore: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest rows of each query.
+
+        Args:
+            queries: float vectors ``[nq, dim]`` (binarized like the corpus), or uint8 codes
+                ``[nq, bits, ceil(dim / 8)]`` (only with ``rescore == 1``).
+            k: results per query, >= 1 (may exceed ``ntotal``: padded).
+            rescore: >= 1. With ``rescore == 1`` the result is the SDC top-k. With ``rescore > 1``
+                the SDC top ``k * rescore`` candidates are re-ranked by the exact dot product of
+                the float query with their stored float vectors (accumulated in float64, rounded
+                to float32, then sorted: descending score, ties to the lower id). Needs float
+                queries and an index that stores floats.
+
+        Returns:
+            ``(scores, ids)``, both ``[nq, k]``: ids int64 (``-1`` past ``ntotal``); scores int32
+            SDC scores (``INT32_MIN`` in padded slots) when ``rescore == 1``, float32 dot
+            products (``-inf`` in padded slots) when ``rescore > 1``.
+        """
+        k = _check_int("k", k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        rescore = _check_int("rescore", rescore)
+        if rescore < 1:
+            raise ValueError(f"rescore must be >= 1, got {rescore}")
+        if not isinstance(queries, np.ndarray):
+            raise TypeError(f"queries must be a numpy.ndarray (float vectors or uint8 codes), "
+                            f"got {type(queries).__name__}")
+        qfloat = None
+        if queries.dtype == np.uint8:
+            qcodes = self._check_codes("queries", queries)
+            if rescore > 1:
+                raise ValueError("rescore > 1 needs float queries (the exact scores are float dot products); "
+                                 "got uint8 codes")
+        elif queries.dtype.kind == "f":
+            self._check_floats("queries", queries)
+            qcodes = binarize(queries, bits=self.bits)
+            qfloat = queries
+        else:
+            raise TypeError(f"queries must be floating-point vectors [nq, {self.dim}] or uint8 codes, "
+                            f"got dtype {queries.dtype}")
+        if rescore > 1 and self._floats is None:
+            raise ValueError("this index cannot rescore: it holds rows added as codes, without float vectors "
+                             "(use rescore=1, or add float vectors only)")
+
+        nq, n = qcodes.shape[0], self.ntotal
+        if rescore == 1:
+            if n == 0:
+                return (np.full((nq, k), _INT32_MIN, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64))
+            return sdc_topk(qcodes, self.codes, k, dim=self.dim)
+
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        ids = np.full((nq, k), -1, dtype=np.int64)
+        if n == 0 or nq == 0:
+            return scores, ids
+        kc = min(k * rescore, n)  # candidates per query (never more than the corpus)
+        _, cand = sdc_topk(qcodes, self.codes, kc, dim=self.dim)
+        floats = self.floats
+        batch = max(1, _RESCORE_BATCH_BYTES // (8 * kc * self.dim))
+        kk = min(k, kc)
+        for a in range(0, nq, batch):
+            c = cand[a:a + batch]  # [b, kc], all valid ids since kc <= n
+            uniq, inverse = np.unique(c, return_inverse=True)  # sorted reads: kind to memory maps
+            rows = np.asarray(floats[uniq], dtype=np.float64)[inverse.reshape(c.shape)]  # [b, kc, dim]
+            q = np.asarray(qfloat[a:a + batch], dtype=np.float64)
+            s = np.einsum("bcd,bd->bc", rows, q).astype(np.float32)
+            # last key is primary: score descending, then id ascending
+            order = np.lexsort((c, -s), axis=-1)[:, :kk]
+            scores[a:a + batch, :kk] = np.take_along_axis(s, order, axis=1)
+            ids[a:a + batch, :kk] = np.take_along_axis(c, order, axis=1)
+        return scores, ids
+
+    # ---- persistence -----------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """Writes the index to the directory ``path`` (created if missing; existing index files in
+        it are replaced). Each file is written under a temporary name and then renamed, so saving
+        over the directory a memory-mapped index was loaded from is safe."""
+        path = os.fspath(path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"path {path!r} exists and is not a directory")
+        os.makedirs(path, exist_ok=True)
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "dim": self.dim, "bits": self.bits,
+                  "nbytes": self.nbytes, "ntotal": self.ntotal, "has_floats": self.has_floats}
+
+        def write_npy(name: str, array: np.ndarray) -> None:
+            tmp = os.path.join(path, name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            os.replace(tmp, os.path.join(path, name))
+
+        write_npy(_CODES, self.codes)
+        if self.has_floats:
+            write_npy(_FLOATS, self.floats)
+        elif os.path.exists(os.path.join(path, _FLOATS)):
+            os.remove(os.path.join(path, _FLOATS))
+        tmp = os.path.join(path, _HEADER + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(header, f, indent=1)
+        os.replace(tmp, os.path.join(path, _HEADER))  # the header last: it marks a complete save
+
+    @classmethod
+    def load(cls, path: str, mmap: bool = True) -> "BinaryIndex":
+        """Reads an index written by :meth:`save`.
+
+        Args:
+            path: the directory given to :meth:`save`.
+            mmap: memory-map the codes and floats read-only (default) instead of reading them
+                into memory. Searching streams the mapped codes; rescoring reads only the
+                candidates' float rows. A later :meth:`add` copies the arrays into memory.
+
+        Raises:
+            ValueError: missing files, an unknown format or version, or arrays that disagree
+                with the header.
+        """
+        path = os.fspath(path)
+        hpath = os.path.join(path, _HEADER)
+        if not os.path.isfile(hpath):
+            raise ValueError(f"{path!r} is not a saved BinaryIndex (missing {_HEADER})")
+        try:
+            with open(hpath) as f:
+                header = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{hpath!r}: unreadable header ({exc})") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise ValueError(f"{hpath!r}: not a {FORMAT_NAME} header")
+        if header.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{hpath!r}: unsupported format version {header.get('version')!r} "
+                             f"(this fastemb reads version {FORMAT_VERSION})")
+        try:
+            dim, bits, ntotal = int(header["dim"]), int(header["bits"]), int(header["ntotal"])
+            has_floats = bool(header["has_floats"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{hpath!r}: incomplete header ({exc})") from exc
+        index = cls(dim, bits)
+        if ntotal < 0 or header.get("nbytes", index.nbytes) != index.nbytes:
+            raise ValueError(f"{hpath!r}: inconsistent header {header}")
+        mode = "r" if mmap else None
+
+        def read(name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+            fpath = os.path.join(path, name)
+            if not os.path.isfile(fpath):
+                raise ValueError(f"{path!r}: missing {name}")
+            try:
+                arr = np.load(fpath, mmap_mode=mode, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{fpath!r}: unreadable ({exc})") from exc
+            if arr.dtype != np.dtype(dtype) or arr.shape != shape or not arr.flags.c_contiguous:
+                raise ValueError(f"{fpath!r}: expected C-contiguous {np.dtype(dtype)} {shape}, "
+                                 f"got {arr.dtype} {arr.shape}")
+            return arr
+
+        index._codes = _Rows.wrap(read(_CODES, (ntotal, bits, index.nbytes), np.uint8))
+        index._floats = _Rows.wrap(read(_FLOATS, (ntotal, dim), np.float32)) if has_floats else None
+        return index

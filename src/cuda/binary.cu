@@ -1,0 +1,501 @@
+// SDC binary codes on CUDA: Hamming / SDC score matrices and SDC top-k, giving the CPU kernels'
+// (src/cpp/binary/binary_kernels.h) and the NumPy reference's results exactly.
+//
+// Scoring (score_tile_kernel): a block of 16 x 16 threads owns a tile of 64 queries x 64 docs; each
+// thread computes 4 x 4 pairs (queries ty + 16 r, docs tx + 16 c). The rows' planes are walked in
+// chunks of kChunkWords 64-bit words per row (kChunkWords / bits words of every plane), staged in
+// shared memory word-major (s[plane * WC + w][row], so the 16 docs a half-warp reads are
+// consecutive words and the query word is a broadcast). Words are loaded with one 8-byte load when
+// the address is aligned, else byte by byte, and never past a plane's last byte; the last word of a
+// plane is masked (binary_math.h), so padding bits never count. Math: the xor form of
+// binary_math.h, one uint32 accumulator per pair: acc += popc(q_i ^ d_k) << (2u - i - k) over all
+// plane pairs (sdc: S = dim L^2 - 2 acc; bits = 1 gives dim - 2 H) or over i == k (hamming: acc).
+// Exact integers, identical to the CPU's AND form.
+//
+// Top-k (chunked two-pass, bounded memory): queries in chunks of qc, docs in chunks of dc with
+// qc * dc <= kScoreBudget; for each (query chunk, doc chunk) the score kernel writes a [qc, dc]
+// scratch matrix, then select_kernel (one 256-thread block per query) merges it with the query's
+// running top-kk list, kept in the output arrays themselves (kk = min(k, nd); after docs [0, d1)
+// the list holds min(kk, d1) entries sorted by (score desc, id asc)). The merge: candidates are the
+// list followed by the chunk (so among equal scores, position order = id order: list ids < chunk
+// ids, and the sorted list has equal scores in id order); an exact radix select (4 passes of 8 bits
+// over the order-preserving uint32 of the score, shared-memory histograms with integer atomics)
+// finds the threshold score T and how many candidates equal to T to take; an order-preserving
+// compaction (cub::BlockScan) takes every candidate above T and the first ones equal to T (the
+// lowest ids); a bitonic sort of the kept entries (in dynamic shared memory, or a per-block global
+// scratch when they do not fit) puts them in (score desc, id asc) order, written back over the list.
+// The result is the unique top-k under that order, so it is deterministic and equals the CPU's.
+// Rows are first filled with (INT32_MIN, -1), so k > nd and nd == 0 come out padded.
+//
+// Temporaries: cudaMallocAsync / cudaFreeAsync on the caller's stream. Indexing is int64; grids are
+// capped and kernels loop over the rest.
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+#include <cub/block/block_scan.cuh>
+#include <stdexcept>
+#include <string>
+
+#include "binary/binary.h"
+#include "binary/binary_math.h"
+#include "binary_cuda.cuh"
+
+namespace fastemb::binary::cuda {
+namespace {
+
+constexpr int kTileX = 16, kTileY = 16;        // score block: 16 x 16 threads
+constexpr int kReg = 4;                        // pairs per thread: kReg queries x kReg docs
+constexpr int kTileQ = kTileY * kReg;          // 64 queries per tile
+constexpr int kTileD = kTileX * kReg;          // 64 docs per tile
+constexpr int kScoreThreads = kTileX * kTileY;  // 256
+constexpr int kChunkWords = 32;                // staged 64-bit words per row per chunk (all planes)
+constexpr int kPitch = kTileQ + 1;             // shared row pitch in words (fewer store conflicts)
+static_assert(kTileQ == kTileD, "one staging pitch for both tiles");
+constexpr int kSelectThreads = 256;
+constexpr int64_t kMaxGridX = int64_t(1) << 20;
+constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kScoreBudget = int64_t(1) << 25;  // top-k scratch scores per chunk (128 MiB)
+constexpr int64_t kMinDocChunk = 65536;
+constexpr int64_t kMaxGlobalSelectBlocks = 1024;   // blocks when the sort staging lives in global memory
+constexpr int64_t kGlobalStageBudget = int64_t(256) << 20;  // bytes of that global staging
+
+// ---- host helpers -------------------------------------------------------------------------------
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("fastemb CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Stream-ordered device scratch, freed (stream-ordered too) when it goes out of scope.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p_) cudaFreeAsync(p_, stream_);
+  }
+  template <class U>
+  U* alloc_n(int64_t count, cudaStream_t stream) {
+    stream_ = stream;
+    const size_t bytes = sizeof(U) * static_cast<size_t>(count > 0 ? count : 1);
+    check_cuda(cudaMallocAsync(&p_, bytes, stream), "cudaMallocAsync");
+    return static_cast<U*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+// Same checks and messages as the CPU dispatcher (binary_dispatch.cpp).
+void validate(const Problem& p) {
+  if (p.bits < 1 || p.bits > 4) fail("bits must be in 1..4, got " + std::to_string(p.bits));
+  if (p.nq < 0 || p.nd < 0) fail("q/d: negative number of rows");
+  if (p.nbytes < 1) fail("nbytes must be >= 1, got " + std::to_string(p.nbytes));
+  if (p.dim <= 8 * (p.nbytes - 1) || p.dim > 8 * p.nbytes)
+    fail("dim=" + std::to_string(p.dim) + " does not match nbytes=" + std::to_string(p.nbytes) +
+         " (need 8 * (nbytes - 1) < dim <= 8 * nbytes)");
+  if (p.mode != Mode::hamming && p.mode != Mode::sdc) fail("mode: unknown code");
+  const int64_t L = level_max(p.bits);
+  const int64_t bound = p.mode == Mode::sdc ? p.dim * L * L : p.dim * p.bits;
+  if (p.dim > (int64_t(1) << 40) || bound > INT32_MAX) fail("dim too large: scores would overflow int32");
+  if (p.nq > 0 && p.q == nullptr) fail("q: null data");
+  if (p.nd > 0 && p.d == nullptr) fail("d: null data");
+}
+
+// ---- scoring ------------------------------------------------------------------------------------
+
+struct Geo {
+  int64_t nbytes;     // bytes per plane
+  int64_t words;      // 64-bit words per plane
+  int64_t tail;       // bytes of the last word (1..8)
+  uint64_t last_mask;
+  int64_t row_bytes;  // bits * nbytes
+  int64_t dim;
+};
+
+// Word w of a plane: 8-byte load when aligned, else bytes; never past the plane; padding masked.
+__device__ __forceinline__ uint64_t load_word(const uint8_t* plane, int64_t w, const Geo& g) {
+  const uint8_t* p = plane + 8 * w;
+  const int n = w + 1 < g.words ? 8 : static_cast<int>(g.tail);
+  uint64_t v = 0;
+  if (n == 8 && (reinterpret_cast<uintptr_t>(p) & 7u) == 0) {
+    v = __ldg(reinterpret_cast<const unsigned long long*>(p));
+  } else {
+    for (int t = 0; t < n; ++t) v |= static_cast<uint64_t>(__ldg(p + t)) << (8 * t);
+  }
+  return w + 1 < g.words ? v : (v & g.last_mask);
+}
+
+// Stages words [w0, w0 + nw) of every plane of rows [0, nrows) of `rows` into s[plane*WC + w][row]
+// (zero for missing rows and for w >= nw).
+template <int BITS, int WC>
+__device__ __forceinline__ void stage(const uint8_t* rows, int64_t nrows, int64_t w0, int nw, const Geo& g,
+                                      uint64_t (*s)[kPitch]) {
+  constexpr int CW = BITS * WC;
+  for (int e = threadIdx.y * kTileX + threadIdx.x; e < kTileQ * CW; e += kScoreThreads) {
+    const int row = e / CW, cw = e % CW, plane = cw / WC, w = cw % WC;
+    uint64_t v = 0;
+    if (row < nrows && w < nw) v = load_word(rows + row * g.row_bytes + plane * g.nbytes, w0 + w, g);
+    s[cw][row] = v;
+  }
+}
+
+// out[i * ld + j] = score(query i, doc j) for i < nq, j < nd (q, d, out already offset).
+template <int BITS, bool HAMMING>
+__global__ void __launch_bounds__(kScoreThreads)
+    score_tile_kernel(const uint8_t* __restrict__ q, int64_t nq, const uint8_t* __restrict__ d, int64_t nd, Geo g,
+                      int32_t* __restrict__ out, int64_t ld) {
+  constexpr int WC = kChunkWords / BITS;  // words of each plane per chunk
+  constexpr int CW = BITS * WC;
+  __shared__ uint64_t sq[CW][kPitch];
+  __shared__ uint64_t sd[CW][kPitch];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t nqt = ceil_div(nq, kTileQ), ndt = ceil_div(nd, kTileD);
+  for (int64_t qt = blockIdx.y; qt < nqt; qt += gridDim.y) {
+    for (int64_t dt = blockIdx.x; dt < ndt; dt += gridDim.x) {
+      const int64_t q0 = qt * kTileQ, d0 = dt * kTileD;
+      const int64_t nqr = min64(kTileQ, nq - q0), ndr = min64(kTileD, nd - d0);
+      uint32_t acc[kReg][kReg];
+#pragma unroll
+      for (int r = 0; r < kReg; ++r)
+#pragma unroll
+        for (int c = 0; c < kReg; ++c) acc[r][c] = 0;
+      for (int64_t w0 = 0; w0 < g.words; w0 += WC) {
+        const int nw = static_cast<int>(min64(WC, g.words - w0));
+        __syncthreads();  // the previous chunk (or tile) is consumed
+        stage<BITS, WC>(q + q0 * g.row_bytes, nqr, w0, nw, g, sq);
+        stage<BITS, WC>(d + d0 * g.row_bytes, ndr, w0, nw, g, sd);
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) {
+#pragma unroll
+          for (int k = 0; k < BITS; ++k) {
+            if (HAMMING && k != i) continue;
+            const int sh = HAMMING ? 0 : 2 * (BITS - 1) - i - k;
+            for (int w = 0; w < nw; ++w) {
+              uint64_t qv[kReg], dv[kReg];
+#pragma unroll
+              for (int r = 0; r < kReg; ++r) qv[r] = sq[i * WC + w][ty + kTileY * r];
+#pragma unroll
+              for (int c = 0; c < kReg; ++c) dv[c] = sd[k * WC + w][tx + kTileX * c];
+#pragma unroll
+              for (int r = 0; r < kReg; ++r)
+#pragma unroll
+                for (int c = 0; c < kReg; ++c) acc[r][c] += static_cast<uint32_t>(__popcll(qv[r] ^ dv[c])) << sh;
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kReg; ++r) {
+        const int64_t qi = ty + kTileY * r;
+        if (qi >= nqr) continue;
+#pragma unroll
+        for (int c = 0; c < kReg; ++c) {
+          const int64_t dj = tx + kTileX * c;
+          if (dj >= ndr) continue;
+          const int64_t s = HAMMING ? int64_t(acc[r][c]) : sdc_from_xor(g.dim, BITS, int64_t(acc[r][c]));
+          out[(q0 + qi) * ld + d0 + dj] = static_cast<int32_t>(s);
+        }
+      }
+    }
+  }
+}
+
+Geo make_geo(const Problem& p) {
+  Geo g;
+  g.nbytes = p.nbytes;
+  g.words = (p.nbytes + 7) / 8;
+  g.tail = p.nbytes - 8 * (g.words - 1);
+  g.last_mask = last_word_mask(p.nbytes, p.dim);
+  g.row_bytes = p.bits * p.nbytes;
+  g.dim = p.dim;
+  return g;
+}
+
+template <int BITS, bool HAMMING>
+void launch_scores_t(const uint8_t* q, int64_t nq, const uint8_t* d, int64_t nd, const Geo& g, int32_t* out,
+                     int64_t ld, cudaStream_t stream) {
+  const dim3 block(kTileX, kTileY);
+  const dim3 grid(static_cast<unsigned>(min64(ceil_div(nd, kTileD), kMaxGridX)),
+                  static_cast<unsigned>(min64(ceil_div(nq, kTileQ), kMaxGridY)));
+  score_tile_kernel<BITS, HAMMING><<<grid, block, 0, stream>>>(q, nq, d, nd, g, out, ld);
+  check_launch("binary score_tile_kernel");
+}
+
+// Scores of queries q[0, nq) x docs d[0, nd) into out (row stride ld); nq, nd >= 1.
+void launch_scores(const Problem& p, bool hamming, const uint8_t* q, int64_t nq, const uint8_t* d, int64_t nd,
+                   int32_t* out, int64_t ld, cudaStream_t stream) {
+  const Geo g = make_geo(p);
+  switch (p.bits * 2 + (hamming ? 1 : 0)) {
+    case 2: return launch_scores_t<1, false>(q, nq, d, nd, g, out, ld, stream);
+    case 3: return launch_scores_t<1, true>(q, nq, d, nd, g, out, ld, stream);
+    case 4: return launch_scores_t<2, false>(q, nq, d, nd, g, out, ld, stream);
+    case 5: return launch_scores_t<2, true>(q, nq, d, nd, g, out, ld, stream);
+    case 6: return launch_scores_t<3, false>(q, nq, d, nd, g, out, ld, stream);
+    case 7: return launch_scores_t<3, true>(q, nq, d, nd, g, out, ld, stream);
+    case 8: return launch_scores_t<4, false>(q, nq, d, nd, g, out, ld, stream);
+    default: return launch_scores_t<4, true>(q, nq, d, nd, g, out, ld, stream);
+  }
+}
+
+// ---- top-k --------------------------------------------------------------------------------------
+
+__global__ void fill_pad_kernel(int32_t* __restrict__ s, int64_t* __restrict__ ids, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    s[i] = INT32_MIN;
+    ids[i] = -1;
+  }
+}
+
+// Order-preserving map int32 -> uint32 (larger score, larger key).
+__device__ __forceinline__ uint32_t score_key(int32_t s) { return static_cast<uint32_t>(s) ^ 0x80000000u; }
+
+// a before b in the result order: score desc, id asc.
+__device__ __forceinline__ bool better(int32_t sa, int64_t ia, int32_t sb, int64_t ib) {
+  return sa > sb || (sa == sb && ia < ib);
+}
+
+struct SelectArgs {
+  int32_t* best_s;      // output rows [nq, k]: the running lists (row q0 + qi)
+  int64_t* best_i;
+  int64_t k;            // row stride of best_*
+  int64_t q0, qcount;   // query chunk
+  int64_t c0;           // entries in each list before this doc chunk
+  const int32_t* chunk; // [qcount, ldc] scores of docs [d0, d0 + m)
+  int64_t ldc, m, d0;
+  int64_t c1;           // entries after the merge: min(kk, c0 + m)
+  int64_t P;            // staging capacity: power of two >= c1
+  int32_t* g_s;         // global staging [gridDim.x, P] when staging is not in shared memory
+  int64_t* g_i;
+};
+
+__global__ void __launch_bounds__(kSelectThreads) select_kernel(SelectArgs a) {
+  using Scan = cub::BlockScan<int, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int hist[256];
+  __shared__ int64_t sel_need;
+  __shared__ uint32_t sel_bin;
+  extern __shared__ int64_t dyn[];  // P ids then P scores (shared staging), when g_s is null
+  int64_t* st_i;
+  int32_t* st_s;
+  if (a.g_s) {
+    st_i = a.g_i + int64_t(blockIdx.x) * a.P;
+    st_s = a.g_s + int64_t(blockIdx.x) * a.P;
+  } else {
+    st_i = dyn;
+    st_s = reinterpret_cast<int32_t*>(dyn + a.P);
+  }
+  const int tid = threadIdx.x;
+  const int64_t n = a.c0 + a.m;
+  for (int64_t qi = blockIdx.x; qi < a.qcount; qi += gridDim.x) {
+    int32_t* ls = a.best_s + (a.q0 + qi) * a.k;
+    int64_t* li = a.best_i + (a.q0 + qi) * a.k;
+    const int32_t* cs = a.chunk + qi * a.ldc;
+    auto score_at = [&](int64_t e) -> int32_t { return e < a.c0 ? ls[e] : cs[e - a.c0]; };
+    auto id_at = [&](int64_t e) -> int64_t { return e < a.c0 ? li[e] : a.d0 + (e - a.c0); };
+
+    // Threshold key T and how many candidates equal to T to keep (all when n <= c1).
+    uint32_t T = 0;
+    int64_t need_eq = n;  // unused bound when everything is kept
+    const bool keep_all = n <= a.c1;
+    if (!keep_all) {
+      uint32_t prefix = 0, mask = 0;
+      int64_t need = a.c1;
+      for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = tid; b < 256; b += kSelectThreads) hist[b] = 0;
+        __syncthreads();
+        for (int64_t e = tid; e < n; e += kSelectThreads) {
+          const uint32_t u = score_key(score_at(e));
+          if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1);
+        }
+        __syncthreads();
+        if (tid == 0) {
+          int64_t above = 0;
+          int b = 255;
+          for (; b > 0; --b) {
+            if (above + hist[b] >= need) break;
+            above += hist[b];
+          }
+          sel_bin = static_cast<uint32_t>(b);
+          sel_need = need - above;
+        }
+        __syncthreads();
+        prefix |= sel_bin << shift;
+        mask |= 255u << shift;
+        need = sel_need;
+        __syncthreads();  // sel_* and hist are rewritten by the next pass
+      }
+      T = prefix;
+      need_eq = need;
+    }
+
+    // Order-preserving compaction into the staging area.
+    int64_t eq_before = 0, sel_before = 0;
+    for (int64_t base = 0; base < n; base += kSelectThreads) {
+      const int64_t e = base + tid;
+      int32_t s = 0;
+      int64_t id = 0;
+      int gt = 0, eq = 0;
+      if (e < n) {
+        s = score_at(e);
+        id = id_at(e);
+        const uint32_t u = score_key(s);
+        gt = keep_all || u > T;
+        eq = !keep_all && u == T;
+      }
+      int eq_rank = 0, eq_total = 0;
+      Scan(scan_tmp).ExclusiveSum(eq, eq_rank, eq_total);
+      __syncthreads();
+      const int sel = gt || (eq && eq_before + eq_rank < need_eq);
+      int slot = 0, sel_total = 0;
+      Scan(scan_tmp).ExclusiveSum(sel, slot, sel_total);
+      __syncthreads();
+      if (sel) {
+        st_s[sel_before + slot] = s;
+        st_i[sel_before + slot] = id;
+      }
+      eq_before += eq_total;
+      sel_before += sel_total;
+      // All c1 entries taken: later candidates are below T or equal ones past the quota. The
+      // totals are block aggregates (the same in every thread), so the block leaves together.
+      if (sel_before >= a.c1) break;
+    }
+    for (int64_t j = a.c1 + tid; j < a.P; j += kSelectThreads) {
+      st_s[j] = INT32_MIN;
+      st_i[j] = INT64_MAX;
+    }
+    __syncthreads();
+
+    // Bitonic sort of P entries, best first.
+    for (int64_t size = 2; size <= a.P; size <<= 1) {
+      for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
+        for (int64_t t = tid; t < (a.P >> 1); t += kSelectThreads) {
+          const int64_t i = 2 * t - (t & (stride - 1));
+          const int64_t j = i + stride;
+          const bool up = (i & size) == 0;
+          const int32_t si = st_s[i], sj = st_s[j];
+          const int64_t ii = st_i[i], ij = st_i[j];
+          if (better(sj, ij, si, ii) == up) {
+            st_s[i] = sj;
+            st_i[i] = ij;
+            st_s[j] = si;
+            st_i[j] = ii;
+          }
+        }
+        __syncthreads();
+      }
+    }
+    for (int64_t j = tid; j < a.c1; j += kSelectThreads) {
+      ls[j] = st_s[j];
+      li[j] = st_i[j];
+    }
+    __syncthreads();  // staging and the list are reused by the next query
+  }
+}
+
+int64_t next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+void scores(const Problem& p, int32_t* out, cudaStream_t stream) {
+  validate(p);
+  if (p.nq == 0 || p.nd == 0) return;
+  if (out == nullptr) fail("out: null");
+  launch_scores(p, p.mode == Mode::hamming, p.q, p.nq, p.d, p.nd, out, p.nd, stream);
+}
+
+void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStream_t stream) {
+  Problem p = p_in;
+  p.mode = Mode::sdc;
+  validate(p);
+  if (k < 1) fail("k must be >= 1, got " + std::to_string(k));
+  if (p.nq == 0) return;
+  if (scores == nullptr || ids == nullptr) fail("scores/ids: null");
+  if (p.nq > INT64_MAX / k) fail("nq * k overflows");
+
+  // Padding first: rows keep (INT32_MIN, -1) past min(k, nd) entries.
+  {
+    const int64_t total = p.nq * k;
+    const unsigned blocks = static_cast<unsigned>(min64(ceil_div(total, 256), kMaxGridX));
+    fill_pad_kernel<<<blocks, 256, 0, stream>>>(scores, ids, total);
+    check_launch("binary fill_pad_kernel");
+  }
+  if (p.nd == 0) return;
+  const int64_t kk = min64(k, p.nd);
+
+  // Chunks: dc docs (at least 4 kk so a merge re-reads the list at most ~1/4 of the new data) and
+  // qc queries, with qc * dc <= kScoreBudget scratch scores.
+  const int64_t dc = min64(p.nd, max64(kMinDocChunk, 4 * kk));
+  const int64_t qc = min64(p.nq, max64(1, kScoreBudget / dc));
+  DeviceBuffer chunk_buf;
+  int32_t* chunk = chunk_buf.alloc_n<int32_t>(qc * dc, stream);
+
+  // Staging for the sort: dynamic shared memory when it fits, else per-block global scratch.
+  const int64_t P = next_pow2(kk);
+  const int64_t stage_bytes = P * int64_t(sizeof(int64_t) + sizeof(int32_t));
+  int device = 0, optin = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute");
+  cudaFuncAttributes attr{};
+  check_cuda(cudaFuncGetAttributes(&attr, select_kernel), "cudaFuncGetAttributes");
+  const bool shared_stage = stage_bytes + static_cast<int64_t>(attr.sharedSizeBytes) <= optin;
+  const int64_t blocks = shared_stage ? min64(qc, kMaxGridX)
+                                     : max64(1, min64(min64(qc, kMaxGlobalSelectBlocks), kGlobalStageBudget / stage_bytes));
+  DeviceBuffer gs_buf, gi_buf;
+  int32_t* g_s = nullptr;
+  int64_t* g_i = nullptr;
+  size_t dyn_bytes = 0;
+  if (shared_stage) {
+    dyn_bytes = static_cast<size_t>(stage_bytes);
+    check_cuda(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(dyn_bytes)),
+               "cudaFuncSetAttribute");
+  } else {
+    g_s = gs_buf.alloc_n<int32_t>(blocks * P, stream);
+    g_i = gi_buf.alloc_n<int64_t>(blocks * P, stream);
+  }
+
+  for (int64_t q0 = 0; q0 < p.nq; q0 += qc) {
+    const int64_t qn = min64(qc, p.nq - q0);
+    for (int64_t d0 = 0; d0 < p.nd; d0 += dc) {
+      const int64_t m = min64(dc, p.nd - d0);
+      launch_scores(p, false, p.q + q0 * p.bits * p.nbytes, qn, p.d + d0 * p.bits * p.nbytes, m, chunk, m, stream);
+      SelectArgs a;
+      a.best_s = scores;
+      a.best_i = ids;
+      a.k = k;
+      a.q0 = q0;
+      a.qcount = qn;
+      a.c0 = min64(kk, d0);
+      a.chunk = chunk;
+      a.ldc = m;
+      a.m = m;
+      a.d0 = d0;
+      a.c1 = min64(kk, a.c0 + m);
+      a.P = P;
+      a.g_s = g_s;
+      a.g_i = g_i;
+      select_kernel<<<static_cast<unsigned>(min64(qn, blocks)), kSelectThreads, dyn_bytes, stream>>>(a);
+      check_launch("binary select_kernel");
+    }
+  }
+}
+
+}  // namespace fastemb::binary::cuda

@@ -1,0 +1,263 @@
+"""fastemb.BinaryIndex: SDC search and float rescoring against brute force, save/load (memmap
+included), bad inputs."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastemb
+from fastemb import BinaryIndex
+
+INT32_MIN = np.iinfo(np.int32).min
+
+
+def clustered(rng, n, dim, centers=20, noise=0.4, dtype=np.float32):
+    c = rng.standard_normal((centers, dim))
+    x = c[rng.integers(0, centers, n)] + noise * rng.standard_normal((n, dim))
+    return x.astype(dtype)
+
+
+def brute_rescore(index_floats, codes, qf, qcodes, k, r, dim):
+    """Direct computation: SDC top-(k*r) from the full score matrix, then float64 dots per
+    candidate rounded to float32, sorted by (score desc, id asc)."""
+    s = fastemb.sdc_scores(qcodes, codes, dim=dim).astype(np.int64)
+    kc = min(k * r, codes.shape[0])
+    out_s = np.full((len(qf), k), -np.inf, dtype=np.float32)
+    out_i = np.full((len(qf), k), -1, dtype=np.int64)
+    for i in range(len(qf)):
+        cand = np.lexsort((np.arange(s.shape[1]), -s[i]))[:kc]
+        dots = np.array([np.dot(index_floats[j].astype(np.float64), qf[i].astype(np.float64)) for j in cand],
+                        dtype=np.float64).astype(np.float32)
+        order = np.lexsort((cand, -dots))[:k]
+        out_s[i, :len(order)] = dots[order]
+        out_i[i, :len(order)] = cand[order]
+    return out_s, out_i
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("dim", [64, 77])
+def test_search_matches_sdc_topk(rng, bits, dim):
+    x = clustered(rng, 600, dim)
+    q = clustered(rng, 9, dim)
+    index = BinaryIndex(dim, bits)
+    index.add(x[:250])
+    index.add(x[250:].astype(np.float64))
+    assert index.ntotal == len(index) == 600 and index.has_floats
+    codes = fastemb.binarize(x, bits)
+    np.testing.assert_array_equal(index.codes, codes)
+    np.testing.assert_array_equal(index.floats, x)
+    s, i = index.search(q, 7)
+    es, ei = fastemb.sdc_topk(fastemb.binarize(q, bits), codes, 7, dim=dim)
+    assert s.dtype == np.int32 and i.dtype == np.int64
+    np.testing.assert_array_equal(s, es)
+    np.testing.assert_array_equal(i, ei)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_rescore_matches_direct_computation(rng, bits):
+    dim = 45
+    x = clustered(rng, 500, dim)
+    q = clustered(rng, 6, dim, dtype=np.float64)
+    index = BinaryIndex(dim, bits)
+    index.add(x)
+    s, i = index.search(q, 10, rescore=3)
+    assert s.dtype == np.float32 and i.dtype == np.int64
+    es, ei = brute_rescore(x, fastemb.binarize(x, bits), q, fastemb.binarize(q, bits), 10, 3, dim)
+    np.testing.assert_array_equal(i, ei)
+    np.testing.assert_array_equal(s, es)
+    assert np.all(np.diff(s, axis=1) <= 0)
+
+
+def test_rescore_recall_improves(rng):
+    dim, n, nq, k = 96, 3000, 40, 10
+    x = clustered(rng, n, dim, centers=50, noise=0.8)
+    q = clustered(rng, nq, dim, centers=50, noise=0.8)
+    exact = np.argsort(-(q.astype(np.float64) @ x.astype(np.float64).T), axis=1, kind="stable")[:, :k]
+
+    def recall(ids):
+        return np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact)])
+
+    index = BinaryIndex(dim, bits=2)
+    index.add(x)
+    r1 = recall(index.search(q, k)[1])
+    r10 = recall(index.search(q, k, rescore=10)[1])
+    rall = recall(index.search(q, k, rescore=n)[1])  # every row is a candidate: exact search
+    assert rall == 1.0
+    assert r10 >= r1 and r10 >= 0.8, (r1, r10)
+
+
+def test_rescore_ties_lower_id_and_duplicates():
+    dim = 16
+    v = np.ones((1, dim), dtype=np.float32)
+    x = np.concatenate([-v, v, v, v, 0.5 * v])
+    index = BinaryIndex(dim, bits=2)
+    index.add(x)
+    s, i = index.search(v, 3, rescore=2)
+    np.testing.assert_array_equal(i, [[1, 2, 3]])
+    np.testing.assert_array_equal(s, [[16, 16, 16]])
+
+
+def test_k_larger_than_ntotal_and_empty(rng):
+    dim = 20
+    x = rng.standard_normal((5, dim)).astype(np.float32)
+    empty = BinaryIndex(dim, 2)
+    s, i = empty.search(x[:2], 4)
+    assert s.dtype == np.int32 and (s == INT32_MIN).all() and (i == -1).all() and i.shape == (2, 4)
+    s, i = empty.search(x[:2], 4, rescore=3)
+    assert s.dtype == np.float32 and np.isneginf(s).all() and (i == -1).all()
+    index = BinaryIndex(dim, 2)
+    index.add(x)
+    s, i = index.search(x, 8)
+    assert (i[:, 5:] == -1).all() and (s[:, 5:] == INT32_MIN).all()
+    assert sorted(i[0, :5]) == list(range(5))
+    s, i = index.search(x, 8, rescore=2)
+    assert (i[:, 5:] == -1).all() and np.isneginf(s[:, 5:]).all()
+    # all rows are candidates here: the exact float ranking
+    exact = np.lexsort((np.broadcast_to(np.arange(5), (5, 5)), -(x.astype(np.float64) @ x.astype(np.float64).T)
+                        .astype(np.float32)), axis=-1)
+    np.testing.assert_array_equal(i[:, :5], exact)
+
+
+def test_codes_only_index(rng):
+    dim, bits = 30, 3
+    x = rng.standard_normal((100, dim))
+    codes = fastemb.binarize(x, bits)
+    index = BinaryIndex(dim, bits)
+    index.add(codes)
+    assert not index.has_floats and index.floats is None
+    s, i = index.search(x[:4], 5)
+    es, ei = fastemb.sdc_topk(fastemb.binarize(x[:4], bits), codes, 5, dim=dim)
+    np.testing.assert_array_equal(s, es)
+    np.testing.assert_array_equal(i, ei)
+    s2, i2 = index.search(codes[:4], 5)  # code queries
+    np.testing.assert_array_equal(i2, ei)
+    with pytest.raises(ValueError, match="cannot rescore"):
+        index.search(x[:4], 5, rescore=2)
+    # mixing: floats added later do not make rescoring possible again
+    index.add(x[:10])
+    assert index.ntotal == 110 and not index.has_floats
+    with pytest.raises(ValueError, match="cannot rescore"):
+        index.search(x[:4], 5, rescore=2)
+
+
+def test_one_bit_2d_codes(rng):
+    dim = 24
+    x = rng.standard_normal((50, dim)).astype(np.float32)
+    codes2 = fastemb.binarize(x, 1)[:, 0, :]
+    index = BinaryIndex(dim, 1)
+    index.add(codes2)
+    s, i = index.search(codes2[:3], 4)
+    np.testing.assert_array_equal(i, fastemb.sdc_topk(codes2[:3], codes2, 4, dim=dim)[1])
+    with pytest.raises(ValueError, match="1-bit"):
+        BinaryIndex(dim, 2).add(codes2)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(tmp_path, rng, mmap):
+    dim, bits = 50, 2
+    x = clustered(rng, 300, dim)
+    q = clustered(rng, 5, dim)
+    index = BinaryIndex(dim, bits)
+    index.add(x)
+    path = tmp_path / "idx"
+    index.save(str(path))
+    header = json.loads((path / "header.json").read_text())
+    assert header["dim"] == dim and header["bits"] == bits and header["ntotal"] == 300 and header["version"] == 1
+    loaded = BinaryIndex.load(path, mmap=mmap)
+    assert (loaded.dim, loaded.bits, loaded.ntotal, loaded.has_floats) == (dim, bits, 300, True)
+    assert isinstance(loaded.floats, np.memmap) == mmap
+    assert isinstance(loaded.codes, np.memmap) == mmap
+    for r in (1, 4):
+        a, b = index.search(q, 8, rescore=r), loaded.search(q, 8, rescore=r)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # adding to a loaded (mapped, read-only) index copies it; the files stay as they were
+    loaded.add(x[:7])
+    assert loaded.ntotal == 307 and not isinstance(loaded.floats, np.memmap)
+    np.testing.assert_array_equal(loaded.floats[300:], x[:7])
+    assert BinaryIndex.load(path).ntotal == 300
+    # saving over the directory it was loaded from (while still mapped) is safe
+    again = BinaryIndex.load(path, mmap=True)
+    loaded.save(path)
+    np.testing.assert_array_equal(again.floats, x)
+    assert BinaryIndex.load(path).ntotal == 307
+
+
+def test_save_load_codes_only_and_empty(tmp_path, rng):
+    dim, bits = 13, 4
+    codes = fastemb.binarize(rng.standard_normal((20, dim)), bits)
+    index = BinaryIndex(dim, bits)
+    index.add(codes)
+    index.save(tmp_path / "c")
+    assert not (tmp_path / "c" / "floats.npy").exists()
+    loaded = BinaryIndex.load(tmp_path / "c")
+    assert not loaded.has_floats
+    np.testing.assert_array_equal(loaded.codes, codes)
+    BinaryIndex(dim, bits).save(tmp_path / "e")
+    e = BinaryIndex.load(tmp_path / "e")
+    assert e.ntotal == 0 and e.has_floats
+    assert (e.search(rng.standard_normal((2, dim)), 3)[1] == -1).all()
+
+
+def test_load_validates(tmp_path, rng):
+    dim = 16
+    index = BinaryIndex(dim, 1)
+    index.add(rng.standard_normal((10, dim)).astype(np.float32))
+    path = tmp_path / "idx"
+    index.save(path)
+    with pytest.raises(ValueError, match="header"):
+        BinaryIndex.load(tmp_path / "nothing")
+    hpath = path / "header.json"
+    good = json.loads(hpath.read_text())
+    for change, match in [({"version": 99}, "version"), ({"format": "other"}, "format|header"),
+                          ({"ntotal": 11}, "expected"), ({"dim": 24}, "expected|inconsistent"), ({"bits": 2}, "expected")]:
+        hpath.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ValueError, match=match):
+            BinaryIndex.load(path)
+    hpath.write_text(json.dumps(good))
+    os.remove(path / "floats.npy")
+    with pytest.raises(ValueError, match="floats.npy"):
+        BinaryIndex.load(path)
+    with pytest.raises(ValueError, match="not a directory"):
+        (tmp_path / "file").write_text("x")
+        index.save(tmp_path / "file")
+
+
+def test_bad_inputs(rng):
+    with pytest.raises(ValueError, match="dim"):
+        BinaryIndex(0)
+    with pytest.raises(ValueError, match="bits"):
+        BinaryIndex(8, bits=5)
+    with pytest.raises(TypeError, match="dim"):
+        BinaryIndex(8.0)
+    index = BinaryIndex(32, 2)
+    x = rng.standard_normal((10, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="dim"):
+        index.add(rng.standard_normal((10, 31)).astype(np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        index.add(x.astype(np.int64))
+    with pytest.raises(TypeError, match="numpy"):
+        index.add(x.tolist())
+    with pytest.raises(ValueError, match="codes"):
+        index.add(fastemb.binarize(x, 3))
+    with pytest.raises(ValueError, match="codes"):
+        index.add(fastemb.binarize(rng.standard_normal((3, 40)), 2))
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(bad)
+    assert index.ntotal == 0  # nothing half-added
+    index.add(x)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(x, 0)
+    with pytest.raises(ValueError, match="rescore must be >= 1"):
+        index.search(x, 3, rescore=0)
+    with pytest.raises(TypeError, match="k"):
+        index.search(x, 2.5)
+    with pytest.raises(ValueError, match="dim"):
+        index.search(x[:, :30], 3)
+    with pytest.raises(ValueError, match="float queries"):
+        index.search(fastemb.binarize(x, 2), 3, rescore=2)
+    with pytest.raises(TypeError, match="dtype"):
+        index.search(x.astype(np.int32), 3)

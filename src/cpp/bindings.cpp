@@ -14,8 +14,13 @@
 #include "common/cpu_features.h"
 #include "common/thread_pool.h"
 
+#include "binding_args.h"
+
 namespace py = pybind11;
 using namespace fastemb;
+using bindings::make_binary_problem;
+using bindings::make_centroid_problem;
+using bindings::ptr;
 
 #ifndef FASTEMB_VERSION
 #define FASTEMB_VERSION "0.0.0"
@@ -23,54 +28,12 @@ using namespace fastemb;
 
 namespace {
 
-template <class T>
-T* ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
 Isa isa_from_name(const std::string& name) {
   if (name.empty()) return active_isa();
   Isa isa;
   if (!parse_isa(name, &isa)) throw std::invalid_argument("isa must be one of serial, avx2, avx512, got '" + name + "'");
   if (!isa_supported(isa)) throw std::invalid_argument("isa '" + name + "' is not supported by this CPU");
   return isa;
-}
-
-centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32,
-                               uintptr_t offsets, int64_t k, uintptr_t weights, int reduce, int normalize, double eps,
-                               bool leave_one_out) {
-  if (dtype < 0 || dtype > 3) throw std::invalid_argument("x: unknown dtype code");
-  if (reduce < 0 || reduce > 3) throw std::invalid_argument("reduce: unknown code");
-  centroid::Problem p;
-  p.x = ptr<const void>(x);
-  p.dtype = static_cast<centroid::DType>(dtype);
-  p.n = n;
-  p.d = d;
-  p.labels = ptr<const void>(labels);
-  p.labels_int32 = labels_int32;
-  p.offsets = ptr<const int64_t>(offsets);
-  p.k = k;
-  p.weights = ptr<const void>(weights);
-  p.reduce = static_cast<centroid::Reduce>(reduce);
-  p.normalize = normalize;
-  p.eps = eps;
-  p.leave_one_out = leave_one_out;
-  return p;
-}
-
-binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
-                                    int64_t dim, int mode) {
-  if (mode != 0 && mode != 1) throw std::invalid_argument("mode: unknown code");
-  binary::Problem p;
-  p.q = ptr<const uint8_t>(q);
-  p.nq = nq;
-  p.d = ptr<const uint8_t>(d);
-  p.nd = nd;
-  p.bits = bits;
-  p.nbytes = nbytes;
-  p.dim = dim;
-  p.mode = static_cast<binary::Mode>(mode);
-  return p;
 }
 
 }  // namespace
@@ -117,7 +80,7 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t out, uintptr_t counts,
          uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, const std::string& isa) {
         const centroid::Problem p =
-            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+            make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
         centroid::ForwardOutputs o;
         o.out = ptr<void>(out);
         o.counts = ptr<int64_t>(counts);
@@ -140,7 +103,7 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t counts, uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, uintptr_t grad_x, uintptr_t grad_w,
          const std::string& isa) {
         const centroid::Problem p =
-            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+            make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
         centroid::BackwardInputs in;
         in.grad_out = ptr<const void>(grad_out);
         in.out = ptr<const void>(out);

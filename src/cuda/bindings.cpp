@@ -14,55 +14,17 @@
 #include "centroid/centroid.h"
 #include "centroid_cuda.cuh"
 
+#include "binding_args.h"
+
 namespace py = pybind11;
 using namespace fastemb;
+using bindings::make_binary_problem;
+using bindings::make_centroid_problem;
+using bindings::ptr;
 
 namespace {
 
-template <class T>
-T* ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-centroid::Problem make_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels, bool labels_int32,
-                               uintptr_t offsets, int64_t k, uintptr_t weights, int reduce, int normalize, double eps,
-                               bool leave_one_out) {
-  if (dtype < 0 || dtype > 3) throw std::invalid_argument("x: unknown dtype code " + std::to_string(dtype));
-  if (reduce < 0 || reduce > 3) throw std::invalid_argument("reduce: unknown code " + std::to_string(reduce));
-  if (normalize < 0 || normalize > 3) throw std::invalid_argument("normalize: unknown flags " + std::to_string(normalize));
-  centroid::Problem p;
-  p.x = ptr<const void>(x);
-  p.dtype = static_cast<centroid::DType>(dtype);
-  p.n = n;
-  p.d = d;
-  p.labels = ptr<const void>(labels);
-  p.labels_int32 = labels_int32;
-  p.offsets = ptr<const int64_t>(offsets);
-  p.k = k;
-  p.weights = ptr<const void>(weights);
-  p.reduce = static_cast<centroid::Reduce>(reduce);
-  p.normalize = normalize;
-  p.eps = eps;
-  p.leave_one_out = leave_one_out;
-  return p;
-}
-
 cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
-binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
-                                    int64_t dim, int mode) {
-  if (mode != 0 && mode != 1) throw std::invalid_argument("mode: unknown code " + std::to_string(mode));
-  binary::Problem p;
-  p.q = ptr<const uint8_t>(q);
-  p.nq = nq;
-  p.d = ptr<const uint8_t>(d);
-  p.nd = nd;
-  p.bits = bits;
-  p.nbytes = nbytes;
-  p.dim = dim;
-  p.mode = static_cast<binary::Mode>(mode);
-  return p;
-}
 
 }  // namespace
 
@@ -83,7 +45,7 @@ PYBIND11_MODULE(_C_cuda, m) {
          uintptr_t weights, int reduce, int normalize, double eps, bool leave_one_out, uintptr_t out, uintptr_t counts,
          uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, bool deterministic, uintptr_t stream) {
         const centroid::Problem p =
-            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+            make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
         centroid::ForwardOutputs o;
         o.out = ptr<void>(out);
         o.counts = ptr<int64_t>(counts);
@@ -105,7 +67,7 @@ PYBIND11_MODULE(_C_cuda, m) {
          uintptr_t counts, uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, uintptr_t grad_x, uintptr_t grad_w,
          bool deterministic, uintptr_t stream) {
         const centroid::Problem p =
-            make_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
+            make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
         centroid::BackwardInputs in;
         in.grad_out = ptr<const void>(grad_out);
         in.out = ptr<const void>(out);

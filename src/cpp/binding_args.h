@@ -1,0 +1,58 @@
+// Problem descriptions built from the raw arguments the Python layer passes (buffer addresses as
+// integers, enum codes as ints). Shared by the CPU (_C) and CUDA (_C_cuda) bindings, so both
+// modules check the codes the same way. Plain C++: no Python or CUDA headers.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "binary/binary.h"
+#include "centroid/centroid.h"
+
+namespace fastemb::bindings {
+
+template <class T>
+inline T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+inline centroid::Problem make_centroid_problem(uintptr_t x, int dtype, int64_t n, int64_t d, uintptr_t labels,
+                                               bool labels_int32, uintptr_t offsets, int64_t k, uintptr_t weights,
+                                               int reduce, int normalize, double eps, bool leave_one_out) {
+  if (dtype < 0 || dtype > 3) throw std::invalid_argument("x: unknown dtype code " + std::to_string(dtype));
+  if (reduce < 0 || reduce > 3) throw std::invalid_argument("reduce: unknown code " + std::to_string(reduce));
+  if (normalize < 0 || normalize > 3) throw std::invalid_argument("normalize: unknown flags " + std::to_string(normalize));
+  centroid::Problem p;
+  p.x = ptr<const void>(x);
+  p.dtype = static_cast<centroid::DType>(dtype);
+  p.n = n;
+  p.d = d;
+  p.labels = ptr<const void>(labels);
+  p.labels_int32 = labels_int32;
+  p.offsets = ptr<const int64_t>(offsets);
+  p.k = k;
+  p.weights = ptr<const void>(weights);
+  p.reduce = static_cast<centroid::Reduce>(reduce);
+  p.normalize = normalize;
+  p.eps = eps;
+  p.leave_one_out = leave_one_out;
+  return p;
+}
+
+// q/d: uint8 [n, bits, nbytes] C-contiguous; mode 0 = hamming, 1 = sdc.
+inline binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
+                                           int64_t dim, int mode) {
+  if (mode != 0 && mode != 1) throw std::invalid_argument("mode: unknown code " + std::to_string(mode));
+  binary::Problem p;
+  p.q = ptr<const uint8_t>(q);
+  p.nq = nq;
+  p.d = ptr<const uint8_t>(d);
+  p.nd = nd;
+  p.bits = bits;
+  p.nbytes = nbytes;
+  p.dim = dim;
+  p.mode = static_cast<binary::Mode>(mode);
+  return p;
+}
+
+}  // namespace fastemb::bindings

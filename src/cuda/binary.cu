@@ -38,6 +38,7 @@
 #include <string>
 
 #include "binary/binary.h"
+#include "binary/binary_validate.h"
 #include "binary/binary_math.h"
 #include "binary_cuda.cuh"
 
@@ -95,22 +96,6 @@ class DeviceBuffer {
   void* p_ = nullptr;
   cudaStream_t stream_ = nullptr;
 };
-
-// Same checks and messages as the CPU dispatcher (binary_dispatch.cpp).
-void validate(const Problem& p) {
-  if (p.bits < 1 || p.bits > 4) fail("bits must be in 1..4, got " + std::to_string(p.bits));
-  if (p.nq < 0 || p.nd < 0) fail("q/d: negative number of rows");
-  if (p.nbytes < 1) fail("nbytes must be >= 1, got " + std::to_string(p.nbytes));
-  if (p.dim <= 8 * (p.nbytes - 1) || p.dim > 8 * p.nbytes)
-    fail("dim=" + std::to_string(p.dim) + " does not match nbytes=" + std::to_string(p.nbytes) +
-         " (need 8 * (nbytes - 1) < dim <= 8 * nbytes)");
-  if (p.mode != Mode::hamming && p.mode != Mode::sdc) fail("mode: unknown code");
-  const int64_t L = level_max(p.bits);
-  const int64_t bound = p.mode == Mode::sdc ? p.dim * L * L : p.dim * p.bits;
-  if (p.dim > (int64_t(1) << 40) || bound > INT32_MAX) fail("dim too large: scores would overflow int32");
-  if (p.nq > 0 && p.q == nullptr) fail("q: null data");
-  if (p.nd > 0 && p.d == nullptr) fail("d: null data");
-}
 
 // ---- scoring ------------------------------------------------------------------------------------
 
@@ -414,7 +399,7 @@ int64_t next_pow2(int64_t v) {
 }  // namespace
 
 void scores(const Problem& p, int32_t* out, cudaStream_t stream) {
-  validate(p);
+  validate_problem(p);
   if (p.nq == 0 || p.nd == 0) return;
   if (out == nullptr) fail("out: null");
   launch_scores(p, p.mode == Mode::hamming, p.q, p.nq, p.d, p.nd, out, p.nd, stream);
@@ -423,7 +408,7 @@ void scores(const Problem& p, int32_t* out, cudaStream_t stream) {
 void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStream_t stream) {
   Problem p = p_in;
   p.mode = Mode::sdc;
-  validate(p);
+  validate_problem(p);
   if (k < 1) fail("k must be >= 1, got " + std::to_string(k));
   if (p.nq == 0) return;
   if (scores == nullptr || ids == nullptr) fail("scores/ids: null");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "binary/binary.h"
+#include "binary/binary_validate.h"
 #include "common/thread_pool.h"
 
 namespace fastemb::binary {
@@ -44,22 +45,6 @@ IsaKernels kernels_for(Isa requested) {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-void validate(const Problem& p) {
-  if (p.bits < 1 || p.bits > 4) fail("bits must be in 1..4, got " + std::to_string(p.bits));
-  if (p.nq < 0 || p.nd < 0) fail("q/d: negative number of rows");
-  if (p.nbytes < 1) fail("nbytes must be >= 1, got " + std::to_string(p.nbytes));
-  if (p.dim <= 8 * (p.nbytes - 1) || p.dim > 8 * p.nbytes)
-    fail("dim=" + std::to_string(p.dim) + " does not match nbytes=" + std::to_string(p.nbytes) +
-         " (need 8 * (nbytes - 1) < dim <= 8 * nbytes)");
-  if (p.mode != Mode::hamming && p.mode != Mode::sdc) fail("mode: unknown code");
-  const int64_t L = (int64_t(1) << p.bits) - 1;
-  // |S| <= dim * L^2 and Hamming <= bits * dim must fit int32 (dim <= 2^31 / 225 ~ 9.5M dims).
-  const int64_t bound = p.mode == Mode::sdc ? p.dim * L * L : p.dim * p.bits;
-  if (p.dim > (int64_t(1) << 40) || bound > INT32_MAX) fail("dim too large: scores would overflow int32");
-  if (p.nq > 0 && p.q == nullptr) fail("q: null data");
-  if (p.nd > 0 && p.d == nullptr) fail("d: null data");
-}
-
 constexpr int64_t kScoreQueryBlock = 32;
 constexpr int64_t kScoreDocBlock = 256 * kTile;
 constexpr int64_t kTopkQueryBlock = 64;
@@ -74,7 +59,7 @@ Isa kernel_isa(Isa requested) {
 }
 
 void scores_isa(Isa isa, const Problem& p, int32_t* out) {
-  validate(p);
+  validate_problem(p);
   const IsaKernels kern = kernels_for(isa);
   if (p.nq == 0 || p.nd == 0) return;
   if (out == nullptr) fail("out: null");
@@ -90,7 +75,7 @@ void scores_isa(Isa isa, const Problem& p, int32_t* out) {
 }
 
 void topk_isa(Isa isa, const Problem& p, int64_t k, int32_t* scores, int64_t* ids) {
-  validate(p);
+  validate_problem(p);
   if (k < 1) fail("k must be >= 1, got " + std::to_string(k));
   const IsaKernels kern = kernels_for(isa);
   if (p.nq == 0) return;

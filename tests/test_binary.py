@@ -261,6 +261,12 @@ def test_every_isa_matches_reference(rng, isa, bits):
             es, ei = full_sort_topk(s, k)
             np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} k={k}")
             np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} k={k}")
+        # one or two queries take the direct (no tile) path for the XOR form (bits = 1)
+        for nq_small in (1, 2):
+            ts, ti = B.native_topk(C, q[:nq_small], d, 10, dim, isa)
+            es, ei = full_sort_topk(s[:nq_small], 10)
+            np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} nq={nq_small}")
+            np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} nq={nq_small}")
 
 
 @needs_native
@@ -297,6 +303,24 @@ def test_thread_counts_give_identical_results(rng):
     es, ei = full_sort_topk(s1, 25)
     np.testing.assert_array_equal(t1[0], es)
     np.testing.assert_array_equal(t1[1], ei)
+
+
+@needs_native
+def test_single_query_direct_path_thread_counts(rng):
+    # one query, 1-bit codes with garbage padding and many ties: the direct path over corpus parts
+    q, d = codes(rng, 1, 1, 13, garbage_padding=True), codes(rng, 9000, 1, 13, garbage_padding=True)
+    before = fastemb.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            fastemb.set_num_threads(threads)
+            results.append(fastemb.sdc_topk(q, d, 40, 13))
+    finally:
+        fastemb.set_num_threads(before)
+    es, ei = full_sort_topk(ref.sdc_scores(q, d, 13), 40)
+    for ts, ti in results:
+        np.testing.assert_array_equal(ts, es)
+        np.testing.assert_array_equal(ti, ei)
 
 
 @needs_native

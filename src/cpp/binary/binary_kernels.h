@@ -191,6 +191,36 @@ inline void tile_scores(const Geo& g, const uint64_t* qw, int64_t sumcq, const u
   for (int64_t j = 0; j < T; ++j) sc[j] = 4 * acc[j] - 2 * g.L * sumcd[j] + base;
 }
 
+// Four queries against one tile in the XOR form: each tile vector is loaded once for all four
+// (the per-query loop is bound by loads and broadcasts, not by the popcounts). Writes the
+// scores of query r to sc4[r * T + j], exactly as tile_scores would.
+constexpr int64_t kQueryGroup = 4;
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+constexpr bool kHaveGroupKernel = true;
+inline void tile_scores_xor4(const Geo& g, const uint64_t* qw, const uint64_t* __restrict tile, int64_t* sc4) {
+  const int64_t nw = g.row_words;
+  __m512i acc[kQueryGroup][2];
+  for (int r = 0; r < kQueryGroup; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t w = 0; w < nw; ++w) {
+    const __m512i x0 = _mm512_load_si512(tile + w * T), x1 = _mm512_load_si512(tile + w * T + 8);
+    for (int r = 0; r < kQueryGroup; ++r) {
+      const __m512i qv = _mm512_set1_epi64(static_cast<long long>(qw[r * nw + w]));
+      acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_popcnt_epi64(_mm512_xor_si512(qv, x0)));
+      acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_popcnt_epi64(_mm512_xor_si512(qv, x1)));
+    }
+  }
+  for (int r = 0; r < kQueryGroup; ++r) {
+    _mm512_storeu_si512(sc4 + r * T, acc[r][0]);
+    _mm512_storeu_si512(sc4 + r * T + 8, acc[r][1]);
+    if (g.mode == Mode::sdc)
+      for (int64_t j = 0; j < T; ++j) sc4[r * T + j] = g.dim - 2 * sc4[r * T + j];
+  }
+}
+#else
+constexpr bool kHaveGroupKernel = false;
+inline void tile_scores_xor4(const Geo&, const uint64_t*, const uint64_t*, int64_t*) {}
+#endif
+
 // Loads docs [t0, t0 + cnt) into the word-major tile (missing docs are zero) and their sumC.
 inline void load_tile(const Geo& g, const uint8_t* d, int64_t t0, int64_t cnt, uint64_t* tile, int64_t* sumcd) {
   const int64_t row_bytes = g.bits * g.nbytes;
@@ -332,18 +362,18 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   for (int64_t t0 = d0; t0 < d1; t0 += T) {
     const int64_t cnt = min_i64(T, d1 - t0);
     load_tile(g, p.d, t0, cnt, tile.p, sumcd);
-    for (int64_t i = 0; i < nqb; ++i) {
-      tile_scores(g, qw.p + i * g.row_words, sumcq.p[i], tile.p, sumcd, sc);
+    // Offers the tile's scores of query i to its heap.
+    auto offer = [&](int64_t i, const int64_t* scores) {
       int32_t* s = hs + i * k;
       int64_t* id = hi + i * k;
       int64_t n = hn[i];
       // Threshold: a full heap admits only scores above its worst (equal scores lose: higher id).
       const int64_t thr = n < k ? INT64_MIN : static_cast<int64_t>(s[0]);
       bool any = false;
-      for (int64_t j = 0; j < cnt; ++j) any |= sc[j] > thr;
-      if (!any) continue;
+      for (int64_t j = 0; j < cnt; ++j) any |= scores[j] > thr;
+      if (!any) return;
       for (int64_t j = 0; j < cnt; ++j) {
-        const int32_t v = static_cast<int32_t>(sc[j]);
+        const int32_t v = static_cast<int32_t>(scores[j]);
         if (n < k) {
           heap_push(s, id, n, v, t0 + j);
           ++n;
@@ -352,6 +382,18 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
         }
       }
       hn[i] = n;
+    };
+    int64_t i = 0;
+    if (kHaveGroupKernel && !g.and_form) {
+      int64_t sc4[kQueryGroup * T];
+      for (; i + kQueryGroup <= nqb; i += kQueryGroup) {
+        tile_scores_xor4(g, qw.p + i * g.row_words, tile.p, sc4);
+        for (int r = 0; r < kQueryGroup; ++r) offer(i + r, sc4 + r * T);
+      }
+    }
+    for (; i < nqb; ++i) {
+      tile_scores(g, qw.p + i * g.row_words, sumcq.p[i], tile.p, sumcd, sc);
+      offer(i, sc);
     }
   }
 }

@@ -244,16 +244,21 @@ def render(path):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(render_fn, doc, argv=None):
+    """Command line shared by the report scripts: JSON in, markdown to stdout (and -o FILE)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("json", help="pytest-benchmark JSON (--benchmark-json=...)")
     ap.add_argument("-o", "--output", help="also write the markdown here")
     args = ap.parse_args(argv)
-    md = render(args.json)
+    md = render_fn(args.json)
     sys.stdout.write(md)
     if args.output:
         with open(args.output, "w") as f:
             f.write(md)
+
+
+def main(argv=None):
+    run_cli(render, __doc__, argv)
 
 
 if __name__ == "__main__":

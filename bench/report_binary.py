@@ -12,14 +12,13 @@ that bench/conftest.py measured in the same session.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import fmt_ms, fmt_ratio, machine_section  # noqa: E402
+from report import fmt_ms, fmt_ratio, machine_section, run_cli  # noqa: E402
 
 HAMMING_VS_FAISS = 2.0  # Hamming top-k >= 2x faster than faiss IndexBinaryFlat
 SDC2_VS_FAISS_1024 = 1.0  # SDC bits=2 on 512 dims no slower than faiss Hamming on 1024 bits
@@ -121,15 +120,7 @@ def render(path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("json", help="pytest-benchmark JSON (--benchmark-json=...)")
-    ap.add_argument("-o", "--output", help="also write the markdown here")
-    args = ap.parse_args(argv)
-    md = render(args.json)
-    sys.stdout.write(md)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(md)
+    run_cli(render, __doc__, argv)
 
 
 if __name__ == "__main__":

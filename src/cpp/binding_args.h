@@ -39,6 +39,37 @@ inline centroid::Problem make_centroid_problem(uintptr_t x, int dtype, int64_t n
   return p;
 }
 
+inline centroid::ForwardOutputs make_centroid_outputs(uintptr_t out, uintptr_t counts, uintptr_t wsum, uintptr_t arg,
+                                                      uintptr_t out_norm) {
+  centroid::ForwardOutputs o;
+  o.out = ptr<void>(out);
+  o.counts = ptr<int64_t>(counts);
+  o.wsum = ptr<void>(wsum);
+  o.arg = ptr<int64_t>(arg);
+  o.out_norm = ptr<void>(out_norm);
+  return o;
+}
+
+// The forward's saved outputs, read by the backward.
+inline centroid::BackwardInputs make_centroid_saved(uintptr_t grad_out, uintptr_t out, uintptr_t counts,
+                                                    uintptr_t wsum, uintptr_t arg, uintptr_t out_norm) {
+  centroid::BackwardInputs in;
+  in.grad_out = ptr<const void>(grad_out);
+  in.out = ptr<const void>(out);
+  in.counts = ptr<const int64_t>(counts);
+  in.wsum = ptr<const void>(wsum);
+  in.arg = ptr<const int64_t>(arg);
+  in.out_norm = ptr<const void>(out_norm);
+  return in;
+}
+
+inline centroid::BackwardOutputs make_centroid_grads(uintptr_t grad_x, uintptr_t grad_w) {
+  centroid::BackwardOutputs o;
+  o.grad_x = ptr<void>(grad_x);
+  o.grad_w = ptr<void>(grad_w);
+  return o;
+}
+
 // q/d: uint8 [n, bits, nbytes] C-contiguous; mode 0 = hamming, 1 = sdc.
 inline binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d, int64_t nd, int bits, int64_t nbytes,
                                            int64_t dim, int mode) {

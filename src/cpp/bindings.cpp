@@ -81,12 +81,7 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, const std::string& isa) {
         const centroid::Problem p =
             make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
-        centroid::ForwardOutputs o;
-        o.out = ptr<void>(out);
-        o.counts = ptr<int64_t>(counts);
-        o.wsum = ptr<void>(wsum);
-        o.arg = ptr<int64_t>(arg);
-        o.out_norm = ptr<void>(out_norm);
+        const centroid::ForwardOutputs o = bindings::make_centroid_outputs(out, counts, wsum, arg, out_norm);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
         centroid::forward_isa(chosen, p, o);
@@ -104,16 +99,8 @@ PYBIND11_MODULE(_C, m) {
          const std::string& isa) {
         const centroid::Problem p =
             make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
-        centroid::BackwardInputs in;
-        in.grad_out = ptr<const void>(grad_out);
-        in.out = ptr<const void>(out);
-        in.counts = ptr<const int64_t>(counts);
-        in.wsum = ptr<const void>(wsum);
-        in.arg = ptr<const int64_t>(arg);
-        in.out_norm = ptr<const void>(out_norm);
-        centroid::BackwardOutputs o;
-        o.grad_x = ptr<void>(grad_x);
-        o.grad_w = ptr<void>(grad_w);
+        const centroid::BackwardInputs in = bindings::make_centroid_saved(grad_out, out, counts, wsum, arg, out_norm);
+        const centroid::BackwardOutputs o = bindings::make_centroid_grads(grad_x, grad_w);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
         centroid::backward_isa(chosen, p, in, o);

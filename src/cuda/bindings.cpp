@@ -46,12 +46,7 @@ PYBIND11_MODULE(_C_cuda, m) {
          uintptr_t wsum, uintptr_t arg, uintptr_t out_norm, bool deterministic, uintptr_t stream) {
         const centroid::Problem p =
             make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
-        centroid::ForwardOutputs o;
-        o.out = ptr<void>(out);
-        o.counts = ptr<int64_t>(counts);
-        o.wsum = ptr<void>(wsum);
-        o.arg = ptr<int64_t>(arg);
-        o.out_norm = ptr<void>(out_norm);
+        const centroid::ForwardOutputs o = bindings::make_centroid_outputs(out, counts, wsum, arg, out_norm);
         py::gil_scoped_release release;
         centroid::cuda::forward(p, o, deterministic, as_stream(stream));
       },
@@ -68,16 +63,8 @@ PYBIND11_MODULE(_C_cuda, m) {
          bool deterministic, uintptr_t stream) {
         const centroid::Problem p =
             make_centroid_problem(x, dtype, n, d, labels, labels_int32, offsets, k, weights, reduce, normalize, eps, leave_one_out);
-        centroid::BackwardInputs in;
-        in.grad_out = ptr<const void>(grad_out);
-        in.out = ptr<const void>(out);
-        in.counts = ptr<const int64_t>(counts);
-        in.wsum = ptr<const void>(wsum);
-        in.arg = ptr<const int64_t>(arg);
-        in.out_norm = ptr<const void>(out_norm);
-        centroid::BackwardOutputs o;
-        o.grad_x = ptr<void>(grad_x);
-        o.grad_w = ptr<void>(grad_w);
+        const centroid::BackwardInputs in = bindings::make_centroid_saved(grad_out, out, counts, wsum, arg, out_norm);
+        const centroid::BackwardOutputs o = bindings::make_centroid_grads(grad_x, grad_w);
         py::gil_scoped_release release;
         centroid::cuda::backward(p, in, o, deterministic, as_stream(stream));
       },

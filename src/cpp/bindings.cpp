@@ -15,6 +15,7 @@
 #include "common/thread_pool.h"
 
 #include "binding_args.h"
+#include "bindings_common.h"
 
 namespace py = pybind11;
 using namespace fastemb;
@@ -26,7 +27,7 @@ using bindings::ptr;
 #define FASTEMB_VERSION "0.0.0"
 #endif
 
-namespace {
+namespace fastemb::bindings {
 
 Isa isa_from_name(const std::string& name) {
   if (name.empty()) return active_isa();
@@ -36,7 +37,9 @@ Isa isa_from_name(const std::string& name) {
   return isa;
 }
 
-}  // namespace
+}  // namespace fastemb::bindings
+
+using bindings::isa_from_name;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastemb native CPU kernels (internal: use the fastemb package)";
@@ -136,4 +139,7 @@ PYBIND11_MODULE(_C, m) {
   // The binary kernel variant a requested ISA runs (avx512 without VPOPCNTDQ runs avx2).
   m.def("binary_kernel_isa", [](const std::string& isa) { return std::string(isa_name(binary::kernel_isa(isa_from_name(isa)))); },
         py::arg("isa") = "");
+
+  bindings::bind_ternary(m);
+  bindings::bind_graph(m);
 }

@@ -15,6 +15,7 @@
 #include "centroid_cuda.cuh"
 
 #include "binding_args.h"
+#include "cuda_bindings_common.h"
 
 namespace py = pybind11;
 using namespace fastemb;
@@ -22,11 +23,7 @@ using bindings::make_binary_problem;
 using bindings::make_centroid_problem;
 using bindings::ptr;
 
-namespace {
-
-cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
-}  // namespace
+using bindings::as_stream;
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "fastemb CUDA kernels (internal: use the fastemb package)";
@@ -96,4 +93,7 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
       py::arg("k"), py::arg("scores"), py::arg("ids"), py::arg("stream") = 0);
+
+  bindings::bind_ternary_cuda(m);
+  bindings::bind_graph_cuda(m);
 }

@@ -1,0 +1,3 @@
+// The graph kernels compiled for the 'avx512' ISA (flags set in CMakeLists.txt).
+#define FASTEMB_ISA_NS avx512
+#include "graph/graph_kernels.h"

@@ -1,0 +1,1 @@
+// CUDA kernels of the ternary family (to be written; see src/cpp/ternary/ternary.h).

@@ -191,34 +191,91 @@ inline void tile_scores(const Geo& g, const uint64_t* qw, int64_t sumcq, const u
   for (int64_t j = 0; j < T; ++j) sc[j] = 4 * acc[j] - 2 * g.L * sumcd[j] + base;
 }
 
-// Four queries against one tile in the XOR form: each tile vector is loaded once for all four
-// (the per-query loop is bound by loads and broadcasts, not by the popcounts). Writes the
-// scores of query r to sc4[r * T + j], exactly as tile_scores would.
-constexpr int64_t kQueryGroup = 4;
+// A group of queries against one tile: each tile vector is loaded once for the whole group (the
+// per-query loop is bound by loads and broadcasts, not by the popcounts), and the scores are
+// compared with each query's heap threshold in registers, so a tile that improves no heap (nearly
+// all of them once the heaps fill) costs no scalar work. For query r, bit j of mask[r] is set when
+// doc j (< cnt) scores above thr[r]; its score is then in sc[r * T + j] (exactly tile_scores's
+// integer). Rows whose mask is 0 leave sc untouched.
+//
+// Scores in the XOR form. With sign planes s_i = 2 P_i - 1, a level is (2C - L) = sum_i 2^(u-i) s_i,
+// so the SDC score is sum_{i,k} 2^(2u-i-k) (dim - 2 popcnt(Pq_i XOR Pd_k)) = dim L^2 - 2 acc with
+// acc = sum_{i,k} popcnt(Pq_i XOR Pd_k) << (2u - i - k) (padding bits are 0 in both: XOR 0).
+// kPlanes = 1 covers Hamming (every plane against itself, words = all planes) and bits = 1.
+constexpr int64_t kQueryGroup = 8;
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
 constexpr bool kHaveGroupKernel = true;
-inline void tile_scores_xor4(const Geo& g, const uint64_t* qw, const uint64_t* __restrict tile, int64_t* sc4) {
-  const int64_t nw = g.row_words;
+// GCC 12 warns falsely about the undefined source operand inside _mm512_sll_epi64.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <int kPlanes>
+inline void tile_scores_group(const Geo& g, const uint64_t* qw, const uint64_t* __restrict tile, int64_t cnt,
+                              const int64_t* thr, int64_t* sc, uint32_t* mask) {
+  const int64_t nw = g.row_words;                            // words per query / doc row
+  const int64_t pw = kPlanes == 1 ? g.row_words : g.words;   // words per plane handled as one
   __m512i acc[kQueryGroup][2];
   for (int r = 0; r < kQueryGroup; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int64_t w = 0; w < nw; ++w) {
-    const __m512i x0 = _mm512_load_si512(tile + w * T), x1 = _mm512_load_si512(tile + w * T + 8);
+  for (int64_t w = 0; w < pw; ++w) {
+    __m512i x[kPlanes][2];
+#pragma GCC unroll 4
+    for (int k = 0; k < kPlanes; ++k) {
+      x[k][0] = _mm512_load_si512(tile + (k * pw + w) * T);
+      x[k][1] = _mm512_load_si512(tile + (k * pw + w) * T + 8);
+    }
+#pragma GCC unroll 8
     for (int r = 0; r < kQueryGroup; ++r) {
-      const __m512i qv = _mm512_set1_epi64(static_cast<long long>(qw[r * nw + w]));
-      acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_popcnt_epi64(_mm512_xor_si512(qv, x0)));
-      acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_popcnt_epi64(_mm512_xor_si512(qv, x1)));
+#pragma GCC unroll 4
+      for (int i = 0; i < kPlanes; ++i) {
+        const __m512i qv = _mm512_set1_epi64(static_cast<long long>(qw[r * nw + i * pw + w]));
+#pragma GCC unroll 4
+        for (int k = 0; k < kPlanes; ++k) {
+          const int sh = 2 * (kPlanes - 1) - i - k;
+          __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(qv, x[k][0]));
+          __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(qv, x[k][1]));
+          if (sh) {
+            p0 = _mm512_sll_epi64(p0, _mm_cvtsi32_si128(sh));
+            p1 = _mm512_sll_epi64(p1, _mm_cvtsi32_si128(sh));
+          }
+          acc[r][0] = _mm512_add_epi64(acc[r][0], p0);
+          acc[r][1] = _mm512_add_epi64(acc[r][1], p1);
+        }
+      }
     }
   }
+  const uint32_t valid = cnt >= T ? 0xFFFFu : ((1u << cnt) - 1u);
+  const bool sdc = g.mode == Mode::sdc;
+  const __m512i base = _mm512_set1_epi64(g.dim * g.L * g.L);  // L = 1 for kPlanes = 1 with bits = 1
   for (int r = 0; r < kQueryGroup; ++r) {
-    _mm512_storeu_si512(sc4 + r * T, acc[r][0]);
-    _mm512_storeu_si512(sc4 + r * T + 8, acc[r][1]);
-    if (g.mode == Mode::sdc)
-      for (int64_t j = 0; j < T; ++j) sc4[r * T + j] = g.dim - 2 * sc4[r * T + j];
+    __m512i s0 = acc[r][0], s1 = acc[r][1];
+    if (sdc) {
+      s0 = _mm512_sub_epi64(base, _mm512_add_epi64(s0, s0));
+      s1 = _mm512_sub_epi64(base, _mm512_add_epi64(s1, s1));
+    }
+    const __m512i t = _mm512_set1_epi64(thr[r]);
+    const uint32_t m =
+        (uint32_t(_mm512_cmpgt_epi64_mask(s0, t)) | (uint32_t(_mm512_cmpgt_epi64_mask(s1, t)) << 8)) & valid;
+    mask[r] = m;
+    if (m) {
+      _mm512_storeu_si512(sc + r * T, s0);
+      _mm512_storeu_si512(sc + r * T + 8, s1);
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+inline void tile_scores_xor_group(const Geo& g, const uint64_t* qw, const uint64_t* tile, int64_t cnt,
+                                  const int64_t* thr, int64_t* sc, uint32_t* mask) {
+  if (g.mode == Mode::hamming || g.bits == 1) return tile_scores_group<1>(g, qw, tile, cnt, thr, sc, mask);
+  switch (g.bits) {
+    case 2: return tile_scores_group<2>(g, qw, tile, cnt, thr, sc, mask);
+    case 3: return tile_scores_group<3>(g, qw, tile, cnt, thr, sc, mask);
+    default: return tile_scores_group<4>(g, qw, tile, cnt, thr, sc, mask);
   }
 }
 #else
 constexpr bool kHaveGroupKernel = false;
-inline void tile_scores_xor4(const Geo&, const uint64_t*, const uint64_t*, int64_t*) {}
+inline void tile_scores_xor_group(const Geo&, const uint64_t*, const uint64_t*, int64_t, const int64_t*, int64_t*,
+                                  uint32_t*) {}
 #endif
 
 // Loads docs [t0, t0 + cnt) into the word-major tile (missing docs are zero) and their sumC.
@@ -362,17 +419,17 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   for (int64_t t0 = d0; t0 < d1; t0 += T) {
     const int64_t cnt = min_i64(T, d1 - t0);
     load_tile(g, p.d, t0, cnt, tile.p, sumcd);
-    // Offers the tile's scores of query i to its heap.
-    auto offer = [&](int64_t i, const int64_t* scores) {
+    // Threshold of query i: a full heap admits only scores above its worst (equal scores lose:
+    // higher id); a heap that is not full admits everything.
+    auto threshold = [&](int64_t i) { return hn[i] < k ? INT64_MIN : static_cast<int64_t>(hs[i * k]); };
+    // Offers the scores of the docs in `candidates` (bit j = doc t0 + j, increasing) to query i.
+    auto offer = [&](int64_t i, const int64_t* scores, uint32_t candidates) {
       int32_t* s = hs + i * k;
       int64_t* id = hi + i * k;
       int64_t n = hn[i];
-      // Threshold: a full heap admits only scores above its worst (equal scores lose: higher id).
-      const int64_t thr = n < k ? INT64_MIN : static_cast<int64_t>(s[0]);
-      bool any = false;
-      for (int64_t j = 0; j < cnt; ++j) any |= scores[j] > thr;
-      if (!any) return;
-      for (int64_t j = 0; j < cnt; ++j) {
+      while (candidates) {
+        const int j = __builtin_ctz(candidates);
+        candidates &= candidates - 1;
         const int32_t v = static_cast<int32_t>(scores[j]);
         if (n < k) {
           heap_push(s, id, n, v, t0 + j);
@@ -384,16 +441,22 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
       hn[i] = n;
     };
     int64_t i = 0;
-    if (kHaveGroupKernel && !g.and_form) {
-      int64_t sc4[kQueryGroup * T];
+    if (kHaveGroupKernel) {
+      int64_t scg[kQueryGroup * T], thr[kQueryGroup];
+      uint32_t mask[kQueryGroup];
       for (; i + kQueryGroup <= nqb; i += kQueryGroup) {
-        tile_scores_xor4(g, qw.p + i * g.row_words, tile.p, sc4);
-        for (int r = 0; r < kQueryGroup; ++r) offer(i + r, sc4 + r * T);
+        for (int r = 0; r < kQueryGroup; ++r) thr[r] = threshold(i + r);
+        tile_scores_xor_group(g, qw.p + i * g.row_words, tile.p, cnt, thr, scg, mask);
+        for (int r = 0; r < kQueryGroup; ++r)
+          if (mask[r]) offer(i + r, scg + r * T, mask[r]);
       }
     }
     for (; i < nqb; ++i) {
       tile_scores(g, qw.p + i * g.row_words, sumcq.p[i], tile.p, sumcd, sc);
-      offer(i, sc);
+      const int64_t thr = threshold(i);
+      uint32_t candidates = 0;
+      for (int64_t j = 0; j < cnt; ++j) candidates |= uint32_t(sc[j] > thr) << j;
+      if (candidates) offer(i, sc, candidates);
     }
   }
 }

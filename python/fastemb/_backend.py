@@ -2,7 +2,8 @@
 
 ``fastemb._C`` (CPU kernels) is used when it imports, unless ``FASTEMB_BACKEND=numpy`` forces the
 pure-NumPy fallback; ``FASTEMB_BACKEND=native`` makes a missing native module an error.
-``fastemb._C_cuda`` is imported lazily, on first CUDA use.
+``fastemb._C_cuda`` is imported lazily, on first CUDA use. ``FASTEMB_NATIVE_MODULE=<path to a _C
+extension file>`` loads the CPU module from that file instead (used by the sanitizer CI job).
 """
 from __future__ import annotations
 
@@ -15,11 +16,34 @@ _REQUESTED = os.environ.get("FASTEMB_BACKEND", "auto").strip().lower() or "auto"
 if _REQUESTED not in ("auto", "native", "numpy"):
     raise ImportError(f"FASTEMB_BACKEND must be 'auto', 'native' or 'numpy', got {_REQUESTED!r}")
 
+
+
+def _load_native_override(path: str) -> Any:
+    """Loads the CPU module from a file instead of the installed one (FASTEMB_NATIVE_MODULE): the
+    sanitizer CI job tests an ASan/UBSan build of ``_C`` without reinstalling the package."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    loader = importlib.machinery.ExtensionFileLoader(f"{__package__}._C", path)
+    spec = importlib.util.spec_from_file_location(f"{__package__}._C", path, loader=loader)
+    if spec is None:
+        raise ImportError(f"FASTEMB_NATIVE_MODULE={path!r} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules[f"{__package__}._C"] = module
+    return module
+
+
 _C: Optional[Any] = None
 _C_import_error: Optional[BaseException] = None
+_NATIVE_OVERRIDE = os.environ.get("FASTEMB_NATIVE_MODULE", "").strip()
 if _REQUESTED != "numpy":
     try:
-        from . import _C  # type: ignore[attr-defined,no-redef]
+        if _NATIVE_OVERRIDE:
+            _C = _load_native_override(_NATIVE_OVERRIDE)
+        else:
+            from . import _C  # type: ignore[attr-defined,no-redef]
     except ImportError as exc:  # pragma: no cover - depends on the build
         _C_import_error = exc
         if _REQUESTED == "native":

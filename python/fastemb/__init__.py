@@ -13,6 +13,7 @@ from . import _backend
 from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_topk, unpack_codes
 from .binary_index import BinaryIndex
 from .centroid import centroid_aggregate
+from .graph import fastrp, sparse_random_projection
 
 __version__ = "0.1.0"
 
@@ -20,9 +21,11 @@ __all__ = [
     "__version__",
     "BinaryIndex",
     "centroid_aggregate",
+    "fastrp",
     "get_num_threads",
     "info",
     "set_num_threads",
+    "sparse_random_projection",
     "binarize",
     "hamming",
     "pack_levels",

@@ -115,3 +115,125 @@ def propagate(indptr, indices, data, row_scale, prev, normalize: bool, propagate
     if accum is not None:
         accum += np.float32(alpha) * v
     return (v if propagate_normalized else u).astype(np.float32, copy=False)
+
+
+# --- Additions for the Python layer (fastemb.graph): CSR projection, accumulate, standardize and a
+# readable FastRP driver built only from the rules above. The public API and the native kernels are
+# tested against these.
+
+def project_csr(seed: int, threshold: int, value: np.float32, d: int, indptr: np.ndarray, indices: np.ndarray,
+                data: Optional[np.ndarray], cols: int) -> np.ndarray:
+    """X @ R for CSR X [rows, cols] (graph.h ``project_csr``): per row, +-x_ic added in stored order, then
+    * value. ``data`` None means all ones."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indices = np.asarray(indices, dtype=np.int64)
+    signs = random_signs(seed, threshold, d, 0, cols)
+    # spmm_csr_order adds x_ic * sign in stored order: x * (+-1) is exact and x * 0 adds a signed zero,
+    # which leaves a sum that starts at +0 unchanged, so this equals the kernel's skip-the-zeros rule.
+    w = None if data is None else np.asarray(data, dtype=np.float32)
+    acc = spmm_csr_order(indptr, indices, w, signs)
+    return (acc * np.float32(value)).astype(np.float32, copy=False)
+
+
+def accumulate(x: np.ndarray, normalize: bool, alpha: float, accum: np.ndarray) -> None:
+    """graph.h ``accumulate``: accum += alpha * (row-L2-normalized x if normalize else x), in place."""
+    x = np.asarray(x, dtype=np.float32)
+    if normalize:
+        norm = norm_fixed_order(x)
+        ok = norm > 0
+        v = np.where(ok[:, None], x / np.where(ok, norm, np.float32(1))[:, None], np.float32(0)).astype(np.float32)
+    else:
+        v = x
+    accum += np.float32(alpha) * v
+
+
+STANDARDIZE_BLOCK = 4096
+
+
+def _blocked_column_sum(y: np.ndarray) -> np.ndarray:
+    """Column sums in float64: rows added one after another inside fixed 4096-row blocks, block sums
+    added in block order (graph.h ``standardize_columns``)."""
+    total = np.zeros(y.shape[1], np.float64)
+    for r0 in range(0, y.shape[0], STANDARDIZE_BLOCK):
+        block = y[r0 : r0 + STANDARDIZE_BLOCK]
+        total = total + np.cumsum(block, axis=0)[-1]  # cumsum: strictly sequential over the rows
+    return total
+
+
+def standardize_columns(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sklearn ``scale`` semantics on float32 x [rows, d]: (x - mean) / std with the population std and a
+    zero std counted as 1; statistics in float64. Returns (standardized float32, mean, std)."""
+    x = np.asarray(x, dtype=np.float32)
+    rows, d = x.shape
+    if rows == 0:
+        return x.copy(), np.zeros(d), np.zeros(d)
+    x64 = x.astype(np.float64)
+    mean = _blocked_column_sum(x64) / rows
+    std = np.sqrt(_blocked_column_sum((x64 - mean) ** 2) / rows)
+    out = ((x64 - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    return out, mean, std
+
+
+def degrees(indptr: np.ndarray, data: Optional[np.ndarray], n: int) -> np.ndarray:
+    """Weighted out-degrees (row sums) in float64 in stored order, cast to float32."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    counts = np.diff(indptr)
+    if data is None:
+        return counts.astype(np.float32)
+    rows = np.repeat(np.arange(n), counts)
+    return np.bincount(rows, weights=np.asarray(data, np.float32).astype(np.float64), minlength=n).astype(np.float32)
+
+
+def initial_scale(deg: np.ndarray, beta: float) -> np.ndarray:
+    """deg^beta in float32 (float64 power, rounded once); degree 0 gives 1."""
+    deg = np.asarray(deg, np.float32)
+    pos = deg > 0
+    return np.where(pos, np.power(np.where(pos, deg, 1).astype(np.float64), float(beta)), 1.0).astype(np.float32)
+
+
+def propagation_scale(deg: np.ndarray, min_degree: float = 0.0) -> np.ndarray:
+    """1 / max(deg, min_degree) in float32 (float64 division, rounded once); 0 where that is 0."""
+    den = np.maximum(np.asarray(deg, np.float32).astype(np.float64), float(min_degree))
+    pos = den > 0
+    return np.where(pos, 1.0 / np.where(pos, den, 1.0), 0.0).astype(np.float32)
+
+
+FEATURE_SEED_XOR = 0x6A09E667F3BCC909  # the feature projection's stream: seed ^ this (first 64 bits of frac(sqrt 2))
+
+
+def fastrp(indptr, indices, data, n: int, dim: int, weights, beta: float, s: float, seed: int = 0,
+           normalize: bool = True, propagate_normalized: bool = False, self_influence: float = 0.0,
+           features: Optional[np.ndarray] = None, feature_dim: int = 0, feature_s: float = 3.0,
+           standardize: bool = True, min_degree: float = 0.0, return_iterations: bool = False):
+    """Readable FastRP on CSR (indptr, indices, data) [n, n] with the rules of fastemb.fastrp.
+
+    Initial vectors: random_rows * deg^beta; the last ``feature_dim`` columns replaced by the projection of
+    ``features`` (dense [n, f], seed ^ FEATURE_SEED_XOR, sparsity ``feature_s``, magnitude sqrt(feature_s/dim)).
+    Then E = self_influence * rowL2(initial) + sum_i weights[i] * V_i, V_i from propagate; optional column
+    standardization. Returns E (and the [q, n, dim] V_i when return_iterations).
+    """
+    threshold, value = random_spec(s, dim)
+    deg = degrees(indptr, data, n)
+    prev = random_rows(seed, threshold, value, dim, 0, n, initial_scale(deg, beta))
+    if feature_dim:
+        f_threshold, f_value = random_spec(feature_s, dim)
+        f_seed = (seed % (1 << 64)) ^ FEATURE_SEED_XOR
+        prev[:, dim - feature_dim :] = project_dense(f_seed, f_threshold, f_value, feature_dim, features)
+    scale = propagation_scale(deg, min_degree)
+    accum = np.zeros((n, dim), np.float32)
+    if self_influence != 0:
+        accumulate(prev, True, self_influence, accum)
+    data32 = None if data is None else np.asarray(data, np.float32)
+    iterations = []
+    for alpha in weights:
+        cur = propagate(indptr, indices, data32, scale, prev, normalize, propagate_normalized, alpha, accum)
+        if return_iterations:
+            v = np.zeros((n, dim), np.float32)
+            accumulate(cur, normalize and not propagate_normalized, 1.0, v)
+            iterations.append(v)
+        prev = cur
+    if standardize:
+        accum = standardize_columns(accum)[0]
+    if return_iterations:
+        return accum, np.stack(iterations) if iterations else np.zeros((0, n, dim), np.float32)
+    return accum

@@ -1,0 +1,708 @@
+"""FastRP node embeddings and very sparse random projection (shared/specs/fastrp.md).
+
+* :func:`sparse_random_projection` -- ``X @ R`` with a very sparse random ``R`` generated on the fly
+  from a counter-based RNG (never stored): same seed, same bits, for any thread count and backend.
+* :func:`fastrp` -- FastRP (Chen et al., CIKM 2019) on a graph given as a scipy.sparse matrix, a CSR
+  tuple or an edge list, with the paper's and the Neo4j GDS variant as presets.
+
+The random matrix: ``R[i, j] = +-sqrt(s/d)`` with probability ``1/(2s)`` each, else 0; entry ``(i, j)``
+comes from SplitMix64 keyed on ``(seed, i * d + j)`` (src/cpp/graph/graph.h). The native kernels
+(``fastemb._C.graph_*``) are used when the build has them; otherwise the NumPy reference
+(``fastemb._reference.graph``), which gives the same bits, slower.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _backend
+from ._reference import graph as _ref
+
+__all__ = ["fastrp", "sparse_random_projection", "PRESETS"]
+
+_U64 = 1 << 64
+_INT32_MAX = np.iinfo(np.int32).max
+
+#: Defaults of the two variants (``preset=``); explicit arguments override them.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Chen et al. reference code (BlogCatalog hyperparameters): unnormalized U_i propagate, V_i = rowL2(U_i),
+    # E = sum alpha_i V_i, then column standardization (sklearn ``scale``).
+    "paper": dict(weights=(0.0, 0.0, 1.0, 6.67), beta=-0.64, s="sqrt", normalize=True, propagate_normalized=False,
+                  self_influence=0.0, standardize=True, min_degree=0.0),
+    # Neo4j GDS: s = 3, the normalized vectors propagate with 1/max(deg, 1), no column scaling.
+    "gds": dict(weights=(0.0, 1.0, 1.0), beta=0.0, s=3.0, normalize=True, propagate_normalized=True,
+                self_influence=0.0, standardize=False, min_degree=1.0),
+}
+
+
+# ---- argument checks ------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, lo: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_seed(seed: Any) -> int:
+    """A seed is an int in [0, 2^64)."""
+    seed = _check_int("seed", seed)
+    if not 0 <= seed < _U64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return seed
+
+
+def resolve_s(s: Any, n_in: int) -> float:
+    """``'sqrt'`` -> sqrt(n_in) (at least 1; sklearn ``density='auto'``), else a finite real >= 1."""
+    if isinstance(s, str):
+        if s != "sqrt":
+            raise ValueError(f"s must be 'sqrt' or a number >= 1, got {s!r}")
+        return max(1.0, math.sqrt(n_in))
+    s = _check_real("s", s)
+    if s < 1.0:
+        raise ValueError(f"s must be >= 1 (nonzero probability 1/s), got {s}")
+    return s
+
+
+def _check_dtype(dtype: Any) -> None:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be 'float32', got {dtype!r}") from exc
+    if dt != np.float32:
+        raise ValueError(f"dtype: only float32 is supported (the kernels compute in float32), got {dt}")
+
+
+# ---- graphs ---------------------------------------------------------------------------------
+
+@dataclass
+class Csr:
+    """A validated CSR matrix for the kernels: indptr int64 [rows + 1], indices int32/int64 [nnz] in
+    [0, cols), data float32 [nnz] or None (all ones), all C-contiguous."""
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: Optional[np.ndarray]
+    rows: int
+    cols: int
+
+    @property
+    def indices_int32(self) -> bool:
+        return self.indices.dtype == np.int32
+
+
+def _is_scipy_sparse(obj: Any) -> bool:
+    mod = type(obj).__module__ or ""
+    return mod.startswith("scipy.sparse") and hasattr(obj, "tocsr")
+
+
+def _int_array(name: str, a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    return a
+
+
+def _weights_array(name: str, w: Any, nnz: int) -> Optional[np.ndarray]:
+    """float32 edge weights (finite, >= 0); None when all are 1 (the kernels skip the multiply)."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real array, got dtype {w.dtype}")
+    if w.shape != (nnz,):
+        raise ValueError(f"{name} must have shape ({nnz},) (one weight per edge), got {w.shape}")
+    if w.dtype.kind == "f" and not np.isfinite(w).all():
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    if nnz and w.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (FastRP's transition matrix needs non-negative weights)")
+    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    if not np.isfinite(w32).all():
+        raise ValueError(f"{name}: a weight overflows float32")
+    if np.all(w32 == 1):
+        return None
+    return w32
+
+
+def _index_dtype(n: int):
+    return np.int32 if n <= _INT32_MAX else np.int64
+
+
+def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: int, symmetrize: bool) -> Csr:
+    """Canonical CSR from an edge list: rows sorted, columns sorted within a row, duplicates summed
+    (weights summed in float64, then rounded to float32); symmetrize adds the reversed edges first
+    (A + A^T: a self loop counts twice)."""
+    src = src.astype(np.int64, copy=False)
+    dst = dst.astype(np.int64, copy=False)
+    if symmetrize:
+        src, dst = np.concatenate([src, dst]), np.concatenate([dst, src])
+        if w is not None:
+            w = np.concatenate([w, w])
+    key = src * np.int64(n) + dst
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    m = key.shape[0]
+    first = np.ones(m, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(first)
+    ukey = key[starts]
+    if w is not None:
+        data = np.add.reduceat(w.astype(np.float64)[order], starts) if m else np.zeros(0)
+    elif starts.shape[0] != m:
+        data = np.diff(np.append(starts, m)).astype(np.float64)  # duplicate unweighted edges: their count
+    else:
+        data = None
+    rows = ukey // n
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    indices = np.ascontiguousarray((ukey % n).astype(_index_dtype(n)))
+    if data is not None:
+        data = _weights_array("weights", data, data.shape[0])
+    return Csr(indptr, indices, data, n, n)
+
+
+def _csr_arrays(name: str, indptr: Any, indices: Any, data: Any, rows: int, cols: int) -> Csr:
+    indptr = _int_array(f"{name} indptr", indptr)
+    indices = _int_array(f"{name} indices", indices)
+    if indptr.shape[0] != rows + 1:
+        raise ValueError(f"{name}: indptr must have {rows + 1} entries (rows + 1), got {indptr.shape[0]}")
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    if indptr[0] != 0:
+        raise ValueError(f"{name}: indptr must start at 0, got {indptr[0]}")
+    if rows and np.any(indptr[1:] < indptr[:-1]):
+        raise ValueError(f"{name}: indptr must be non-decreasing")
+    nnz = int(indptr[-1])
+    if indices.shape[0] < nnz:
+        raise ValueError(f"{name}: indptr ends at {nnz} but indices has {indices.shape[0]} entries")
+    indices = indices[:nnz]
+    if nnz:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= cols:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: column index {bad} is out of range [0, {cols})")
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    indices = np.ascontiguousarray(indices)
+    w = None
+    if data is not None:
+        data = np.asarray(data)
+        if data.ndim == 1 and data.shape[0] > nnz:
+            data = data[:nnz]
+        w = _weights_array(f"{name} data", data, nnz)
+    return Csr(indptr, indices, w, rows, cols)
+
+
+def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = False) -> Csr:
+    """Parses the ``graph`` argument of :func:`fastrp` into a validated :class:`Csr` (see there)."""
+    symmetrize = _check_bool("symmetrize", symmetrize)
+    if num_nodes is not None:
+        num_nodes = _check_int("num_nodes", num_nodes, 0)
+    if _is_scipy_sparse(graph):
+        if len(graph.shape) != 2 or graph.shape[0] != graph.shape[1]:
+            raise ValueError(f"graph: the adjacency matrix must be square, got shape {graph.shape}")
+        n = int(graph.shape[0])
+        if num_nodes is not None and num_nodes != n:
+            raise ValueError(f"num_nodes={num_nodes} disagrees with the adjacency matrix's {n} rows")
+        if graph.dtype.kind not in "fiub":
+            raise TypeError(f"graph: the adjacency matrix must be real, got dtype {graph.dtype}")
+        if symmetrize:
+            coo = graph.tocoo()
+            w = _check_edge_weights(coo.data, coo.data.shape[0])
+            return _edges_to_csr(np.asarray(coo.row), np.asarray(coo.col), w, n, True)
+        csr = graph if graph.format == "csr" else graph.tocsr()  # other formats: converted once (scipy)
+        return _csr_arrays("graph", csr.indptr, csr.indices, csr.data, n, n)
+    if isinstance(graph, np.ndarray):
+        raise TypeError("graph: a dense numpy array is ambiguous; pass a scipy.sparse matrix, a CSR tuple "
+                        "(indptr, indices[, data], num_nodes) or an edge list tuple (src, dst[, weights])")
+    if not isinstance(graph, (tuple, list)):
+        raise TypeError("graph must be a scipy.sparse matrix/array, a CSR tuple (indptr, indices[, data], num_nodes) "
+                        f"or an edge list (src, dst[, weights]), got {type(graph).__name__}")
+    items = list(graph)
+    last = items[-1] if items else None
+    if len(items) in (3, 4) and isinstance(last, (numbers.Integral, np.integer)) and not isinstance(last, bool):
+        # CSR tuple (indptr, indices[, data], n)
+        n = _check_int("graph (CSR tuple) num_nodes", last, 0)
+        if num_nodes is not None and num_nodes != n:
+            raise ValueError(f"num_nodes={num_nodes} disagrees with the CSR tuple's {n} nodes")
+        data = items[2] if len(items) == 4 else None
+        csr = _csr_arrays("graph", items[0], items[1], data, n, n)
+        if symmetrize:
+            src = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+            return _edges_to_csr(src, csr.indices, csr.data, n, True)
+        return csr
+    if len(items) not in (2, 3):
+        raise ValueError("graph: a tuple must be a CSR tuple (indptr, indices[, data], num_nodes) or an edge list "
+                         f"(src, dst[, weights]); got {len(items)} items")
+    src = _int_array("graph src", items[0])
+    dst = _int_array("graph dst", items[1])
+    if src.shape != dst.shape:
+        raise ValueError(f"graph: src and dst must have the same length, got {src.shape[0]} and {dst.shape[0]}")
+    m = src.shape[0]
+    if m:
+        lo = min(int(src.min()), int(dst.min()))
+        if lo < 0:
+            raise ValueError(f"graph: edge list node index {lo} is negative")
+        hi = max(int(src.max()), int(dst.max()))
+    else:
+        hi = -1
+    if num_nodes is None:
+        num_nodes = hi + 1  # documented: trailing isolated nodes need num_nodes
+    elif hi >= num_nodes:
+        raise ValueError(f"graph: edge list node index {hi} is out of range [0, num_nodes={num_nodes})")
+    w = _check_edge_weights(items[2], m) if len(items) == 3 and items[2] is not None else None
+    return _edges_to_csr(src, dst, w, num_nodes, symmetrize)
+
+
+def _check_edge_weights(w: Any, m: int) -> Optional[np.ndarray]:
+    w = np.asarray(w)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"weights (of the edges) must be a real array, got dtype {w.dtype}")
+    if w.shape != (m,):
+        raise ValueError(f"weights (of the edges) must have shape ({m},), got {w.shape}")
+    if w.dtype.kind == "f" and not np.isfinite(w).all():
+        raise ValueError("weights (of the edges) must be finite (found NaN or inf)")
+    if m and w.min() < 0:
+        raise ValueError("weights (of the edges) must be >= 0")
+    return w
+
+
+# ---- kernels: native when the build has them, else the reference (same bits) -------------------
+
+def _native(name: str):
+    C = _backend.native()
+    return getattr(C, name, None) if C is not None else None
+
+
+_A = _backend.address
+
+
+class NumpyOps:
+    """Kernel calls on NumPy buffers (``fastemb._C`` or the reference)."""
+
+    device = "cpu"
+
+    def empty(self, shape):
+        return np.empty(shape, np.float32)
+
+    def zeros(self, shape):
+        return np.zeros(shape, np.float32)
+
+    def upload(self, a: Optional[np.ndarray]):
+        return a
+
+    def upload_csr(self, a: Csr) -> Csr:
+        return a
+
+    def random_rows(self, spec, row_scale, out, row0: int = 0) -> None:
+        seed, threshold, value, d = spec
+        fn = _native("graph_random_rows")
+        if fn is not None:
+            fn(seed, threshold, float(value), d, row0, out.shape[0], _A(row_scale), _A(out))
+        else:
+            out[...] = _ref.random_rows(seed, threshold, value, d, row0, out.shape[0], row_scale)
+
+    def project_dense(self, spec, x, out) -> None:
+        seed, threshold, value, d = spec
+        fn = _native("graph_project_dense")
+        if fn is not None:
+            fn(seed, threshold, float(value), d, _A(x), x.shape[0], x.shape[1], _A(out))
+        else:
+            out[...] = _ref.project_dense(seed, threshold, value, d, x)
+
+    def project_csr(self, spec, x: Csr, out) -> None:
+        seed, threshold, value, d = spec
+        fn = _native("graph_project_csr")
+        if fn is not None:
+            fn(seed, threshold, float(value), d, _A(x.indptr), _A(x.indices), x.indices_int32, _A(x.data), x.rows,
+               x.cols, _A(out))
+        else:
+            out[...] = _ref.project_csr(seed, threshold, value, d, x.indptr, x.indices, x.data, x.cols)
+
+    def propagate(self, a: Csr, row_scale, prev, cur, normalize, propagate_normalized, alpha, accum) -> None:
+        fn = _native("graph_propagate")
+        if fn is not None:
+            fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, _A(row_scale), _A(prev),
+               prev.shape[1], _A(cur), normalize, propagate_normalized, float(alpha), _A(accum))
+        else:
+            cur[...] = _ref.propagate(a.indptr, a.indices, a.data, row_scale, prev, normalize, propagate_normalized,
+                                      alpha, accum)
+
+    def accumulate(self, x, normalize, alpha, accum) -> None:
+        fn = _native("graph_accumulate")
+        if fn is not None:
+            fn(_A(x), x.shape[0], x.shape[1], normalize, float(alpha), _A(accum))
+        else:
+            _ref.accumulate(x, normalize, alpha, accum)
+
+    def standardize(self, x) -> None:
+        fn = _native("graph_standardize_columns")
+        if fn is not None:
+            mean = np.empty(x.shape[1], np.float64)
+            std = np.empty(x.shape[1], np.float64)
+            fn(_A(x), x.shape[0], x.shape[1], _A(mean), _A(std))
+        else:
+            x[...] = _ref.standardize_columns(x)[0]
+
+
+def random_spec(s: float, dim: int) -> Tuple[int, np.float32]:
+    """(threshold, value) of the generator for sparsity ``s`` and ``dim`` columns (graph.h)."""
+    return _ref.random_spec(s, dim)
+
+
+def random_matrix_rows(dim: int, s: float, seed: int, row0: int, rows: int) -> np.ndarray:
+    """Rows ``row0 .. row0 + rows`` of R [n, dim] (float32) as :func:`sparse_random_projection` uses it
+    (``s`` already resolved): e.g. to materialize R blockwise."""
+    threshold, value = random_spec(s, dim)
+    out = np.empty((rows, dim), np.float32)
+    if rows:
+        NumpyOps().random_rows((seed, threshold, value, dim), None, out, row0)
+    return out
+
+
+# ---- sparse random projection -----------------------------------------------------------------
+
+def _as_dense_float32(name: str, x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    # float64 is rounded to float32 (one copy), like any non-contiguous input.
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _as_sparse_csr(name: str, x: Any) -> Csr:
+    if len(x.shape) != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    csr = x if x.format == "csr" else x.tocsr()
+    rows, cols = (int(v) for v in csr.shape)
+    indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+    nnz = int(indptr[-1])
+    data = np.asarray(csr.data[:nnz])
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    indices = np.asarray(csr.indices[:nnz])
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    return Csr(indptr, np.ascontiguousarray(indices), np.ascontiguousarray(data, dtype=np.float32), rows, cols)
+
+
+def _project(ops: NumpyOps, spec, x: Union[np.ndarray, Csr], out) -> None:
+    if isinstance(x, Csr):
+        ops.project_csr(spec, x, out)
+    else:
+        ops.project_dense(spec, x, out)
+
+
+def sparse_random_projection(X: Any, dim: int, s: Union[str, float] = "sqrt", seed: int = 0) -> np.ndarray:
+    """Projects ``X`` [N, n] to ``X @ R`` [N, dim] with a very sparse random ``R`` [n, dim].
+
+    Args:
+        X: dense float32/float64 array or a scipy.sparse matrix/array (any format; non-CSR formats are
+            converted once). float64 is rounded to float32 first (one copy); values must be finite.
+        dim: output dimension d >= 1.
+        s: sparsity: each entry of R is nonzero with probability 1/s, with magnitude sqrt(s/dim) and a random
+            sign. ``'sqrt'`` (default) means sqrt(n) (sklearn ``SparseRandomProjection(density='auto')``,
+            Li et al.'s "very sparse" choice); ``3`` is Achlioptas'. Must be >= 1.
+        seed: int in [0, 2^64).
+
+    Returns:
+        float32 [N, dim]. R is generated on the fly from (seed, row, column) and never stored: the result is
+        bitwise identical for any thread count, and dense and CSR inputs with the same values (CSR with sorted
+        indices, no duplicates) give the same bits: every nonzero term is added in increasing feature order,
+        then the sum is scaled by sqrt(s/dim). Distances are preserved in expectation
+        (E ||x R||^2 = ||x||^2, Johnson-Lindenstrauss).
+    """
+    dim = _check_int("dim", dim, 1)
+    seed = check_seed(seed)
+    if _is_scipy_sparse(X):
+        x: Union[np.ndarray, Csr] = _as_sparse_csr("X", X)
+        rows, n_in = x.rows, x.cols
+    elif isinstance(X, np.ndarray):
+        x = _as_dense_float32("X", X)
+        rows, n_in = x.shape
+    else:
+        raise TypeError(f"X must be a numpy.ndarray or a scipy.sparse matrix (use fastemb.torch for tensors), "
+                        f"got {type(X).__name__}")
+    s = resolve_s(s, n_in)
+    threshold, value = random_spec(s, dim)
+    out = np.empty((rows, dim), np.float32)
+    if rows == 0:
+        return out
+    if n_in == 0:
+        out.fill(0)
+        return out
+    _project(NumpyOps(), (seed, threshold, value, dim), x, out)
+    return out
+
+
+# ---- FastRP -----------------------------------------------------------------------------------
+
+@dataclass
+class FastRPPlan:
+    """Everything :func:`fastrp` computes on the host before the N x d work (shared by the torch path)."""
+    graph: Csr
+    dim: int
+    weights: Tuple[float, ...]
+    seed: int
+    threshold: int
+    value: np.float32
+    normalize: bool
+    propagate_normalized: bool
+    self_influence: float
+    standardize: bool
+    initial_scale: np.ndarray      # float32 [N]: deg^beta (degree 0 -> 1)
+    propagation_scale: np.ndarray  # float32 [N]: 1 / max(deg, min_degree) (0 where that is 0)
+    feature_dim: int
+    feature_spec: Optional[Tuple[int, int, np.float32, int]]
+
+
+def _resolve(preset: Optional[str], **given: Any) -> Dict[str, Any]:
+    if preset is None:
+        preset = "paper"
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+    out = dict(PRESETS[preset])
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def _check_weights(weights: Any) -> Tuple[float, ...]:
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise TypeError(f"weights must be a sequence of numbers (one per iteration), got {type(weights).__name__}")
+    w = np.asarray(weights, dtype=object).ravel() if not isinstance(weights, np.ndarray) else weights.ravel()
+    if len(w) == 0:
+        raise ValueError("weights must not be empty (one weight per iteration)")
+    return tuple(_check_real(f"weights[{i}]", v) for i, v in enumerate(w))
+
+
+def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normalize=None, propagate_normalized=None,
+                self_influence=None, feature_ratio: float = 0.0, num_features: Optional[int] = None,
+                standardize=None, min_degree=None, seed: int = 0, dtype: Any = "float32",
+                preset: Optional[str] = None, num_nodes: Optional[int] = None, symmetrize: bool = False) -> FastRPPlan:
+    """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz))."""
+    dim = _check_int("dim", dim, 1)
+    seed = check_seed(seed)
+    _check_dtype(dtype)
+    p = _resolve(preset, weights=weights, beta=beta, s=s, normalize=normalize,
+                 propagate_normalized=propagate_normalized, self_influence=self_influence, standardize=standardize,
+                 min_degree=min_degree)
+    w = _check_weights(p["weights"])
+    beta_v = _check_real("beta", p["beta"])
+    si = _check_real("self_influence", p["self_influence"])
+    md = _check_real("min_degree", p["min_degree"])
+    if md < 0:
+        raise ValueError(f"min_degree must be >= 0, got {md}")
+    norm = _check_bool("normalize", p["normalize"])
+    pn = _check_bool("propagate_normalized", p["propagate_normalized"])
+    std = _check_bool("standardize", p["standardize"])
+    fr = _check_real("feature_ratio", feature_ratio)
+    if not 0.0 <= fr <= 1.0:
+        raise ValueError(f"feature_ratio must be in [0, 1], got {fr}")
+    csr = as_graph(graph, num_nodes, symmetrize)
+    n = csr.rows
+    s_v = resolve_s(p["s"], n)
+    threshold, value = random_spec(s_v, dim)
+    feature_dim = int(math.floor(dim * fr))
+    feature_spec = None
+    if num_features is None:
+        if fr > 0:
+            raise ValueError("feature_ratio > 0 needs features")
+    else:
+        if feature_dim < 1:
+            raise ValueError(f"feature_ratio: floor(dim * feature_ratio) = {feature_dim} columns; with features it "
+                             "must give at least one column")
+        f_s = resolve_s(p["s"], num_features)
+        f_threshold, f_value = random_spec(f_s, dim)
+        feature_spec = (seed ^ _ref.FEATURE_SEED_XOR, f_threshold, f_value, feature_dim)
+    deg = _ref.degrees(csr.indptr, csr.data, n)
+    return FastRPPlan(csr, dim, w, seed, threshold, value, norm, pn, si, std, _ref.initial_scale(deg, beta_v),
+                      _ref.propagation_scale(deg, md), feature_dim, feature_spec)
+
+
+def _progress_range(q: int, progress: bool):
+    if not progress:
+        return range(q)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("progress=True needs tqdm (pip install tqdm); running without a progress bar", stacklevel=3)
+        return range(q)
+    return tqdm(range(q), desc="fastrp", unit="iter")
+
+
+def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: bool, progress: bool):
+    """The N x d part of FastRP on ``ops``' buffers: at most three [N, d] buffers (prev, cur, accum), plus the
+    [q, N, d] iterations when asked for. ``features`` is already on ops' device ([N, f] dense or a Csr)."""
+    n, d = plan.graph.rows, plan.dim
+    q = len(plan.weights)
+    a = ops.upload_csr(plan.graph)
+    prev = ops.empty((n, d))
+    ops.random_rows((plan.seed, plan.threshold, plan.value, d), ops.upload(plan.initial_scale), prev)
+    if plan.feature_dim:
+        block = ops.empty((n, plan.feature_dim))
+        if isinstance(features, Csr):
+            ops.project_csr(plan.feature_spec, features, block)
+        else:
+            ops.project_dense(plan.feature_spec, features, block)
+        prev[:, d - plan.feature_dim:] = block
+        del block
+    accum = ops.zeros((n, d))
+    if plan.self_influence != 0:
+        ops.accumulate(prev, True, plan.self_influence, accum)
+    cur = ops.empty((n, d))
+    scale = ops.upload(plan.propagation_scale)
+    iterations = ops.empty((q, n, d)) if return_iterations else None
+    for i in _progress_range(q, progress):
+        alpha = plan.weights[i]
+        # alpha == 0 adds nothing (accum + 0 * v == accum bit for bit): skip the epilogue's writes.
+        ops.propagate(a, scale, prev, cur, plan.normalize, plan.propagate_normalized, alpha,
+                      accum if alpha != 0 else None)
+        if iterations is not None:
+            it = iterations[i]
+            it[...] = 0
+            ops.accumulate(cur, plan.normalize and not plan.propagate_normalized, 1.0, it)
+        prev, cur = cur, prev
+    del prev, cur
+    if plan.standardize:
+        ops.standardize(accum)
+    if return_iterations:
+        return accum, iterations
+    return accum
+
+
+def _as_features(features: Any, n: int) -> Tuple[Union[np.ndarray, Csr], int]:
+    if _is_scipy_sparse(features):
+        f = _as_sparse_csr("features", features)
+        rows, cols = f.rows, f.cols
+    elif isinstance(features, np.ndarray):
+        f = _as_dense_float32("features", features)
+        rows, cols = f.shape
+    else:
+        raise TypeError(f"features must be a numpy.ndarray or a scipy.sparse matrix, got {type(features).__name__}")
+    if rows != n:
+        raise ValueError(f"features must have one row per node ({n}), got shape {(rows, cols)}")
+    if cols < 1:
+        raise ValueError(f"features must have at least one column, got shape {(rows, cols)}")
+    return f, cols
+
+
+def fastrp(
+    graph: Any,
+    dim: int = 128,
+    *,
+    weights: Optional[Sequence[float]] = None,
+    beta: Optional[float] = None,
+    s: Union[str, float, None] = None,
+    normalize: Optional[bool] = None,
+    propagate_normalized: Optional[bool] = None,
+    self_influence: Optional[float] = None,
+    features: Any = None,
+    feature_ratio: float = 0.0,
+    standardize: Optional[bool] = None,
+    min_degree: Optional[float] = None,
+    seed: int = 0,
+    dtype: Any = "float32",
+    return_iterations: bool = False,
+    preset: Optional[str] = None,
+    progress: bool = False,
+    num_nodes: Optional[int] = None,
+    symmetrize: bool = False,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """FastRP node embeddings (Chen et al., CIKM 2019; Neo4j GDS variant as ``preset='gds'``).
+
+    Args:
+        graph: the adjacency A [N, N] (row i lists node i's out-neighbours; directed graphs use out-edges), as
+            * a scipy.sparse matrix or array, any format (square; non-CSR formats are converted once);
+            * a CSR tuple ``(indptr, indices, num_nodes)`` or ``(indptr, indices, data, num_nodes)`` (the last
+              item an int): used as given, in stored order;
+            * an edge list ``(src, dst)`` or ``(src, dst, weights)`` of integer arrays; ``num_nodes=`` gives N
+              (default ``max index + 1``: trailing isolated nodes need it). Duplicate edges are summed.
+            Edge weights must be finite and >= 0 (NaN raises). Unweighted edges weigh 1.
+        dim: embedding dimension d >= 1.
+        weights: ``alpha_1..alpha_q``, the weight of the i-th power V_i (q = len(weights) iterations).
+        beta: normalization strength: the initial vectors are scaled by deg^beta (degree 0: scale 1).
+        s: sparsity of the random matrix: ``'sqrt'`` (sqrt(N), the reference code's choice), 3, or any
+            number >= 1.
+        normalize: V_i = rowL2(U_i) (rows of zeros stay zero) instead of U_i.
+        propagate_normalized: propagate V_i (GDS) instead of the unnormalized U_i (paper).
+        self_influence: w_0: adds ``w_0 * r_n / ||r_n||`` of the initial vectors r_n (GDS nodeSelfInfluence).
+        features: optional node features [N, f] (dense float array or scipy.sparse). The last
+            ``floor(dim * feature_ratio)`` columns of every initial vector are then the random projection of the
+            node's features (sparsity ``s``, 'sqrt' meaning sqrt(f); magnitude sqrt(s/dim); no degree scaling;
+            an independent stream ``seed ^ 0x6A09E667F3BCC909``), so unseen nodes can be embedded from features.
+        feature_ratio: share of the columns given to features, in [0, 1]; > 0 requires features.
+        standardize: subtract each column's mean and divide by its population std (a zero std counts as 1;
+            sklearn ``scale``). Statistics in float64 over fixed 4096-row blocks.
+        min_degree: the propagation divides by max(deg, min_degree) (0 where that is 0): 0 for the paper's
+            D^-1 A, 1 for GDS's 1/max(deg, 1).
+        seed: int in [0, 2^64). Same seed, same bits (any thread count).
+        dtype: only float32 (float64 raises ValueError).
+        return_iterations: also return the q matrices V_1..V_q as one float32 array [q, N, d]. Costs q*N*d*4 bytes
+            more (e.g. 4 x 10k x 512 -> 84 MB); ``(weights @ V.reshape(q, -1)).reshape(N, d)`` then re-weights them
+            (standardize afterwards as needed) without recomputing. The self-influence term is not in it.
+        preset: ``'paper'`` (default when None) or ``'gds'``; sets the defaults of every argument above that is
+            left as None (see :data:`PRESETS`):
+            * paper: weights (0, 0, 1, 6.67), beta -0.64, s 'sqrt', normalize, propagate U_i, standardize,
+              min_degree 0;
+            * gds: weights (0, 1, 1), beta 0, s 3, normalize, propagate V_i, no standardization, min_degree 1.
+        progress: show a tqdm progress bar over the iterations (warns if tqdm is not installed).
+        num_nodes: N for an edge list (checked against the other forms when given).
+        symmetrize: use A + A^T (undirected graph from one direction of each edge; a self loop counts twice).
+
+    Returns:
+        float32 [N, d], or ``(embedding, iterations)`` with return_iterations. Isolated nodes get finite rows
+        (zero before standardization).
+
+    Memory: besides the graph and O(N) vectors, three [N, d] float32 buffers (previous, current, accumulator)
+    for any q. The kernels run in fixed order without atomics: the result is the same bits for any thread
+    count.
+    """
+    return_iterations = _check_bool("return_iterations", return_iterations)
+    progress = _check_bool("progress", progress)
+    num_features = None
+    if features is not None:
+        # shape only here; the values are checked in _as_features below
+        shape = getattr(features, "shape", None)
+        if shape is None or len(shape) != 2:
+            raise ValueError(f"features must be 2-D [N, f], got shape {shape}")
+        num_features = int(shape[1])
+    plan = plan_fastrp(graph, dim, weights=weights, beta=beta, s=s, normalize=normalize,
+                       propagate_normalized=propagate_normalized, self_influence=self_influence,
+                       feature_ratio=feature_ratio, num_features=num_features, standardize=standardize,
+                       min_degree=min_degree, seed=seed, dtype=dtype, preset=preset, num_nodes=num_nodes,
+                       symmetrize=symmetrize)
+    n = plan.graph.rows
+    f = None
+    if features is not None:
+        f, _ = _as_features(features, n)
+    if n == 0:
+        empty = np.zeros((0, plan.dim), np.float32)
+        return (empty, np.zeros((len(plan.weights), 0, plan.dim), np.float32)) if return_iterations else empty
+    return run_fastrp(NumpyOps(), plan, f, return_iterations, progress)

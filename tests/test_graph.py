@@ -341,6 +341,25 @@ def test_fastrp_large_seed(rng):
     np.testing.assert_array_equal(e, reference_fastrp(A, 16, seed=2**64 - 1, standardize=False))
 
 
+@pytest.mark.skipif(not hasattr(fastemb._backend.native(), "graph_propagate"), reason="native graph kernels")
+@pytest.mark.parametrize("kw", [dict(), dict(preset="gds", self_influence=0.5), dict(feature_ratio=0.25)])
+def test_fastrp_memory_three_buffers(rng, kw):
+    """Peak NumPy allocation (tracemalloc) of fastrp: three [N, d] float32 buffers plus O(N + nnz)."""
+    import tracemalloc
+    n, d = 4000, 256
+    edges = (rng.integers(0, n, 8 * n), rng.integers(0, n, 8 * n))
+    feats = rng.standard_normal((n, 4)).astype(np.float32) if "feature_ratio" in kw else None
+    fastemb.fastrp(edges, 8, num_nodes=n, features=feats, **kw)  # warm up
+    tracemalloc.start()
+    try:
+        fastemb.fastrp(edges, d, num_nodes=n, features=feats, **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    buffer = n * d * 4
+    assert peak < 3 * buffer + 100 * n + 40 * edges[0].size, peak / buffer
+
+
 # ---- graph input forms --------------------------------------------------------------------------
 
 def test_graph_input_forms_agree(rng):

@@ -14,6 +14,7 @@ from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_
 from .binary_index import BinaryIndex
 from .centroid import centroid_aggregate
 from .graph import fastrp, sparse_random_projection
+from .ternary import TernaryWeight, quantize_activations, quantize_ternary, ternary_matmul
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,10 @@ __all__ = [
     "sdc_scores",
     "sdc_topk",
     "unpack_codes",
+    "TernaryWeight",
+    "quantize_activations",
+    "quantize_ternary",
+    "ternary_matmul",
 ]
 
 

@@ -106,3 +106,102 @@ def matmul_float(
     if bias is not None:
         out = out + bias.astype(np.float64).reshape(1, -1)
     return out.astype(np.float32)
+
+
+# ---- interchange formats (additions for fastemb.TernaryWeight's converters) -------------------
+# Codes are c = w + 1 in {0, 1, 2} in every format below; c = 3 is invalid everywhere.
+
+HF_VALUES_PER_ITEM = 4  # Hugging Face transformers' BitNet: 4 codes per uint8, packed along the output dim
+QK_K = 256  # llama.cpp super-block size (TQ1_0 / TQ2_0)
+TQ2_0_BYTES = QK_K // 4 + 2  # 64 bytes of codes + f16 d
+TQ1_0_BYTES = (QK_K - 4 * QK_K // 64) // 5 + QK_K // 64 + 2  # 48 + 4 bytes of base-3 codes + f16 d = 54
+
+
+def hf_bitnet_pack(wq: np.ndarray) -> np.ndarray:
+    """int8 ternary [n, k] -> uint8 [ceil(n / 4), k] as transformers' ``pack_weights``: with
+    R = ceil(n / 4), row r of the result holds output rows r, R + r, 2R + r, 3R + r at bits
+    0-1, 2-3, 4-5, 6-7 (code = w + 1). Slots past row n - 1 stay 0 (as transformers leaves them)."""
+    n, k = wq.shape
+    rows = (n + HF_VALUES_PER_ITEM - 1) // HF_VALUES_PER_ITEM
+    packed = np.zeros((rows, k), dtype=np.uint8)
+    codes = (wq.astype(np.int16) + 1).astype(np.uint8)
+    for i in range(HF_VALUES_PER_ITEM):
+        start, end = i * rows, min((i + 1) * rows, n)
+        if start < end:
+            packed[: end - start] |= codes[start:end] << np.uint8(2 * i)
+    return packed
+
+
+def hf_bitnet_codes(packed: np.ndarray) -> np.ndarray:
+    """uint8 [R, k] -> uint8 codes [4 R, k] as transformers' ``unpack_weights`` orders them
+    (row i R + r from bits 2i of row r), before subtracting 1."""
+    shifts = np.arange(0, 8, 2, dtype=np.uint8).reshape(HF_VALUES_PER_ITEM, 1, 1)
+    codes = (packed[None, :, :] >> shifts) & np.uint8(3)
+    return codes.reshape(HF_VALUES_PER_ITEM * packed.shape[0], packed.shape[1])
+
+
+def tq2_0_encode(wq: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """llama.cpp TQ2_0 rows: wq int8 [n, k] (k % 256 == 0), d float16 [n, k / 256] (one scale per
+    block) -> uint8 [n, k / 256 * 66]. Block layout: 64 bytes qs then d (f16, little endian);
+    within each half of 128 weights, byte j (0..31) of that half's 32 bytes holds weight
+    128 h + 32 s + j at bits 2s (code = w + 1)."""
+    n, k = wq.shape
+    nb = k // QK_K
+    codes = (wq.astype(np.int16) + 1).astype(np.uint8).reshape(n, nb, 2, 4, 32)
+    qs = codes[:, :, :, 0] | (codes[:, :, :, 1] << 2) | (codes[:, :, :, 2] << 4) | (codes[:, :, :, 3] << 6)
+    d16 = np.ascontiguousarray(d, dtype="<f2").reshape(n, nb, 1).view(np.uint8)
+    return np.concatenate([qs.reshape(n, nb, 64), d16], axis=2).reshape(n, nb * TQ2_0_BYTES)
+
+
+def tq2_0_decode(data: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Inverse of tq2_0_encode: uint8 [n, nb * 66] -> (codes uint8 [n, nb * 256], d float16 [n, nb])."""
+    n = data.shape[0]
+    blocks = data.reshape(n, -1, TQ2_0_BYTES)
+    nb = blocks.shape[1]
+    qs = blocks[:, :, :64].reshape(n, nb, 2, 1, 32)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)
+    codes = ((qs >> shifts) & np.uint8(3)).reshape(n, nb * QK_K)
+    d = np.ascontiguousarray(blocks[:, :, 64:]).view("<f2").reshape(n, nb).astype(np.float16)
+    return codes, d
+
+
+_POW3_5 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)
+
+
+def tq1_0_encode(wq: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """llama.cpp TQ1_0 rows: wq int8 [n, k] (k % 256 == 0), d float16 [n, k / 256] -> uint8
+    [n, k / 256 * 54]. A block: qs (48 bytes) then qh (4 bytes) then d (f16). Base-3 digits of
+    codes c = w + 1, most significant first, five per byte: byte j of qs[0:32] holds weights
+    j + 32 t (t = 0..4), byte j of qs[32:48] holds weights 160 + j + 16 t, byte j of qh holds
+    weights 240 + j + 4 t (t = 0..3, the fifth digit 0). A byte stores the base-3 value v (< 243)
+    as ceil(v * 256 / 243), so that digit t is ((byte * 3^t mod 256) * 3) >> 8."""
+    n, k = wq.shape
+    nb = k // QK_K
+    c = (wq.astype(np.int16) + 1).astype(np.uint16).reshape(n, nb, QK_K)
+    v0 = (c[:, :, :160].reshape(n, nb, 5, 32) * _POW3_5.reshape(5, 1)).sum(axis=2)
+    v1 = (c[:, :, 160:240].reshape(n, nb, 5, 16) * _POW3_5.reshape(5, 1)).sum(axis=2)
+    v2 = (c[:, :, 240:].reshape(n, nb, 4, 4) * _POW3_5[:4].reshape(4, 1)).sum(axis=2)
+    v = np.concatenate([v0, v1, v2], axis=2)  # [n, nb, 52], each < 243
+    q = ((v * 256 + 242) // 243).astype(np.uint8)
+    d16 = np.ascontiguousarray(d, dtype="<f2").reshape(n, nb, 1).view(np.uint8)
+    return np.concatenate([q, d16], axis=2).reshape(n, nb * TQ1_0_BYTES)
+
+
+def tq1_0_decode(data: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Inverse of tq1_0_encode: uint8 [n, nb * 54] -> (codes uint8 [n, nb * 256], d float16 [n, nb]).
+    Bytes that no encoder writes decode to some digits in 0..2 (never 3)."""
+    n = data.shape[0]
+    blocks = data.reshape(n, -1, TQ1_0_BYTES)
+    nb = blocks.shape[1]
+    q = blocks[:, :, :52].astype(np.uint16)
+
+    def digits(b: np.ndarray, count: int) -> np.ndarray:  # b [n, nb, w] -> [n, nb, count, w]
+        p3 = (3 ** np.arange(count, dtype=np.uint16)).reshape(1, 1, count, 1)
+        return (((b[:, :, None, :] * p3) & 0xFF) * 3) >> 8
+
+    c0 = digits(q[:, :, :32], 5).reshape(n, nb, 160)
+    c1 = digits(q[:, :, 32:48], 5).reshape(n, nb, 80)
+    c2 = digits(q[:, :, 48:52], 4).reshape(n, nb, 16)
+    codes = np.concatenate([c0, c1, c2], axis=2).astype(np.uint8).reshape(n, nb * QK_K)
+    d = np.ascontiguousarray(blocks[:, :, 52:]).view("<f2").reshape(n, nb).astype(np.float16)
+    return codes, d

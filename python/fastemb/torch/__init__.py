@@ -6,5 +6,6 @@ Importing this module imports torch and registers the ops.
 from ._binary import binarize, hamming, sdc_scores, sdc_topk
 from ._centroid import centroid_aggregate, centroid_triplet_loss
 from ._graph import fastrp, sparse_random_projection
+from ._ternary import BitLinear, ternary_linear
 
-__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "hamming", "sdc_scores", "sdc_topk", "sparse_random_projection"]
+__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "hamming", "sdc_scores", "sdc_topk", "sparse_random_projection", "BitLinear", "ternary_linear"]

@@ -1,0 +1,385 @@
+"""``torch.ops.fastemb.ternary_linear`` (packed ternary weights x activations) and
+:class:`BitLinear`, a drop-in ``nn.Linear`` for BitNet b1.58 training and inference.
+
+- ``ternary_linear(x, packed, scale, k, bias, activations, eps)`` takes the I2-packed weights of a
+  :class:`fastemb.TernaryWeight` as tensors and returns float32 ``[m, n]``. CPU tensors run the
+  native kernels (``fastemb._C``), CUDA tensors the ``fastemb._C_cuda`` kernels (data pointers +
+  the current stream). Where a build lacks those kernels the op computes the same rules in torch
+  on the tensors' device (integer path exact, so the same bits). It has a fake kernel, so it
+  runs under ``torch.compile(fullgraph=True)``. Its backward is BitNet's straight-through estimator
+  for x and bias (``grad_x = grad @ (gamma W_q)``); the packed weights and gamma get no gradient
+  (inference weights: train with BitLinear in ``train()`` mode).
+- :class:`BitLinear` trains in pure torch with straight-through fake quantization, on any
+  device; in ``eval()`` it packs its weights once and calls the op.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _backend
+from .. import ternary as _tern
+from .._reference import ternary as _ref
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+                      torch.bfloat16: "bfloat16"}
+EPS = _ref.EPS
+
+
+# ---- validation (metadata only: valid on fake tensors too) -------------------------------------
+
+def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
+                eps: float) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D [m, k], got shape {tuple(x.shape)}")
+    if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if x.shape[1] != k:
+        raise ValueError(f"x has {x.shape[1]} features (last dim) but the weights expect k={k}")
+    if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be a uint8 torch.Tensor (I2 codes), got "
+                        f"{packed.dtype if isinstance(packed, Tensor) else type(packed).__name__}")
+    kp = _ref.padded_k(k)
+    if packed.dim() != 2 or packed.shape[1] != kp // 4:
+        raise ValueError(f"packed must have shape (n, {kp // 4}) for k={k}, got {tuple(packed.shape)}")
+    n = packed.shape[0]
+    if not isinstance(scale, Tensor) or scale.dtype != torch.float32:
+        raise TypeError(f"scale must be a float32 torch.Tensor (gamma), got "
+                        f"{scale.dtype if isinstance(scale, Tensor) else type(scale).__name__}")
+    if scale.dim() != 1 or scale.shape[0] not in (1, n):
+        raise ValueError(f"scale must have shape (1,) or ({n},), got {tuple(scale.shape)}")
+    if bias is not None:
+        if not isinstance(bias, Tensor) or bias.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"bias must be a floating-point torch.Tensor or None, got "
+                            f"{bias.dtype if isinstance(bias, Tensor) else type(bias).__name__}")
+        if bias.dim() != 1 or bias.shape[0] != n:
+            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
+    for name, t in (("packed", packed), ("scale", scale), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if activations not in ("int8", "float"):
+        raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+
+
+# ---- the same rules in torch (fallback on any device; bit-exact on the integer path) -----------
+
+_SHIFTS = (0, 2, 4, 6)
+
+
+def unpack_torch(packed: Tensor, k: int) -> Tensor:
+    """I2-packed uint8 ``[n, kp / 4]`` -> int8 ``[n, k]`` of -1 / 0 / +1, in torch (any device)."""
+    n = packed.shape[0]
+    kp = packed.shape[1] * 4
+    p = packed.reshape(n, kp // _ref.BLOCK, 1, 64)
+    shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=packed.device).reshape(1, 1, 4, 1)
+    codes = torch.bitwise_and(torch.bitwise_right_shift(p, shifts), 3)
+    return (codes.reshape(n, kp).to(torch.int8) - 1)[:, :k]
+
+
+def quantize_activations_torch(x: Tensor, eps: float = EPS) -> Tuple[Tensor, Tensor]:
+    """Per-row absmax int8 (BitNet), the kernels' float32 rules in torch: ``(x_q int8, s float32)``."""
+    x32 = x.to(torch.float32)
+    if x32.shape[1]:
+        amax = x32.abs().amax(dim=1)
+    else:
+        amax = torch.zeros(x32.shape[0], dtype=torch.float32, device=x.device)
+    s = torch.full_like(amax, 127.0) / amax.clamp_min(eps)
+    xq = torch.clamp(torch.round(x32 * s[:, None]), -128, 127).to(torch.int8)
+    return xq, s
+
+
+def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
+                  eps: float) -> Tensor:
+    wq = unpack_torch(packed, k).to(torch.float64)
+    if activations == "int8":
+        xq, s = quantize_activations_torch(x, eps)
+        acc = (xq.to(torch.float64) @ wq.T).to(torch.int32)  # exact: |acc| <= 128 k < 2^53
+        out = acc.to(torch.float32) * (scale.reshape(1, -1) / s.reshape(-1, 1))
+        if bias is not None:
+            out = out + bias.to(torch.float32).reshape(1, -1)
+        return out
+    out = (x.to(torch.float32).to(torch.float64) @ wq.T) * scale.to(torch.float64).reshape(1, -1)
+    if bias is not None:
+        out = out + bias.to(torch.float32).to(torch.float64).reshape(1, -1)
+    return out.to(torch.float32)
+
+
+# ---- the op ----------------------------------------------------------------------------------
+
+def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
+                 eps: float):
+    """Allocates the buffers of the native kernels and returns (calls, out): calls are
+    (name, args) tuples to run with the module's last argument (isa or stream) appended."""
+    A = _backend.address
+    m, n = x.shape[0], packed.shape[0]
+    kp = _ref.padded_k(k)
+    per_row = scale.shape[0] != 1
+    out = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    b = None if bias is None else bias.to(torch.float32).contiguous()
+    keep = [b]
+    if activations == "int8":
+        xq = torch.empty((m, kp), dtype=torch.int8, device=x.device)
+        s = torch.empty(m, dtype=torch.float32, device=x.device)
+        keep += [xq, s]
+        calls = [("ternary_quantize_activations",
+                  (A(x), _backend.DTYPE_CODES[_TORCH_DTYPE_NAMES[x.dtype]], m, k, kp, float(eps), A(xq), A(s))),
+                 ("ternary_matmul_int8",
+                  (A(xq), A(s), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out), 0))]
+    else:
+        x32 = x.to(torch.float32).contiguous()
+        keep.append(x32)
+        calls = [("ternary_matmul_float", (A(x32), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out)))]
+    return calls, out, keep
+
+
+@torch.library.custom_op("fastemb::ternary_linear", mutates_args=())
+def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
+                       eps: float) -> Tensor:
+    _check_meta(x, packed, scale, k, bias, activations, eps)
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"x: unsupported device {x.device} (cpu and cuda are supported)")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite (found NaN or inf)")
+    m, n = x.shape[0], packed.shape[0]
+    if m == 0 or n == 0 or k == 0:
+        out = torch.zeros((m, n), dtype=torch.float32, device=x.device)
+        return out if bias is None else out + bias.to(torch.float32)
+    x, packed, scale = x.contiguous(), packed.contiguous(), scale.contiguous()
+    mod = _tern.cuda_kernels() if x.device.type == "cuda" else _tern.native_kernels()
+    if mod is None:
+        return _linear_torch(x, packed, scale, k, bias, activations, eps)
+    calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps)
+    if x.device.type == "cuda":
+        with torch.cuda.device(x.device):
+            stream = torch.cuda.current_stream(x.device).cuda_stream
+            for name, args in calls:
+                getattr(mod, name)(*args, stream)
+    else:
+        for name, args in calls:
+            getattr(mod, name)(*args, "")
+    del keep  # the buffers lived until the kernels returned (CUDA: the caching allocator orders reuse on the stream)
+    return out
+
+
+@_ternary_linear_op.register_fake
+def _(x, packed, scale, k, bias, activations, eps):
+    _check_meta(x, packed, scale, k, bias, activations, eps)
+    return x.new_empty((x.shape[0], packed.shape[0]), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    x, packed, scale, k, bias, activations, eps = inputs
+    if isinstance(scale, Tensor) and scale.requires_grad:
+        raise ValueError("scale: ternary_linear is not differentiable in gamma (pass scale.detach())")
+    ctx.save_for_backward(packed, scale)
+    ctx.k = k
+    ctx.x_dtype = x.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _backward(ctx, grad):
+    packed, scale = ctx.saved_tensors
+    grad_x = grad_b = None
+    if ctx.needs_input_grad[0]:
+        w = unpack_torch(packed, ctx.k).to(torch.float32) * scale.reshape(-1, 1)
+        grad_x = (grad.to(torch.float32) @ w).to(ctx.x_dtype)
+    if ctx.needs_input_grad[4]:
+        grad_b = grad.sum(dim=0).to(ctx.bias_dtype)
+    return grad_x, None, None, None, grad_b, None, None
+
+
+# Backward: the straight-through estimator of BitNet (the gradient of x W^T + b with the
+# dequantized weight W = gamma W_q): exact for activations='float', identity through the
+# activation quantizer for 'int8'. packed and scale get no gradient (to train the weights, use
+# BitLinear in train() mode).
+_ternary_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor] = None,
+                   activations: str = "int8", eps: float = EPS) -> Tensor:
+    """``y = x W^T + bias`` with I2-packed ternary weights (see :class:`fastemb.TernaryWeight`).
+
+    Args:
+        x: ``[..., k]`` float16 / bfloat16 / float32 / float64 (CPU or CUDA), finite.
+        packed: uint8 ``[n, kp / 4]`` (``TernaryWeight.packed`` as a tensor), on x's device.
+        scale: float32 gamma, ``[1]`` or ``[n]``. k: input features.
+        bias: optional ``[n]``; activations: 'int8' (BitNet W1.58A8) or 'float'.
+
+    Returns:
+        float32 ``[..., n]``. Differentiable in x (straight-through through the activation
+        quantizer) and bias; not in packed / scale.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1:
+        raise ValueError("x must have at least one dimension (features last)")
+    lead = x.shape[:-1]
+    y = torch.ops.fastemb.ternary_linear(x.reshape(-1, x.shape[-1]), packed, scale, k, bias, activations, eps)
+    return y.reshape(*lead, packed.shape[0])
+
+
+def ternary_weight_tensors(tw: "_tern.TernaryWeight", device=None) -> Tuple[Tensor, Tensor, int]:
+    """``(packed, scale, k)`` of a :class:`fastemb.TernaryWeight` as tensors on ``device``."""
+    if not isinstance(tw, _tern.TernaryWeight):
+        raise TypeError(f"tw must be a fastemb.TernaryWeight, got {type(tw).__name__}")
+    return torch.from_numpy(tw.packed).to(device), torch.from_numpy(tw.scale).to(device), tw.k
+
+
+# ---- fake quantization (training) --------------------------------------------------------------
+
+def weight_gamma(w: Tensor, scale: str) -> Tensor:
+    """gamma of ``w`` as :func:`fastemb.quantize_ternary` computes it (float32 scalar tensor):
+    absmean averages |w| in float64, absmedian is NumPy's median (mean of the two middle values)."""
+    a = w.detach().to(torch.float32).abs().reshape(-1)
+    if a.numel() == 0:
+        return torch.zeros((), dtype=torch.float32, device=w.device)
+    if scale == "absmean":
+        return a.to(torch.float64).mean().to(torch.float32)
+    if scale == "absmedian":
+        srt = torch.sort(a).values
+        n = srt.numel()
+        return (srt[(n - 1) // 2] + srt[n // 2]) / 2
+    raise ValueError(f"scale must be 'absmean' or 'absmedian', got {scale!r}")
+
+
+def fake_quantize_weight(w: Tensor, scale: str = "absmean", eps: float = EPS) -> Tensor:
+    """``gamma * clamp(round(w / max(gamma, eps)), -1, 1)`` in float32, cast to ``w``'s dtype
+    (no gradient: wrap as ``w + (q - w).detach()`` for the straight-through estimator)."""
+    g = weight_gamma(w, scale)
+    wq = torch.clamp(torch.round(w.detach().to(torch.float32) / g.clamp_min(eps)), -1, 1)
+    return (wq * g).to(w.dtype)
+
+
+def fake_quantize_activations(x: Tensor, eps: float = EPS) -> Tensor:
+    """``x_q / s`` with BitNet's per-row absmax int8 rules (float32), cast to ``x``'s dtype, over
+    the last dim (no gradient)."""
+    x2 = x.detach().reshape(-1, x.shape[-1]) if x.dim() else x.detach().reshape(1, 1)
+    xq, s = quantize_activations_torch(x2, eps)
+    return (xq.to(torch.float32) / s[:, None]).to(x.dtype).reshape(x.shape)
+
+
+# ---- BitLinear ---------------------------------------------------------------------------------
+
+class BitLinear(nn.Linear):
+    """BitNet b1.58 linear layer, a drop-in ``nn.Linear`` (same parameters and state_dict).
+
+    - ``train()`` mode: straight-through fake quantization in pure torch, any device:
+      ``w~ = w + (Q(w) - w).detach()`` with ``Q(w) = gamma clamp(round(w / max(gamma, eps)), -1, 1)``
+      (gamma = mean|w| or median|w| over the tensor), ``x~ = x + (Q8(x) - x).detach()`` (per-token
+      absmax int8), ``y = x~ w~^T + b``. Gradients pass the quantizers unchanged (STE).
+    - ``eval()`` mode: the weights are quantized and packed once (on ``eval()``; repacked when the
+      weight tensor changes, e.g. after ``load_state_dict`` or an in-place update) and
+      ``torch.ops.fastemb.ternary_linear`` computes ``float32(x_q W_q^T) gamma / s + b`` exactly
+      in int32, then casts to x's dtype. Under ``torch.compile`` the cache is not re-checked:
+      call ``eval()`` (or ``repack()``) after changing weights.
+
+    The float master weight is the only state; the packed cache is not saved. No input norm is
+    applied (add the RMSNorm of BitNet's BitLinear in front when the model wants it).
+
+    Args:
+        scale: 'absmean' (BitNet b1.58) or 'absmedian' (b1.58 Reloaded).
+        activations: 'int8' (W1.58A8, default) or 'float' (activations are not quantized).
+        eps: floor of gamma and of max|x|.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: str = "absmean",
+                 device=None, dtype=None, *, activations: str = "int8", eps: float = EPS):
+        if scale not in ("absmean", "absmedian"):
+            raise ValueError(f"scale must be 'absmean' or 'absmedian', got {scale!r}")
+        if activations not in ("int8", "float"):
+            raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.scale = scale
+        self.activations = activations
+        self.eps = float(eps)
+        self.register_buffer("_packed", None, persistent=False)
+        self.register_buffer("_gamma", None, persistent=False)
+        self._packed_key = None
+        self.register_load_state_dict_post_hook(BitLinear._after_load)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, scale: str = "absmean", *, activations: str = "int8",
+                    eps: float = EPS) -> "BitLinear":
+        """A BitLinear with a copy of ``linear``'s weight and bias (same device, dtype and mode)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, scale=scale,
+                    device=linear.weight.device, dtype=linear.weight.dtype, activations=activations, eps=eps)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.train(linear.training)
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale!r}, activations={self.activations!r}"
+
+    # -- packing cache
+    def _weight_key(self):
+        w = self.weight
+        return (id(w), w.data_ptr(), w._version, w.dtype, w.device)
+
+    def to_ternary_weight(self) -> "_tern.TernaryWeight":
+        """The quantized weight as a :class:`fastemb.TernaryWeight` (NumPy, per-tensor gamma)."""
+        w = self.weight.detach().to(torch.float32).cpu().numpy()
+        return _tern.quantize_ternary(w, scale=self.scale, eps=self.eps)
+
+    def repack(self) -> None:
+        """Quantizes and packs the current weight (eval() does this; needed only after changing
+        the weight of a compiled eval model)."""
+        if self.weight.device.type == "meta":
+            self._packed = self._gamma = None
+            self._packed_key = None
+            return
+        tw = self.to_ternary_weight()
+        dev = self.weight.device
+        self._packed = torch.from_numpy(tw.packed).to(dev)
+        self._gamma = torch.from_numpy(tw.scale).to(dev)
+        self._packed_key = self._weight_key()
+
+    def train(self, mode: bool = True) -> "BitLinear":
+        super().train(mode)
+        if mode:
+            self._packed = self._gamma = None
+            self._packed_key = None
+        else:
+            self.repack()
+        return self
+
+    @staticmethod
+    def _after_load(module: "BitLinear", incompatible_keys) -> None:
+        if not module.training:
+            module.repack()
+
+    # -- forward
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            w = self.weight
+            w_t = w + (fake_quantize_weight(w, self.scale, self.eps) - w).detach()
+            if self.activations == "int8":
+                x = x + (fake_quantize_activations(x, self.eps) - x).detach()
+            return F.linear(x, w_t, self.bias)
+        if not torch.compiler.is_compiling():
+            if self._packed is None or self._packed_key != self._weight_key():
+                self.repack()
+        if self._packed is None:
+            raise RuntimeError("BitLinear: no packed weights; call .eval() before torch.compile")
+        y = ternary_linear(x, self._packed, self._gamma.to(torch.float32), self.in_features, self.bias,
+                           self.activations, self.eps)
+        return y.to(x.dtype)

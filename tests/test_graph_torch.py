@@ -170,3 +170,29 @@ def test_cuda_matches_cpu(rng):
         e = ft.fastrp(g, 32, preset=preset, seed=2)
         np.testing.assert_allclose(e.cpu().numpy(), fastemb.fastrp(A, 32, preset=preset, seed=2), rtol=1e-6,
                                    atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(fastemb._backend.native(), "graph_propagate"), reason="native graph kernels")
+def test_cuda_ops_driver_on_host_memory(rng):
+    """The CUDA driver (CudaOps + run_fastrp on torch buffers) with a stand-in _C_cuda that forwards to the CPU
+    kernels on CPU tensors: checks argument order and the torch-buffer path without a GPU."""
+    from fastemb.torch import _graph as tg
+
+    C = fastemb._backend.native()
+
+    class HostModule:
+        def __getattr__(self, name):
+            fn = getattr(C, name)
+            return lambda *args: fn(*args[:-1])  # drop the stream
+
+    ops = tg.CudaOps.__new__(tg.CudaOps)
+    ops.mod, ops.device, ops.stream = HostModule(), torch.device("cpu"), 0
+    A = random_adjacency(rng, 50)
+    f = rng.standard_normal((50, 6)).astype(np.float32)
+    for preset in ("paper", "gds"):
+        kw = dict(preset=preset, seed=5, feature_ratio=0.25, self_influence=0.3)
+        plan = G.plan_fastrp(A, 24, num_features=6, **kw)
+        e, its = G.run_fastrp(ops, plan, torch.from_numpy(f), True, False)
+        we, wits = fastemb.fastrp(A, 24, features=f, return_iterations=True, **kw)
+        np.testing.assert_array_equal(e.numpy(), we)
+        np.testing.assert_array_equal(its.numpy(), wits)

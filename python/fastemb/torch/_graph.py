@@ -98,6 +98,8 @@ def _dense_product(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
 
 def _project_float32(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
     n, n_in = x.shape
+    if x.numel() and not bool(torch.isfinite(x).all()):  # a host sync on CUDA
+        raise ValueError("x must be finite (found NaN or inf)")
     if x.device.type == "cuda":
         mod = _cuda_graph_module(("graph_project_dense",))
         if mod is None:  # documented: computed on the CPU, same bits
@@ -113,8 +115,6 @@ def _project_float32(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
         return out
     out = torch.empty((n, dim), dtype=torch.float32)
     if n and n_in:
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x must be finite (found NaN or inf)")
         threshold, value = _graph.random_spec(s, dim)
         _graph.NumpyOps().project_dense((seed, threshold, value, dim), x.numpy(), out.numpy())
     elif n:

@@ -98,8 +98,6 @@ def _dense_product(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
 
 def _project_float32(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
     n, n_in = x.shape
-    if x.numel() and not bool(torch.isfinite(x).all()):  # a host sync on CUDA
-        raise ValueError("x must be finite (found NaN or inf)")
     if x.device.type == "cuda":
         mod = _cuda_graph_module(("graph_project_dense",))
         if mod is None:  # documented: computed on the CPU, same bits
@@ -127,6 +125,8 @@ def _srp_op(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
     _check_meta(x, dim, s, seed)
     seed_u = _seed_from_i64(seed)
     x = x.detach().contiguous()
+    if x.numel() and not bool(torch.isfinite(x).all()):  # a host sync on CUDA
+        raise ValueError("x must be finite (found NaN or inf)")
     if x.dtype == torch.float64:
         return _dense_product(x, dim, s, seed_u)
     return _project_float32(x, dim, s, seed_u)

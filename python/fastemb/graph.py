@@ -178,7 +178,7 @@ def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: 
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     indices = np.ascontiguousarray((ukey % n).astype(_index_dtype(n)))
     if data is not None:
-        data = _weights_array("weights", data, data.shape[0])
+        data = _weights_array("graph: summed edge weights", data, data.shape[0])
     return Csr(indptr, indices, data, n, n)
 
 
@@ -277,13 +277,13 @@ def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = Fal
 def _check_edge_weights(w: Any, m: int) -> Optional[np.ndarray]:
     w = np.asarray(w)
     if w.dtype.kind not in "fiub":
-        raise TypeError(f"weights (of the edges) must be a real array, got dtype {w.dtype}")
+        raise TypeError(f"graph: edge weights must be a real array, got dtype {w.dtype}")
     if w.shape != (m,):
-        raise ValueError(f"weights (of the edges) must have shape ({m},), got {w.shape}")
+        raise ValueError(f"graph: edge weights must have shape ({m},), got {w.shape}")
     if w.dtype.kind == "f" and not np.isfinite(w).all():
-        raise ValueError("weights (of the edges) must be finite (found NaN or inf)")
+        raise ValueError("graph: edge weights must be finite (found NaN or inf)")
     if m and w.min() < 0:
-        raise ValueError("weights (of the edges) must be >= 0")
+        raise ValueError("graph: edge weights must be >= 0")
     return w
 
 

@@ -4,8 +4,8 @@
 - ``ternary_linear(x, packed, scale, k, bias, activations, eps)`` takes the I2-packed weights of a
   :class:`fastemb.TernaryWeight` as tensors and returns float32 ``[m, n]``. CPU tensors run the
   native kernels (``fastemb._C``), CUDA tensors the ``fastemb._C_cuda`` kernels (data pointers +
-  the current stream). Where a build lacks those kernels the op computes the same rules in torch
-  on the tensors' device (integer path exact, so the same bits). It has a fake kernel, so it
+  the current stream). Where a build lacks those kernels the op computes the same rules with the
+  NumPy reference (CPU) or in torch on the device (CUDA); the integer path gives the same bits. It has a fake kernel, so it
   runs under ``torch.compile(fullgraph=True)``. Its backward is BitNet's straight-through estimator
   for x and bias (``grad_x = grad @ (gamma W_q)``); the packed weights and gamma get no gradient
   (inference weights: train with BitLinear in ``train()`` mode).
@@ -117,6 +117,21 @@ def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Option
     return out.to(torch.float32)
 
 
+def _linear_numpy(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
+                  eps: float) -> Tensor:
+    """CPU fallback through the NumPy reference (faster than torch's uint8 ops on CPU); bf16 and
+    float16 x convert to float32 exactly, as the kernels do."""
+    x32 = x.detach().to(torch.float32).numpy()
+    p, g = packed.numpy(), scale.detach().numpy()
+    b = None if bias is None else bias.detach().to(torch.float32).numpy()
+    if activations == "int8":
+        xq, s = _ref.quantize_activations(x32, eps)
+        out, _ = _ref.matmul_int8(xq, s, p, k, g, b)
+    else:
+        out = _ref.matmul_float(x32, p, k, g, b)
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
 # ---- the op ----------------------------------------------------------------------------------
 
 def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
@@ -159,8 +174,10 @@ def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: O
         return out if bias is None else out + bias.to(torch.float32)
     x, packed, scale = x.contiguous(), packed.contiguous(), scale.contiguous()
     mod = _tern.cuda_kernels() if x.device.type == "cuda" else _tern.native_kernels()
-    if mod is None:
+    if mod is None and x.device.type == "cuda":
         return _linear_torch(x, packed, scale, k, bias, activations, eps)
+    if mod is None:
+        return _linear_numpy(x, packed, scale, k, bias, activations, eps)
     calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps)
     if x.device.type == "cuda":
         with torch.cuda.device(x.device):

@@ -148,11 +148,13 @@ class TernaryWeight:
         packed = np.ascontiguousarray(packed)
         n = packed.shape[0]
         if packed.size:
-            blocks = packed.reshape(n, kp // BLOCK, 1, 64)
-            codes = ((blocks >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & 3).reshape(n, kp)
-            _check_codes("packed", codes)
-            if kp > k and (codes[:, k:] != 1).any():
-                raise ValueError(f"packed: padding weights (columns {k}..{kp - 1}) must have code 1 (w = 0)")
+            # code 3 = both bits of a 2-bit slot set; checked on the bytes (no unpacked copy)
+            if np.bitwise_and(np.bitwise_and(packed, packed >> 1), 0x55).any():
+                _check_codes("packed", _ref.unpack(packed, kp) + 1)
+            if kp > k:
+                last = _ref.unpack(packed[:, -64:], BLOCK)[:, k - (kp - BLOCK):]
+                if (last != 0).any():
+                    raise ValueError(f"packed: padding weights (columns {k}..{kp - 1}) must have code 1 (w = 0)")
         self.packed = packed
         self.scale = _check_gamma("scale", scale, n)
         self.n = n

@@ -58,6 +58,7 @@ def run(rows: int = 200_000, dim: int = 128, groups: int = 1_000, seed: int = 0)
     print(f"nearest-centroid accuracy on 5000 held-out rows: {accuracy:.3f}")
     ok = ok and accuracy > 0.9
     ok = _binary_search_demo(rng, min(rows, 50_000), dim) and ok
+    ok = _ternary_demo(rng) and ok
     print("demo: OK" if ok else "demo: FAILED")
     return 0 if ok else 1
 
@@ -79,3 +80,15 @@ def _binary_search_demo(rng: np.random.Generator, rows: int, dim: int, queries: 
           f"{corpus.nbytes / 1e6:.1f} MB float32), {queries} queries in {elapsed * 1e3:.1f} ms, "
           f"recall@{k} with 4x float rescoring: {recall:.3f}")
     return recall > 0.8
+
+
+def _ternary_demo(rng: np.random.Generator, n: int = 1024, k: int = 1024, m: int = 8) -> bool:
+    """Ternary weights (BitNet b1.58): int8 x 2-bit matmul against the dequantized float product."""
+    tw = fastemb.quantize_ternary(rng.standard_normal((n, k)).astype(np.float32))
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    exact = x @ tw.dequantize().T
+    y = fastemb.ternary_matmul(x, tw)
+    err = float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+    print(f"ternary matmul: {n} x {k} weights in {tw.nbytes / 1e3:.0f} kB (float32: {n * k * 4 / 1e3:.0f} kB), "
+          f"int8 activations vs float: relative error {err:.4f}")
+    return err < 0.02

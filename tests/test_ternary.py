@@ -345,6 +345,25 @@ def test_tq2_0_invalid_code_raises():
         TernaryWeight.from_gguf_tq2_0(data)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 11), k=st.sampled_from([1, 37, 256, 512]), seed=st.integers(0, 2**32 - 1),
+       per_row=st.booleans())
+def test_converters_roundtrip(n, k, seed, per_row):
+    rng = np.random.default_rng(seed)
+    wq = rand_ternary(rng, n, k, p_zero=float(rng.uniform(0, 1)))
+    g = rng.uniform(0.01, 4, n if per_row else 1).astype(np.float16).astype(np.float32)  # float16-exact
+    tw = TernaryWeight.from_ternary(wq, g)
+    back = TernaryWeight.from_hf_bitnet(*tw.to_hf_bitnet(inverse_scale=False), out_features=n, inverse_scale=False)
+    np.testing.assert_array_equal(back.ternary(), wq)
+    np.testing.assert_array_equal(back.scale, tw.scale)
+    if k % 256 == 0:
+        for name in ("tq2_0", "tq1_0"):
+            back = getattr(TernaryWeight, f"from_gguf_{name}")(getattr(tw, f"to_gguf_{name}")(), granularity="row")
+            np.testing.assert_array_equal(back.ternary(), wq)
+            used = (wq != 0).any(axis=1)  # an all-zero row's gamma is not recoverable (llama.cpp writes d = 0)
+            np.testing.assert_array_equal(back.gamma()[used], tw.gamma()[used])
+
+
 # ---- matmul -------------------------------------------------------------------------------------
 
 SHAPES = [(1, 1, 1), (3, 255, 7), (4, 256, 64), (33, 257, 5), (2, 1000, 17), (5, 512, 1)]
@@ -397,6 +416,26 @@ def test_int8_close_to_float(rng):
     x = rng.standard_normal((6, 512)).astype(np.float32)
     y8, yf = ternary_matmul(x, tw), ternary_matmul(x, tw, "float")
     assert np.abs(y8 - yf).max() < 0.02 * np.abs(yf).max()
+
+
+def tie_rows(rng, m, k):
+    """Rows whose scaled values land exactly on .5 (max|x| = 2 * 127, so s = 0.5)."""
+    x = (2.0 * (rng.integers(-127, 127, (m, k)) + 0.5)).astype(np.float32)
+    x[:, 0] = 254.0
+    return x
+
+
+def test_ties_round_half_to_even_in_every_backend(rng):
+    x = tie_rows(rng, 5, 300)
+    xq, s = quantize_activations(x)
+    np.testing.assert_array_equal(s, np.full(5, 0.5, np.float32))
+    np.testing.assert_array_equal(xq, np.rint(x * 0.5).astype(np.int8))
+    assert (np.abs(x * 0.5 - np.trunc(x * 0.5)) == 0.5).mean() > 0.9  # nearly all ties
+    tw = rand_weight(rng, 9, 300)
+    np.testing.assert_array_equal(ternary_matmul(x, tw), int_reference(x, tw, None)[0])
+    for isa in ISAS:
+        np.testing.assert_array_equal(quantize_activations(x, _isa=isa)[0], xq, err_msg=isa)
+        np.testing.assert_array_equal(ternary_matmul(x, tw, _isa=isa), int_reference(x, tw, None)[0], err_msg=isa)
 
 
 def test_matmul_1d_empty_and_dtypes(rng):

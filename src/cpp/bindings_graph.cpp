@@ -1,10 +1,122 @@
-// pybind11 glue for the graph family of fastemb._C (registered from bindings.cpp).
+// pybind11 glue for the graph family of fastemb._C (registered from bindings.cpp). Buffers are
+// addresses (Python ints); the Python layer (fastemb/graph.py) checks dtypes, shapes and
+// contiguity, the C++ layer checks values again (std::invalid_argument -> ValueError).
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <string>
+
+#include "binding_args.h"
 #include "bindings_common.h"
+#include "common/memory.h"
+#include "graph/graph.h"
+
+namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-void bind_graph(pybind11::module_& m) { (void)m; }
+namespace {
+
+graph::RandomSpec make_spec(uint64_t seed, uint64_t threshold, double value, int64_t d) {
+  graph::RandomSpec r;
+  r.seed = seed;
+  r.threshold = threshold;
+  r.value = static_cast<float>(value);
+  r.d = d;
+  return r;
+}
+
+graph::Csr make_csr(uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t rows, int64_t cols) {
+  graph::Csr c;
+  c.indptr = ptr<const int64_t>(indptr);
+  c.indices = ptr<const void>(indices);
+  c.indices_int32 = indices_int32;
+  c.data = ptr<const float>(data);
+  c.rows = rows;
+  c.cols = cols;
+  return c;
+}
+
+}  // namespace
+
+void bind_graph(py::module_& m) {
+  m.def(
+      "graph_random_rows",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, int64_t row0, int64_t rows, uintptr_t row_scale,
+         uintptr_t out, const std::string& isa) {
+        const Isa i = isa_from_name(isa);
+        py::gil_scoped_release release;
+        graph::random_rows_isa(i, make_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
+                               ptr<float>(out));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("row0"), py::arg("rows"),
+      py::arg("row_scale"), py::arg("out"), py::arg("isa") = "",
+      "out[i, j] = R[row0 + i, j] * row_scale[i] (row_scale 0 = none); float32 [rows, d].");
+  m.def(
+      "graph_project_dense",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t x, int64_t rows, int64_t n_in,
+         uintptr_t out, const std::string& isa) {
+        const Isa i = isa_from_name(isa);
+        py::gil_scoped_release release;
+        graph::project_dense_isa(i, make_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
+                                 ptr<float>(out));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("x"), py::arg("rows"),
+      py::arg("n_in"), py::arg("out"), py::arg("isa") = "", "out [rows, d] = x [rows, n_in] @ R (float32).");
+  m.def(
+      "graph_project_csr",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t indptr, uintptr_t indices,
+         bool indices_int32, uintptr_t data, int64_t rows, int64_t cols, uintptr_t out, const std::string& isa) {
+        const Isa i = isa_from_name(isa);
+        py::gil_scoped_release release;
+        graph::project_csr_isa(i, make_spec(seed, threshold, value, d),
+                               make_csr(indptr, indices, indices_int32, data, rows, cols), ptr<float>(out));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("indptr"), py::arg("indices"),
+      py::arg("indices_int32"), py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("out"),
+      py::arg("isa") = "", "out [rows, d] = X @ R for CSR X [rows, cols] (data 0 = all ones).");
+  m.def(
+      "graph_propagate",
+      [](uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale,
+         uintptr_t prev, int64_t d, uintptr_t cur, bool normalize, bool propagate_normalized, double alpha,
+         uintptr_t accum, const std::string& isa) {
+        const Isa i = isa_from_name(isa);
+        py::gil_scoped_release release;
+        graph::propagate_isa(i, make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
+                             ptr<const float>(prev), d, ptr<float>(cur), normalize, propagate_normalized,
+                             static_cast<float>(alpha), ptr<float>(accum));
+      },
+      py::arg("indptr"), py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"),
+      py::arg("row_scale"), py::arg("prev"), py::arg("d"), py::arg("cur"), py::arg("normalize"),
+      py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"), py::arg("isa") = "",
+      "One fused FastRP step (graph.h propagate): cur = diag(row_scale) A prev, row-L2 and accumulation fused.");
+  m.def(
+      "graph_accumulate",
+      [](uintptr_t x, int64_t rows, int64_t d, bool normalize, double alpha, uintptr_t accum, const std::string& isa) {
+        const Isa i = isa_from_name(isa);
+        py::gil_scoped_release release;
+        graph::accumulate_isa(i, ptr<const float>(x), rows, d, normalize, static_cast<float>(alpha), ptr<float>(accum));
+      },
+      py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("normalize"), py::arg("alpha"), py::arg("accum"),
+      py::arg("isa") = "", "accum += alpha * (normalize ? rowL2(x) : x) (float32).");
+  m.def(
+      "graph_standardize_columns",
+      [](uintptr_t x, int64_t rows, int64_t d, uintptr_t mean, uintptr_t std) {
+        py::gil_scoped_release release;
+        graph::standardize_columns(ptr<float>(x), rows, d, ptr<double>(mean), ptr<double>(std));
+      },
+      py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("mean"), py::arg("std"),
+      "In place: x = (x - mean) / std per column (population std, 0 -> 1); mean/std [d] float64 outputs.");
+  m.def(
+      "graph_advise_huge_pages", [](uintptr_t data, int64_t bytes) {
+        if (bytes > 0) advise_huge_pages(ptr<void>(data), static_cast<size_t>(bytes));
+      },
+      py::arg("data"), py::arg("bytes"),
+      "Advice only: back a fresh (not yet written) buffer with transparent huge pages (fewer TLB misses on gathers).");
+  m.def(
+      "graph_norm_fixed_order",
+      [](uintptr_t u, int64_t d) { return graph::norm_fixed_order(ptr<const float>(u), d); }, py::arg("u"),
+      py::arg("d"), "The fixed-order (16-lane) L2 norm of one float32 row.");
+}
 
 }  // namespace fastemb::bindings

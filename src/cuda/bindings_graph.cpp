@@ -1,8 +1,106 @@
-// pybind11 glue for the graph family of fastemb._C_cuda (registered from bindings.cpp).
+// pybind11 glue for the graph family of fastemb._C_cuda (registered from bindings.cpp). Device
+// buffers as addresses (Python ints), the CUDA stream as an int (0 = default stream). Same names and
+// arguments as fastemb._C's graph_* functions, with `stream` in place of `isa`.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "binding_args.h"
 #include "cuda_bindings_common.h"
+#include "graph/graph.h"
+#include "graph_cuda.cuh"
+
+namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-void bind_graph_cuda(pybind11::module_& m) { (void)m; }
+namespace {
+
+graph::RandomSpec make_spec(uint64_t seed, uint64_t threshold, double value, int64_t d) {
+  graph::RandomSpec r;
+  r.seed = seed;
+  r.threshold = threshold;
+  r.value = static_cast<float>(value);
+  r.d = d;
+  return r;
+}
+
+graph::Csr make_csr(uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t rows, int64_t cols) {
+  graph::Csr c;
+  c.indptr = ptr<const int64_t>(indptr);
+  c.indices = ptr<const void>(indices);
+  c.indices_int32 = indices_int32;
+  c.data = ptr<const float>(data);
+  c.rows = rows;
+  c.cols = cols;
+  return c;
+}
+
+}  // namespace
+
+void bind_graph_cuda(py::module_& m) {
+  m.def(
+      "graph_random_rows",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, int64_t row0, int64_t rows, uintptr_t row_scale,
+         uintptr_t out, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::random_rows(make_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
+                                 ptr<float>(out), as_stream(stream));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("row0"), py::arg("rows"),
+      py::arg("row_scale"), py::arg("out"), py::arg("stream") = 0);
+  m.def(
+      "graph_project_dense",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t x, int64_t rows, int64_t n_in,
+         uintptr_t out, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::project_dense(make_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
+                                   ptr<float>(out), as_stream(stream));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("x"), py::arg("rows"),
+      py::arg("n_in"), py::arg("out"), py::arg("stream") = 0);
+  m.def(
+      "graph_project_csr",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t indptr, uintptr_t indices,
+         bool indices_int32, uintptr_t data, int64_t rows, int64_t cols, uintptr_t out, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::project_csr(make_spec(seed, threshold, value, d),
+                                 make_csr(indptr, indices, indices_int32, data, rows, cols), ptr<float>(out),
+                                 as_stream(stream));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("indptr"), py::arg("indices"),
+      py::arg("indices_int32"), py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("out"),
+      py::arg("stream") = 0);
+  m.def(
+      "graph_propagate",
+      [](uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale,
+         uintptr_t prev, int64_t d, uintptr_t cur, bool normalize, bool propagate_normalized, double alpha,
+         uintptr_t accum, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::propagate(make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
+                               ptr<const float>(prev), d, ptr<float>(cur), normalize, propagate_normalized,
+                               static_cast<float>(alpha), ptr<float>(accum), as_stream(stream));
+      },
+      py::arg("indptr"), py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"),
+      py::arg("row_scale"), py::arg("prev"), py::arg("d"), py::arg("cur"), py::arg("normalize"),
+      py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"), py::arg("stream") = 0);
+  m.def(
+      "graph_accumulate",
+      [](uintptr_t x, int64_t rows, int64_t d, bool normalize, double alpha, uintptr_t accum, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::accumulate(ptr<const float>(x), rows, d, normalize, static_cast<float>(alpha), ptr<float>(accum),
+                                as_stream(stream));
+      },
+      py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("normalize"), py::arg("alpha"), py::arg("accum"),
+      py::arg("stream") = 0);
+  m.def(
+      "graph_standardize_columns",
+      [](uintptr_t x, int64_t rows, int64_t d, uintptr_t mean, uintptr_t std, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::standardize_columns(ptr<float>(x), rows, d, ptr<double>(mean), ptr<double>(std),
+                                         as_stream(stream));
+      },
+      py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("mean"), py::arg("std"), py::arg("stream") = 0);
+}
 
 }  // namespace fastemb::bindings

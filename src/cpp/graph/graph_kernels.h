@@ -1,5 +1,467 @@
-// The graph kernels, written once and compiled per ISA (see CMakeLists.txt). To be written.
-#pragma once
+// The graph kernels, written once and compiled per ISA: graph_<isa>.cpp defines FASTEMB_ISA_NS and
+// includes this file with that ISA's compiler flags (no -ffp-contract: every float op is rounded on
+// its own, so every ISA gives the serial variant's bits). Everything here lives in that namespace or
+// has internal linkage; no std:: template is instantiated.
+//
+//   random rows:   SplitMix64 per entry; the loops over 64-bit lanes are written so that the
+//                  compiler vectorizes them (AVX-512DQ vpmullq; AVX2 emulates the 64-bit multiply).
+//   projection:    R rows as compact sparse lists ((column << 1) | negative, int32), generated once
+//                  per R-row block and applied to every X row; dense X walks c in increasing order
+//                  (R blocks in c order), CSR X walks its nonzeros in stored order.
+//   propagate:     CSR SpMM, one row at a time, columns in register-resident chunks (AVX-512: up to
+//                  16 zmm, AVX2: up to 8 ymm, serial: a 64-float array); for each column the sum runs
+//                  over the row's edges in stored order. The next rows of prev are prefetched a few
+//                  edges ahead (across row boundaries). Epilogue on the row (in L1): scale, the
+//                  16-lane norm (AVX-512: one register, AVX2: two, serial: an array), normalize,
+//                  accumulate.
 #ifndef FASTEMB_ISA_NS
-#error "define FASTEMB_ISA_NS before including this header"
+#error "define FASTEMB_ISA_NS before including graph_kernels.h"
 #endif
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "common/thread_pool.h"
+#include "graph/graph.h"
+#include "graph/graph_math.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace fastemb::graph::FASTEMB_ISA_NS {
+namespace {
+
+struct Buffer {
+  void* p;
+  explicit Buffer(size_t bytes) : p(std::malloc(bytes > 0 ? bytes : 1)) {
+    if (!p) throw std::bad_alloc();
+  }
+  ~Buffer() { std::free(p); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+constexpr int64_t kBitsBlock = 64;  // entries whose random bits are computed in one vector loop
+
+// u[k] = bits of entries c0 + k, k < n (n <= kBitsBlock). A plain loop the compiler vectorizes.
+inline void entry_bits_block(uint64_t key, uint64_t c0, int64_t n, uint64_t* __restrict u) {
+  for (int64_t k = 0; k < n; ++k) u[k] = entry_bits(key, c0 + static_cast<uint64_t>(k));
+}
+
+// ---- random rows ----------------------------------------------------------------------------------
+
+inline void random_row(const RandomSpec& r, uint64_t key, uint64_t row, float scale, bool scaled, float* __restrict out) {
+  const int64_t d = r.d;
+  uint64_t u[kBitsBlock];
+  const float pos = r.value, neg = -r.value;
+  for (int64_t j0 = 0; j0 < d; j0 += kBitsBlock) {
+    const int64_t n = d - j0 < kBitsBlock ? d - j0 : kBitsBlock;
+    entry_bits_block(key, row * static_cast<uint64_t>(d) + static_cast<uint64_t>(j0), n, u);
+    float* o = out + j0;
+    if (scaled) {
+      for (int64_t k = 0; k < n; ++k) {
+        const float v = (u[k] >> 11) < r.threshold ? (((u[k] >> 10) & 1u) ? neg : pos) : 0.f;
+        o[k] = v * scale;
+      }
+    } else {
+      for (int64_t k = 0; k < n; ++k) o[k] = (u[k] >> 11) < r.threshold ? (((u[k] >> 10) & 1u) ? neg : pos) : 0.f;
+    }
+  }
+}
+
+// Nonzeros of R row `row` as (column << 1) | negative, in increasing column; returns their count.
+inline int64_t sparse_row(const RandomSpec& r, uint64_t key, uint64_t row, int32_t* __restrict out) {
+  const int64_t d = r.d;
+  uint64_t u[kBitsBlock];
+  int64_t count = 0;
+  for (int64_t j0 = 0; j0 < d; j0 += kBitsBlock) {
+    const int64_t n = d - j0 < kBitsBlock ? d - j0 : kBitsBlock;
+    entry_bits_block(key, row * static_cast<uint64_t>(d) + static_cast<uint64_t>(j0), n, u);
+    for (int64_t k = 0; k < n; ++k) {
+      out[count] = static_cast<int32_t>(((j0 + k) << 1) | static_cast<int64_t>((u[k] >> 10) & 1u));
+      count += (u[k] >> 11) < r.threshold ? 1 : 0;
+    }
+  }
+  return count;
+}
+
+// acc[j] +-= x for the nonzeros of one R row.
+inline void apply_sparse_row(const int32_t* __restrict list, int64_t count, float x, float* __restrict acc) {
+  for (int64_t k = 0; k < count; ++k) {
+    const int32_t e = list[k];
+    const int32_t j = e >> 1;
+    acc[j] = (e & 1) ? acc[j] - x : acc[j] + x;
+  }
+}
+
+inline void scale_row(float* __restrict row, int64_t d, float value) {
+  for (int64_t j = 0; j < d; ++j) row[j] = row[j] * value;
+}
+
+// ---- propagate: the SpMM row chunk ------------------------------------------------------------------
+
+// Rows of prev are asked for this many edges ahead (8 lines each at d = 128). Measured on the
+// loaded 2-core VM: 6..16 and the T0/NTA hints are within the noise; 12 kept.
+constexpr int64_t kPrefetchEdges = 12;
+
+inline void prefetch_span(const float* p, int64_t floats) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = floats * 4;
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
+template <class I>
+struct Edges {
+  const I* idx;
+  const float* w;      // or null
+  int64_t e_prefetch;  // prefetch limit (end of the task's edges)
+};
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kMaxVec = 16;  // 256 floats per chunk
+template <int NV, class I>
+inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
+                       int64_t width, float scale, float* __restrict out) {
+  __m512 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
+  const int64_t tail = width - int64_t(NV - 1) * 16;  // 1..16 floats in the last vector
+  const __mmask16 last = static_cast<__mmask16>((tail >= 16) ? 0xFFFF : ((1u << tail) - 1u));
+  for (int64_t e = e0; e < e1; ++e) {
+    if (e + kPrefetchEdges < E.e_prefetch)
+      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
+    const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
+    if (E.w) {
+      const __m512 w = _mm512_set1_ps(E.w[e]);
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(w, _mm512_loadu_ps(p + 16 * v)));
+      acc[NV - 1] = _mm512_add_ps(acc[NV - 1], _mm512_mul_ps(w, _mm512_maskz_loadu_ps(last, p + 16 * (NV - 1))));
+    } else {
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(p + 16 * v));
+      acc[NV - 1] = _mm512_add_ps(acc[NV - 1], _mm512_maskz_loadu_ps(last, p + 16 * (NV - 1)));
+    }
+  }
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(out + 16 * v, _mm512_mul_ps(acc[v], s));
+  _mm512_mask_storeu_ps(out + 16 * (NV - 1), last, _mm512_mul_ps(acc[NV - 1], s));
+}
+#elif defined(__AVX2__)
+constexpr int kLanes = 8;
+constexpr int kMaxVec = 8;  // 64 floats per chunk
+inline __m256i tail_mask8(int64_t n) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), iota);
+}
+template <int NV, class I>
+inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
+                       int64_t width, float scale, float* __restrict out) {
+  __m256 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
+  const int64_t tail = width - int64_t(NV - 1) * 8;  // 1..8
+  const bool full = tail >= 8;
+  const __m256i last = tail_mask8(tail);
+  for (int64_t e = e0; e < e1; ++e) {
+    if (e + kPrefetchEdges < E.e_prefetch)
+      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
+    const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
+    const __m256 lv = full ? _mm256_loadu_ps(p + 8 * (NV - 1)) : _mm256_maskload_ps(p + 8 * (NV - 1), last);
+    if (E.w) {
+      const __m256 w = _mm256_set1_ps(E.w[e]);
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(w, _mm256_loadu_ps(p + 8 * v)));
+      acc[NV - 1] = _mm256_add_ps(acc[NV - 1], _mm256_mul_ps(w, lv));
+    } else {
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(p + 8 * v));
+      acc[NV - 1] = _mm256_add_ps(acc[NV - 1], lv);
+    }
+  }
+  const __m256 s = _mm256_set1_ps(scale);
+  for (int v = 0; v < NV - 1; ++v) _mm256_storeu_ps(out + 8 * v, _mm256_mul_ps(acc[v], s));
+  if (full) {
+    _mm256_storeu_ps(out + 8 * (NV - 1), _mm256_mul_ps(acc[NV - 1], s));
+  } else {
+    _mm256_maskstore_ps(out + 8 * (NV - 1), last, _mm256_mul_ps(acc[NV - 1], s));
+  }
+}
+#else
+constexpr int kLanes = 4;
+constexpr int kMaxVec = 16;  // 64 floats per chunk
+template <int NV, class I>
+inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
+                       int64_t width, float scale, float* __restrict out) {
+  float acc[NV * 4];
+  for (int k = 0; k < NV * 4; ++k) acc[k] = 0.f;
+  for (int64_t e = e0; e < e1; ++e) {
+    if (e + kPrefetchEdges < E.e_prefetch)
+      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
+    const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
+    if (E.w) {
+      const float w = E.w[e];
+      for (int64_t k = 0; k < width; ++k) acc[k] = acc[k] + w * p[k];
+    } else {
+      for (int64_t k = 0; k < width; ++k) acc[k] = acc[k] + p[k];
+    }
+  }
+  for (int64_t k = 0; k < width; ++k) out[k] = acc[k] * scale;
+}
+#endif
+
+constexpr int64_t kChunk = int64_t(kMaxVec) * kLanes;
+
+template <class I>
+inline void spmm_chunk_any(const Edges<I>& E, int64_t e0, int64_t e1, const float* prev, int64_t d, int64_t j0,
+                           int64_t width, float scale, float* out) {
+  const int nv = static_cast<int>((width + kLanes - 1) / kLanes);
+  switch (nv) {
+#define FASTEMB_CASE(n) \
+  case n: return spmm_chunk<n, I>(E, e0, e1, prev, d, j0, width, scale, out);
+    FASTEMB_CASE(1) FASTEMB_CASE(2) FASTEMB_CASE(3) FASTEMB_CASE(4) FASTEMB_CASE(5) FASTEMB_CASE(6)
+    FASTEMB_CASE(7) FASTEMB_CASE(8)
+#if !defined(__AVX2__) || defined(__AVX512F__)
+    FASTEMB_CASE(9) FASTEMB_CASE(10) FASTEMB_CASE(11) FASTEMB_CASE(12) FASTEMB_CASE(13) FASTEMB_CASE(14)
+    FASTEMB_CASE(15) FASTEMB_CASE(16)
+#endif
+#undef FASTEMB_CASE
+    default: return;
+  }
+}
+
+// ---- the 16-lane norm and the epilogue ---------------------------------------------------------------
+
+inline float row_norm(const float* __restrict u, int64_t d) {
+  float lanes[16];
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m512 x = _mm512_loadu_ps(u + j);
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(x, x));
+  }
+  if (j < d) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (d - j)) - 1u);
+    const __m512 x = _mm512_maskz_loadu_ps(m, u + j);
+    acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(x, x));
+  }
+  _mm512_storeu_ps(lanes, acc);
+#elif defined(__AVX2__)
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m256 a = _mm256_loadu_ps(u + j), b = _mm256_loadu_ps(u + j + 8);
+    lo = _mm256_add_ps(lo, _mm256_mul_ps(a, a));
+    hi = _mm256_add_ps(hi, _mm256_mul_ps(b, b));
+  }
+  _mm256_storeu_ps(lanes, lo);
+  _mm256_storeu_ps(lanes + 8, hi);
+  for (int l = 0; j + l < d; ++l) lanes[l] = lanes[l] + u[j + l] * u[j + l];
+#else
+  for (int l = 0; l < 16; ++l) lanes[l] = 0.f;
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int l = 0; l < 16; ++l) lanes[l] = lanes[l] + u[j + l] * u[j + l];
+  for (int l = 0; j + l < d; ++l) lanes[l] = lanes[l] + u[j + l] * u[j + l];
+#endif
+  return norm_lanes_combine(lanes);
+}
+
+// Given u (the scaled row, stored in cur): normalize / accumulate / write v back when asked.
+inline void epilogue(float* __restrict cur, int64_t d, bool normalize, bool propagate_normalized, float alpha,
+                     float* __restrict accum) {
+  if (!normalize) {
+    if (accum)
+      for (int64_t j = 0; j < d; ++j) accum[j] = accum[j] + alpha * cur[j];
+    return;
+  }
+  const float norm = row_norm(cur, d);
+  const bool ok = norm > 0.f;
+  if (accum) {
+    if (ok) {
+      for (int64_t j = 0; j < d; ++j) accum[j] = accum[j] + alpha * (cur[j] / norm);
+    } else {
+      const float z = alpha * 0.f;
+      for (int64_t j = 0; j < d; ++j) accum[j] = accum[j] + z;
+    }
+  }
+  if (propagate_normalized) {
+    if (ok) {
+      for (int64_t j = 0; j < d; ++j) cur[j] = cur[j] / norm;
+    } else {
+      for (int64_t j = 0; j < d; ++j) cur[j] = 0.f;
+    }
+  }
+}
+
+template <class I>
+void propagate_rows(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
+                    bool propagate_normalized, float alpha, float* accum, int64_t i0, int64_t i1) {
+  const Edges<I> E{static_cast<const I*>(a.indices), a.data, a.indptr[i1]};
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t e0 = a.indptr[i], e1 = a.indptr[i + 1];
+    const float scale = row_scale ? row_scale[i] : 1.f;
+    float* out = cur + i * d;
+    for (int64_t j0 = 0; j0 < d; j0 += kChunk) {
+      const int64_t width = d - j0 < kChunk ? d - j0 : kChunk;
+      spmm_chunk_any<I>(E, e0, e1, prev, d, j0, width, scale, out + j0);
+    }
+    epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + i * d : nullptr);
+  }
+}
+
+}  // namespace
+
+// ---- entry points (called by graph_dispatch.cpp after validation) -----------------------------------
+
+void random_rows(const RandomSpec& r, int64_t row0, int64_t rows, const float* row_scale, float* out) {
+  const uint64_t key = mix64(r.seed);
+  const int64_t block = 256;
+  auto task = [&](int64_t b) {
+    const int64_t i1 = (b + 1) * block < rows ? (b + 1) * block : rows;
+    for (int64_t i = b * block; i < i1; ++i)
+      random_row(r, key, static_cast<uint64_t>(row0 + i), row_scale ? row_scale[i] : 1.f, row_scale != nullptr,
+                 out + i * r.d);
+  };
+  parallel_for_each((rows + block - 1) / block, task);
+}
+
+void norm_rows(const float* x, int64_t rows, int64_t d, float* out) {
+  for (int64_t i = 0; i < rows; ++i) out[i] = row_norm(x + i * d, d);
+}
+
+// Dense X: R in blocks of rb rows (c order); for each block the sparse lists are generated in
+// parallel, then every X row block applies them (per row, c increasing: the reference order).
+void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_in, float* out) {
+  const int64_t d = r.d;
+  const uint64_t key = mix64(r.seed);
+  for (int64_t i = 0; i < rows * d; ++i) out[i] = 0.f;
+  int64_t rb = (int64_t(1) << 20) / d;  // R rows per block: about 1M generated entries (4 MB of lists)
+  if (rb < 1) rb = 1;
+  if (rb > n_in) rb = n_in;
+  Buffer lists(static_cast<size_t>(rb > 0 ? rb : 1) * static_cast<size_t>(d) * sizeof(int32_t));
+  Buffer counts(static_cast<size_t>(rb > 0 ? rb : 1) * sizeof(int64_t));
+  int32_t* L = static_cast<int32_t*>(lists.p);
+  int64_t* C = static_cast<int64_t*>(counts.p);
+  const int64_t row_block = 64;
+  for (int64_t c0 = 0; c0 < n_in; c0 += rb) {
+    const int64_t nc = n_in - c0 < rb ? n_in - c0 : rb;
+    const int64_t gen_block = 64;
+    auto gen = [&](int64_t b) {
+      const int64_t k1 = (b + 1) * gen_block < nc ? (b + 1) * gen_block : nc;
+      for (int64_t k = b * gen_block; k < k1; ++k) C[k] = sparse_row(r, key, static_cast<uint64_t>(c0 + k), L + k * d);
+    };
+    parallel_for_each((nc + gen_block - 1) / gen_block, gen);
+    const bool last = c0 + nc >= n_in;
+    auto apply = [&](int64_t b) {
+      const int64_t i1 = (b + 1) * row_block < rows ? (b + 1) * row_block : rows;
+      for (int64_t i = b * row_block; i < i1; ++i) {
+        const float* xi = x + i * n_in + c0;
+        float* acc = out + i * d;
+        for (int64_t k = 0; k < nc; ++k) {
+          const float xv = xi[k];
+          if (xv != 0.f) apply_sparse_row(L + k * d, C[k], xv, acc);
+        }
+        if (last) scale_row(acc, d, r.value);
+      }
+    };
+    parallel_for_each((rows + row_block - 1) / row_block, apply);
+  }
+  if (n_in == 0) {
+    // nothing added: out stays 0 * value
+    for (int64_t i = 0; i < rows; ++i) scale_row(out + i * d, d, r.value);
+  }
+}
+
+// CSR X. table: the sparse lists of every R row (offsets [cols + 1] into lists), or null: each
+// nonzero's R row is generated on the fly.
+void project_csr(const RandomSpec& r, const Csr& x, const int64_t* table_offsets, const int32_t* table, float* out) {
+  const int64_t d = r.d;
+  const uint64_t key = mix64(r.seed);
+  const int64_t row_block = 64;
+  auto apply = [&](int64_t b) {
+    Buffer scratch(table ? 0 : static_cast<size_t>(d) * sizeof(int32_t));
+    int32_t* tmp = static_cast<int32_t*>(scratch.p);
+    const int64_t i1 = (b + 1) * row_block < x.rows ? (b + 1) * row_block : x.rows;
+    for (int64_t i = b * row_block; i < i1; ++i) {
+      float* acc = out + i * d;
+      for (int64_t j = 0; j < d; ++j) acc[j] = 0.f;
+      for (int64_t e = x.indptr[i]; e < x.indptr[i + 1]; ++e) {
+        const int64_t c = x.indices_int32 ? static_cast<int64_t>(static_cast<const int32_t*>(x.indices)[e])
+                                          : static_cast<const int64_t*>(x.indices)[e];
+        const float xv = x.data ? x.data[e] : 1.f;
+        if (table) {
+          apply_sparse_row(table + table_offsets[c], table_offsets[c + 1] - table_offsets[c], xv, acc);
+        } else {
+          const int64_t n = sparse_row(r, key, static_cast<uint64_t>(c), tmp);
+          apply_sparse_row(tmp, n, xv, acc);
+        }
+      }
+      scale_row(acc, d, r.value);
+    }
+  };
+  parallel_for_each((x.rows + row_block - 1) / row_block, apply);
+}
+
+// The sparse lists of R rows [0, n): counts first (in parallel), then the lists.
+void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lists_out, void* (*alloc)(size_t)) {
+  const int64_t d = r.d;
+  const uint64_t key = mix64(r.seed);
+  const int64_t block = 256;
+  offsets[0] = 0;
+  auto count = [&](int64_t b) {
+    Buffer scratch(static_cast<size_t>(d) * sizeof(int32_t));
+    const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
+    for (int64_t k = b * block; k < k1; ++k)
+      offsets[k + 1] = sparse_row(r, key, static_cast<uint64_t>(k), static_cast<int32_t*>(scratch.p));
+  };
+  parallel_for_each((n + block - 1) / block, count);
+  for (int64_t k = 0; k < n; ++k) offsets[k + 1] += offsets[k];
+  int32_t* lists = static_cast<int32_t*>(alloc(static_cast<size_t>(offsets[n] > 0 ? offsets[n] : 1) * sizeof(int32_t)));
+  *lists_out = lists;
+  auto fill = [&](int64_t b) {
+    const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
+    Buffer scratch(static_cast<size_t>(d) * sizeof(int32_t));
+    for (int64_t k = b * block; k < k1; ++k) {
+      const int64_t m = sparse_row(r, key, static_cast<uint64_t>(k), static_cast<int32_t*>(scratch.p));
+      for (int64_t t = 0; t < m; ++t) lists[offsets[k] + t] = static_cast<int32_t*>(scratch.p)[t];
+    }
+  };
+  parallel_for_each((n + block - 1) / block, fill);
+}
+
+void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
+               bool propagate_normalized, float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks) {
+  auto task = [&](int64_t t) {
+    if (a.indices_int32) {
+      propagate_rows<int32_t>(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, task_rows[t],
+                              task_rows[t + 1]);
+    } else {
+      propagate_rows<int64_t>(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, task_rows[t],
+                              task_rows[t + 1]);
+    }
+  };
+  parallel_for_each(num_tasks, task);
+}
+
+void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {
+  const int64_t block = 256;
+  auto task = [&](int64_t b) {
+    const int64_t i1 = (b + 1) * block < rows ? (b + 1) * block : rows;
+    for (int64_t i = b * block; i < i1; ++i) {
+      const float* xi = x + i * d;
+      float* ai = accum + i * d;
+      if (!normalize) {
+        for (int64_t j = 0; j < d; ++j) ai[j] = ai[j] + alpha * xi[j];
+        continue;
+      }
+      const float norm = row_norm(xi, d);
+      if (norm > 0.f) {
+        for (int64_t j = 0; j < d; ++j) ai[j] = ai[j] + alpha * (xi[j] / norm);
+      } else {
+        const float z = alpha * 0.f;
+        for (int64_t j = 0; j < d; ++j) ai[j] = ai[j] + z;
+      }
+    }
+  };
+  parallel_for_each((rows + block - 1) / block, task);
+}
+
+}  // namespace fastemb::graph::FASTEMB_ISA_NS

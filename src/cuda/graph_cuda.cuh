@@ -1,0 +1,23 @@
+// Host entry points of the CUDA graph kernels (graph.cu), called by src/cuda/bindings_graph.cpp.
+// Plain C++ declarations (no device code). Every pointer is a device address on the current device;
+// work is queued on `stream`. The CSR checks (indptr[0] == 0, nondecreasing, indices in range) run on
+// the device and synchronize the stream once to report (std::invalid_argument naming the argument);
+// CUDA errors raise std::runtime_error. Same rules and same bits as the CPU kernels (graph.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "graph/graph.h"
+
+namespace fastemb::graph::cuda {
+
+void random_rows(const RandomSpec& r, int64_t row0, int64_t rows, const float* row_scale, float* out, cudaStream_t stream);
+void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_in, float* out, cudaStream_t stream);
+void project_csr(const RandomSpec& r, const Csr& x, float* out, cudaStream_t stream);
+void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
+               bool propagate_normalized, float alpha, float* accum, cudaStream_t stream);
+void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum, cudaStream_t stream);
+// mean / std: [d] float64 device outputs.
+void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double* std, cudaStream_t stream);
+
+}  // namespace fastemb::graph::cuda

@@ -29,7 +29,7 @@ from ._reference import ternary as _ref
 EPS = _ref.EPS
 BLOCK = _ref.BLOCK
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-MAX_K_INT8 = 2 ** 24 - 1  # |sum of k products| <= 128 k must fit int32
+MAX_K_INT8 = 2 ** 22  # int32 sums of k code x int8 products (kMaxK in src/cpp/ternary/ternary_validate.h)
 _FORMAT = "fastemb.ternary.I2"
 _FORMAT_VERSION = 1
 _KERNELS = ("ternary_quantize_activations", "ternary_matmul_int8", "ternary_matmul_float")
@@ -559,7 +559,7 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
     if x2.shape[1] != tw.k:
         raise ValueError(f"x has {x2.shape[1]} features (last dim) but tw expects k={tw.k} (tw.shape={tw.shape})")
     if activations == "int8" and tw.k > MAX_K_INT8:
-        raise ValueError(f"tw: k={tw.k} is too large for the int8 path (int32 sums overflow past k={MAX_K_INT8}); "
+        raise ValueError(f"tw: k={tw.k} is too large for the int8 path (int32 sums: k <= {MAX_K_INT8}); "
                          "use activations='float'")
     _check_finite("x", x2)
     b = None

@@ -71,7 +71,7 @@ def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional
     if activations not in ("int8", "float"):
         raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
     if activations == "int8" and k > _tern.MAX_K_INT8:
-        raise ValueError(f"k={k} is too large for the int8 path (int32 sums overflow past k={_tern.MAX_K_INT8}); "
+        raise ValueError(f"k={k} is too large for the int8 path (int32 sums: k <= {_tern.MAX_K_INT8}); "
                          "use activations='float'")
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}")

@@ -1,0 +1,465 @@
+"""Native graph kernels (fastemb._C graph_*, every CPU ISA; fastemb._C_cuda on a GPU) against the
+NumPy reference (fastemb._reference.graph), bit for bit, on fresh random inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastemb
+from fastemb import _backend
+from fastemb._reference import graph as ref
+
+C = _backend.native()
+pytestmark = pytest.mark.skipif(C is None, reason="native module fastemb._C not available")
+ISAS = _backend.native_isas()
+
+U64 = (1 << 64) - 1
+
+
+def addr(a):
+    return 0 if a is None else int(a.ctypes.data)
+
+
+def random_csr(rng, rows, cols, density=0.1, weighted=True, int32=True, unsorted=True, duplicates=True,
+               empty_rows=True):
+    """CSR with unsorted and duplicate indices in stored order (what the kernels must honour)."""
+    deg = rng.binomial(max(cols, 1), density, size=rows) if cols else np.zeros(rows, np.int64)
+    if empty_rows and rows:
+        deg[rng.random(rows) < 0.2] = 0
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    nnz = int(indptr[-1])
+    indices = rng.integers(0, max(cols, 1), size=nnz)
+    if not unsorted:
+        for i in range(rows):
+            indices[indptr[i]:indptr[i + 1]].sort()
+    if duplicates and nnz > 2:
+        k = max(1, nnz // 10)
+        pos = rng.integers(1, nnz, size=k)
+        indices[pos] = indices[pos - 1]
+    indices = indices.astype(np.int32 if int32 else np.int64)
+    data = rng.standard_normal(nnz).astype(np.float32) if weighted else None
+    return indptr, indices, data
+
+
+def ref_project_csr(seed, threshold, value, d, indptr, indices, data, cols):
+    rows = len(indptr) - 1
+    signs = ref.random_signs(seed, threshold, d, 0, cols)
+    acc = np.zeros((rows, d), np.float32)
+    deg = np.diff(indptr)
+    for t in range(int(deg.max()) if rows else 0):
+        r = np.nonzero(deg > t)[0]
+        e = indptr[r] + t
+        xv = data[e] if data is not None else np.ones(len(e), np.float32)
+        acc[r] += xv[:, None] * signs[indices[e]]  # x * (+-1 or 0): exact, so == acc +- x
+    return (acc * np.float32(value)).astype(np.float32)
+
+
+def spec(rng, d, s=None):
+    s = float(rng.choice([1.0, 3.0, 7.5, 40.0])) if s is None else s
+    threshold, value = ref.random_spec(s, d)
+    seed = int(rng.integers(0, 1 << 63)) * 2 + int(rng.integers(0, 2))  # full 64-bit range
+    return seed, threshold, value
+
+
+@pytest.fixture
+def threads():
+    before = fastemb.get_num_threads()
+    yield
+    fastemb.set_num_threads(before)
+
+
+# ---- random rows -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 16, 100, 513])
+def test_random_rows(rng, isa, d):
+    seed, threshold, value = spec(rng, d)
+    row0, rows = int(rng.integers(0, 10**6)), int(rng.integers(1, 70))
+    scale = rng.standard_normal(rows).astype(np.float32)
+    scale[0] = 0.0
+    out = np.full((rows, d), np.nan, np.float32)
+    C.graph_random_rows(seed, threshold, float(value), d, row0, rows, addr(scale), addr(out), isa)
+    np.testing.assert_array_equal(out, ref.random_rows(seed, threshold, value, d, row0, rows, scale))
+    C.graph_random_rows(seed, threshold, float(value), d, row0, rows, 0, addr(out), isa)
+    np.testing.assert_array_equal(out, ref.random_rows(seed, threshold, value, d, row0, rows))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_random_rows_sharding_and_extremes(rng, isa):
+    d, n = 37, 300
+    for seed in (0, U64, int(rng.integers(0, 1 << 62))):
+        threshold, value = ref.random_spec(3.0, d)
+        whole = np.empty((n, d), np.float32)
+        C.graph_random_rows(seed, threshold, float(value), d, 0, n, 0, addr(whole), isa)
+        a, b = sorted(int(v) for v in rng.integers(0, n, size=2))
+        part = np.empty((b - a, d), np.float32)
+        C.graph_random_rows(seed, threshold, float(value), d, a, b - a, 0, addr(part), isa)
+        np.testing.assert_array_equal(part, whole[a:b])
+        density = np.count_nonzero(whole) / whole.size
+        assert abs(density - 1 / 3) < 0.03
+    # s = 1: every entry nonzero; threshold 0: none
+    out = np.empty((5, d), np.float32)
+    C.graph_random_rows(1, 1 << 53, 0.5, d, 0, 5, 0, addr(out), isa)
+    assert np.all(np.abs(out) == 0.5)
+    C.graph_random_rows(1, 0, 0.5, d, 0, 5, 0, addr(out), isa)
+    assert not out.any()
+
+
+def test_random_rows_isas_agree(rng):
+    d, n = 130, 257
+    seed, threshold, value = spec(rng, d)
+    outs = []
+    for isa in ISAS:
+        out = np.empty((n, d), np.float32)
+        C.graph_random_rows(seed, threshold, float(value), d, 5, n, 0, addr(out), isa)
+        outs.append(out)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+# ---- projection ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 16, 100, 513])
+def test_project_dense(rng, isa, d):
+    rows, n_in = int(rng.integers(1, 40)), int(rng.integers(1, 90))
+    seed, threshold, value = spec(rng, d)
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = 0.0
+    out = np.full((rows, d), np.nan, np.float32)
+    C.graph_project_dense(seed, threshold, float(value), d, addr(x), rows, n_in, addr(out), isa)
+    np.testing.assert_array_equal(out, ref.project_dense(seed, threshold, value, d, x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_project_dense_many_blocks(rng, isa):
+    # n_in * d above one R block (2^20 entries): the blocks must keep c increasing.
+    d, rows, n_in = 700, 3, 1600
+    seed, threshold, value = spec(rng, d, s=40.0)
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    out = np.empty((rows, d), np.float32)
+    C.graph_project_dense(seed, threshold, float(value), d, addr(x), rows, n_in, addr(out), isa)
+    np.testing.assert_array_equal(out, ref.project_dense(seed, threshold, value, d, x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("int32", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("cols", [5, 60, 3000])
+def test_project_csr(rng, isa, int32, weighted, cols):
+    # cols = 3000 with few nonzeros takes the on-the-fly path; small cols the R table.
+    d = int(rng.choice([1, 7, 64, 130]))
+    rows = int(rng.integers(1, 50))
+    indptr, indices, data = random_csr(rng, rows, cols, density=min(0.5, 8 / cols), weighted=weighted, int32=int32)
+    seed, threshold, value = spec(rng, d)
+    out = np.full((rows, d), np.nan, np.float32)
+    C.graph_project_csr(seed, threshold, float(value), d, addr(indptr), addr(indices), int32, addr(data), rows, cols,
+                        addr(out), isa)
+    expect = ref_project_csr(seed, threshold, value, d, indptr, indices, data, cols)
+    np.testing.assert_array_equal(out, expect)
+    if data is None:  # dense and CSR agree when the CSR is sorted without duplicates
+        return
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_project_csr_matches_dense(rng, isa):
+    d, rows, cols = 48, 20, 70
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    x[rng.random(x.shape) < 0.6] = 0.0
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
+    r, c = np.nonzero(x)
+    seed, threshold, value = spec(rng, d)
+    dense = np.empty((rows, d), np.float32)
+    sparse = np.empty((rows, d), np.float32)
+    C.graph_project_dense(seed, threshold, float(value), d, addr(x), rows, cols, addr(dense), isa)
+    idx = c.astype(np.int64)
+    vals = x[r, c].astype(np.float32)
+    C.graph_project_csr(seed, threshold, float(value), d, addr(indptr), addr(idx), False, addr(vals), rows, cols,
+                        addr(sparse), isa)
+    np.testing.assert_array_equal(sparse, dense)
+
+
+# ---- propagate -------------------------------------------------------------------------------------
+
+def run_propagate(isa, indptr, indices, data, row_scale, prev, normalize, pn, alpha, accum):
+    n, d = prev.shape
+    cur = np.full_like(prev, np.nan)
+    C.graph_propagate(addr(indptr), addr(indices), indices.dtype == np.int32, addr(data), n, addr(row_scale),
+                      addr(prev), d, addr(cur), normalize, pn, alpha, addr(accum), isa)
+    return cur
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 16, 100, 513])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_propagate(rng, isa, d, weighted):
+    n = int(rng.integers(1, 120))
+    indptr, indices, data = random_csr(rng, n, n, density=min(1.0, 6 / n), weighted=weighted,
+                                       int32=bool(rng.integers(0, 2)))
+    deg = np.diff(indptr)
+    row_scale = np.where(deg > 0, rng.random(n) + 0.5, 0.0).astype(np.float32)  # isolated rows: 0
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    for normalize, pn in [(True, False), (True, True), (False, False), (False, True)]:
+        alpha = float(np.float32(rng.standard_normal() * 3))
+        with_accum = bool(rng.integers(0, 2))
+        accum = rng.standard_normal((n, d)).astype(np.float32) if with_accum else None
+        accum_ref = None if accum is None else accum.copy()
+        cur = run_propagate(isa, indptr, indices, data, row_scale, prev, normalize, pn, alpha, accum)
+        expect = ref.propagate(indptr, indices, data, row_scale, prev, normalize, pn, alpha, accum_ref)
+        np.testing.assert_array_equal(cur, expect)
+        if accum is not None:
+            np.testing.assert_array_equal(accum, accum_ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_propagate_directed_and_power_law(rng, isa):
+    # Directed graph with a few very high out-degree rows (several prefetch windows, row tasks of
+    # very different costs), d with a partial last chunk.
+    n, d = 400, 300
+    deg = rng.integers(0, 4, size=n)
+    deg[rng.integers(0, n, size=3)] = 700
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    indices = rng.integers(0, n, size=int(indptr[-1])).astype(np.int64)
+    data = rng.random(len(indices)).astype(np.float32)
+    row_scale = (1.0 / np.maximum(deg, 1)).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    accum = np.zeros((n, d), np.float32)
+    accum_ref = accum.copy()
+    cur = run_propagate(isa, indptr, indices, data, row_scale, prev, True, False, 0.25, accum)
+    np.testing.assert_array_equal(cur, ref.propagate(indptr, indices, data, row_scale, prev, True, False, 0.25,
+                                                     accum_ref))
+    np.testing.assert_array_equal(accum, accum_ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_propagate_zero_rows_finite(rng, isa):
+    n, d = 10, 20
+    indptr = np.zeros(n + 1, np.int64)  # no edges at all
+    indices = np.zeros(0, np.int32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    accum = np.ones((n, d), np.float32)
+    cur = run_propagate(isa, indptr, indices, None, np.zeros(n, np.float32), prev, True, True, 2.0, accum)
+    assert not cur.any() and np.all(accum == 1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), d=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), normalize=st.booleans(),
+       pn=st.booleans(), weighted=st.booleans())
+def test_propagate_property(n, d, seed, normalize, pn, weighted):
+    rng = np.random.default_rng(seed)
+    indptr, indices, data = random_csr(rng, n, n, density=0.3, weighted=weighted)
+    row_scale = rng.random(n).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    for isa in ISAS:
+        accum = np.zeros((n, d), np.float32)
+        accum_ref = accum.copy()
+        cur = run_propagate(isa, indptr, indices, data, row_scale, prev, normalize, pn, 1.5, accum)
+        np.testing.assert_array_equal(cur, ref.propagate(indptr, indices, data, row_scale, prev, normalize, pn, 1.5,
+                                                         accum_ref))
+        np.testing.assert_array_equal(accum, accum_ref)
+        if normalize and pn:
+            norms = np.linalg.norm(cur.astype(np.float64), axis=1)
+            assert np.all((np.abs(norms - 1) < 1e-5) | (norms == 0))
+
+
+def test_propagate_threads_same_bits(rng, threads):
+    n, d = 3000, 64
+    indptr, indices, data = random_csr(rng, n, n, density=10 / n)
+    row_scale = rng.random(n).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    results = []
+    for t in (1, 2, 1):
+        fastemb.set_num_threads(t)
+        accum = np.zeros((n, d), np.float32)
+        cur = run_propagate("", indptr, indices, data, row_scale, prev, True, False, 1.0, accum)
+        results.append((cur, accum))
+    for cur, accum in results[1:]:
+        np.testing.assert_array_equal(cur, results[0][0])
+        np.testing.assert_array_equal(accum, results[0][1])
+
+
+# ---- accumulate, norm -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 16, 100, 513])
+def test_accumulate(rng, isa, d):
+    rows = int(rng.integers(1, 60))
+    x = rng.standard_normal((rows, d)).astype(np.float32)
+    x[0] = 0.0
+    for normalize in (True, False):
+        alpha = float(np.float32(rng.standard_normal()))
+        accum = rng.standard_normal((rows, d)).astype(np.float32)
+        expect = accum.copy()
+        if normalize:
+            norm = ref.norm_fixed_order(x)
+            ok = norm > 0
+            v = np.where(ok[:, None], x / np.where(ok, norm, np.float32(1))[:, None], np.float32(0)).astype(np.float32)
+        else:
+            v = x
+        expect += np.float32(alpha) * v
+        C.graph_accumulate(addr(x), rows, d, normalize, alpha, addr(accum), isa)
+        np.testing.assert_array_equal(accum, expect)
+
+
+@pytest.mark.parametrize("d", [1, 5, 16, 17, 100, 513])
+def test_norm_fixed_order(rng, d):
+    u = rng.standard_normal(d).astype(np.float32)
+    assert np.float32(C.graph_norm_fixed_order(addr(u), d)) == ref.norm_fixed_order(u[None, :])[0]
+
+
+# ---- standardize --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows", [1, 5, 4096, 9000])
+def test_standardize_columns(rng, rows, threads):
+    d = 13
+    x = (rng.standard_normal((rows, d)) * rng.random(d) * 10 + rng.standard_normal(d) * 5).astype(np.float32)
+    x[:, 3] = 2.5  # constant column: std 0 -> divided by 1
+    outs = []
+    for t in (1, 2):
+        fastemb.set_num_threads(t)
+        y = x.copy()
+        mean = np.empty(d)
+        std = np.empty(d)
+        C.graph_standardize_columns(addr(y), rows, d, addr(mean), addr(std))
+        outs.append((y, mean, std))
+    x64 = x.astype(np.float64)
+    m64, s64 = x64.mean(axis=0), x64.std(axis=0)
+    y, mean, std = outs[0]
+    np.testing.assert_allclose(mean, m64, rtol=1e-12, atol=1e-12 * np.abs(x64).max())
+    np.testing.assert_allclose(std, s64, rtol=1e-12, atol=1e-12 * np.abs(x64).max())
+    assert std[3] == 0.0
+    expect = ((x64 - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    np.testing.assert_array_equal(y, expect)
+    np.testing.assert_allclose(y, ((x64 - m64) / np.where(s64 > 0, s64, 1.0)), rtol=1e-5, atol=1e-5)
+    for y2, mean2, std2 in outs[1:]:
+        np.testing.assert_array_equal(y2, y)
+        np.testing.assert_array_equal(mean2, mean)
+        np.testing.assert_array_equal(std2, std)
+
+
+def test_standardize_empty():
+    mean, std = np.full(3, np.nan), np.full(3, np.nan)
+    C.graph_standardize_columns(0, 0, 3, addr(mean), addr(std))
+    assert not mean.any() and not std.any()
+
+
+# ---- bad arguments ------------------------------------------------------------------------------------
+
+def test_bad_arguments(rng):
+    n, d = 6, 4
+    indptr = np.array([0, 1, 2, 3, 4, 5, 6], np.int64)
+    indices = np.array([1, 2, 3, 4, 5, 0], np.int32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    cur = np.empty_like(prev)
+    scale = np.ones(n, np.float32)
+
+    def prop(ip, ix, p=prev, c=cur, dd=d, isa=""):
+        C.graph_propagate(addr(ip), addr(ix), ix.dtype == np.int32, 0, n, addr(scale), addr(p), dd, addr(c), True,
+                          False, 1.0, 0, isa)
+
+    prop(indptr, indices)  # fine
+    with pytest.raises(ValueError, match="indices"):
+        prop(indptr, np.array([1, 2, 3, 4, 6, 0], np.int32))
+    with pytest.raises(ValueError, match="indices"):
+        prop(indptr, np.array([1, 2, -1, 4, 5, 0], np.int64))
+    with pytest.raises(ValueError, match="indptr"):
+        prop(np.array([0, 2, 1, 3, 4, 5, 6], np.int64), indices)
+    with pytest.raises(ValueError, match="indptr"):
+        prop(np.array([1, 2, 3, 4, 5, 6, 6], np.int64), indices)
+    with pytest.raises(ValueError, match="cur"):
+        prop(indptr, indices, c=prev)
+    with pytest.raises(ValueError, match="d must be"):
+        prop(indptr, indices, dd=0)
+    with pytest.raises(ValueError, match="isa"):
+        prop(indptr, indices, isa="sse9")
+    with pytest.raises(ValueError, match="prev"):
+        C.graph_propagate(addr(indptr), addr(indices), True, 0, n, addr(scale), 0, d, addr(cur), True, False, 1.0, 0)
+    out = np.empty((3, d), np.float32)
+    with pytest.raises(ValueError, match="d must be"):
+        C.graph_random_rows(0, 1 << 50, 1.0, 0, 0, 3, 0, addr(out))
+    with pytest.raises(ValueError, match="rows"):
+        C.graph_random_rows(0, 1 << 50, 1.0, d, 0, -1, 0, addr(out))
+    with pytest.raises(ValueError, match="out"):
+        C.graph_random_rows(0, 1 << 50, 1.0, d, 0, 3, 0, 0)
+    with pytest.raises(ValueError, match="threshold"):
+        C.graph_random_rows(0, (1 << 53) + 1, 1.0, d, 0, 3, 0, addr(out))
+    with pytest.raises(ValueError, match="indices"):
+        C.graph_project_csr(0, 1 << 50, 1.0, d, addr(indptr), addr(indices), True, 0, n, 5, addr(prev))
+    with pytest.raises((TypeError, OverflowError)):
+        C.graph_random_rows(-1, 1 << 50, 1.0, d, 0, 3, 0, addr(out))
+
+
+# ---- CUDA -------------------------------------------------------------------------------------------
+
+def _cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    mod = _backend.cuda_module()
+    if mod is None:
+        pytest.skip("fastemb._C_cuda not built")
+    return torch, mod
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 7, 16, 100, 513])
+def test_cuda_matches_reference(rng, d):
+    torch, G = _cuda()
+    dev = torch.device("cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    n = 150
+    seed, threshold, value = spec(rng, d)
+    scale = rng.standard_normal(n).astype(np.float32)
+    out = torch.empty((n, d), device=dev)
+    G.graph_random_rows(seed, threshold, float(value), d, 7, n, torch.from_numpy(scale).to(dev).data_ptr(),
+                        out.data_ptr(), stream)
+    np.testing.assert_array_equal(out.cpu().numpy(), ref.random_rows(seed, threshold, value, d, 7, n, scale))
+
+    x = rng.standard_normal((9, 33)).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = 0
+    o = torch.empty((9, d), device=dev)
+    G.graph_project_dense(seed, threshold, float(value), d, torch.from_numpy(x).to(dev).data_ptr(), 9, 33,
+                          o.data_ptr(), stream)
+    np.testing.assert_array_equal(o.cpu().numpy(), ref.project_dense(seed, threshold, value, d, x))
+
+    ip, ix, w = random_csr(rng, n, 40, density=0.1)
+    t_ip, t_ix, t_w = (torch.from_numpy(a).to(dev) for a in (ip, ix, w))
+    o = torch.empty((n, d), device=dev)
+    G.graph_project_csr(seed, threshold, float(value), d, t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n,
+                        40, o.data_ptr(), stream)
+    np.testing.assert_array_equal(o.cpu().numpy(), ref_project_csr(seed, threshold, value, d, ip, ix, w, 40))
+
+    ip, ix, w = random_csr(rng, n, n, density=0.05)
+    t_ip, t_ix, t_w = (torch.from_numpy(a).to(dev) for a in (ip, ix, w))
+    rs = rng.random(n).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    for normalize, pn in [(True, False), (True, True), (False, False)]:
+        accum = rng.standard_normal((n, d)).astype(np.float32)
+        t_acc = torch.from_numpy(accum).to(dev)
+        cur = torch.empty((n, d), device=dev)
+        G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n, torch.from_numpy(rs).to(dev).data_ptr(),
+                          torch.from_numpy(prev).to(dev).data_ptr(), d, cur.data_ptr(), normalize, pn, 0.7,
+                          t_acc.data_ptr(), stream)
+        expect = ref.propagate(ip, ix, w, rs, prev, normalize, pn, 0.7, accum)
+        np.testing.assert_array_equal(cur.cpu().numpy(), expect)
+        np.testing.assert_array_equal(t_acc.cpu().numpy(), accum)
+
+    y = (rng.standard_normal((5000, d)) * 3 + 1).astype(np.float32)
+    t_y = torch.from_numpy(y).to(dev)
+    mean_d, std_d = torch.empty(d, dtype=torch.float64, device=dev), torch.empty(d, dtype=torch.float64, device=dev)
+    G.graph_standardize_columns(t_y.data_ptr(), 5000, d, mean_d.data_ptr(), std_d.data_ptr(), stream)
+    mean, std = np.empty(d), np.empty(d)
+    C.graph_standardize_columns(addr(y), 5000, d, addr(mean), addr(std))
+    np.testing.assert_array_equal(t_y.cpu().numpy(), y)
+    np.testing.assert_array_equal(mean_d.cpu().numpy(), mean)
+
+    bad = torch.from_numpy(np.array([0, 1, 5], np.int32)).to(dev)
+    with pytest.raises(ValueError, match="indices"):
+        G.graph_propagate(torch.tensor([0, 1, 2, 3], device=dev).data_ptr(), bad.data_ptr(), True, 0, 3, 0,
+                          torch.zeros((3, d), device=dev).data_ptr(), d, torch.empty((3, d), device=dev).data_ptr(),
+                          True, False, 1.0, 0, stream)

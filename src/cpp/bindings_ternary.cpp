@@ -1,10 +1,84 @@
 // pybind11 glue for the ternary family of fastemb._C (registered from bindings.cpp).
+// Buffer addresses arrive as Python ints (0 = null); the C++ layer validates sizes and null
+// pointers (std::invalid_argument -> ValueError naming the argument). The GIL is released around
+// every kernel. Layouts and rules: src/cpp/ternary/ternary.h.
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
 #include "bindings_common.h"
+#include "common/cpu_features.h"
+#include "ternary/ternary.h"
+
+namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-void bind_ternary(pybind11::module_& m) { (void)m; }
+namespace {
+
+template <class T>
+T* tptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+ternary::Weights make_weights(uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row) {
+  ternary::Weights w;
+  w.packed = tptr<const uint8_t>(packed);
+  w.n = n;
+  w.k = k;
+  w.kp = kp;
+  w.scale = tptr<const float>(scale);
+  w.per_row = per_row;
+  return w;
+}
+
+}  // namespace
+
+void bind_ternary(py::module_& m) {
+  m.def(
+      "ternary_quantize_activations",
+      [](uintptr_t x, int dtype, int64_t rows, int64_t k, int64_t kp, double eps, uintptr_t xq, uintptr_t x_scale,
+         const std::string& isa) {
+        if (dtype < 0 || dtype > 3)
+          throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        ternary::quantize_activations_isa(chosen, tptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
+                                          static_cast<float>(eps), tptr<int8_t>(xq), tptr<float>(x_scale));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
+      py::arg("x_scale"), py::arg("isa") = "",
+      "Per-row absmax int8 quantization: x [m, k] (dtype code) -> xq int8 [m, kp] (zero padding), x_scale f32 [m].");
+  m.def(
+      "ternary_matmul_int8",
+      [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,
+         uintptr_t scale, bool per_row, uintptr_t bias, uintptr_t out, uintptr_t acc, const std::string& isa) {
+        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        ternary::matmul_int8_isa(chosen, tptr<const int8_t>(xq), tptr<const float>(x_scale), rows, w,
+                                 tptr<const float>(bias), tptr<float>(out), tptr<int32_t>(acc));
+      },
+      py::arg("xq"), py::arg("x_scale"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"),
+      py::arg("scale"), py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("acc"), py::arg("isa") = "",
+      "Integer path: out f32 [m, n] = float(xq W^T) * (gamma / x_scale) + bias; acc int32 [m, n] optional (0).");
+  m.def(
+      "ternary_matmul_float",
+      [](uintptr_t x, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row,
+         uintptr_t bias, uintptr_t out, const std::string& isa) {
+        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        ternary::matmul_float_isa(chosen, tptr<const float>(x), rows, w, tptr<const float>(bias), tptr<float>(out));
+      },
+      py::arg("x"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"), py::arg("scale"),
+      py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("isa") = "",
+      "Float path: out f32 [m, n] = gamma * (x W^T) + bias with x float32 [m, k].");
+  m.def(
+      "ternary_kernel_isa", [](const std::string& isa) { return std::string(isa_name(ternary::kernel_isa(isa_from_name(isa)))); },
+      py::arg("isa") = "", "The ternary kernel variant a requested ISA runs (avx512 without VNNI runs avx2).");
+}
 
 }  // namespace fastemb::bindings

@@ -1,2 +1,193 @@
-// Validation, work splitting and run-time ISA dispatch for the ternary kernels. To be written.
+// Validation, work splitting and run-time ISA dispatch for the ternary kernels.
+//
+// Threads split the output columns (weight rows) into contiguous tasks; every output element is
+// computed by one task in a fixed order, so results are the same bits for any thread count.
+// Integer path: m < kGemmMinRows (or no VNNI) -> GEMV form (weights streamed once per 8 activation
+// rows); otherwise the AVX-512 VNNI GEMM form (activations repacked here, weight panels decoded once
+// per task). The crossover was measured on the Zen 4 VM (BENCHMARKS.md, "Ternary matmul").
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/thread_pool.h"
 #include "ternary/ternary.h"
+#include "ternary/ternary_internal.h"
+#include "ternary/ternary_validate.h"
+
+namespace fastemb::ternary {
+
+#define FASTEMB_DECLARE_ISA(ns)                                                                                \
+  namespace ns {                                                                                               \
+  void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int64_t i0, int64_t i1, int8_t* xq, \
+                     float* x_scale);                                                                          \
+  void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
+  bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
+  void float_rows(const FloatWork& a, int64_t j0, int64_t j1);                                                 \
+  }
+FASTEMB_DECLARE_ISA(serial)
+#if defined(FASTEMB_X86)
+FASTEMB_DECLARE_ISA(avx2)
+FASTEMB_DECLARE_ISA(avx512)
+#endif
+#undef FASTEMB_DECLARE_ISA
+
+namespace {
+
+struct IsaKernels {
+  void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int64_t, int64_t, int8_t*, float*);
+  void (*int8_gemv)(const Int8Work&, int64_t, int64_t);
+  bool (*int8_gemm)(const Int8Work&, int64_t, int64_t);
+  void (*float_rows)(const FloatWork&, int64_t, int64_t);
+  bool has_gemm;
+};
+
+IsaKernels kernels_for(Isa requested) {
+  if (!isa_supported(requested))
+    throw std::invalid_argument(std::string("isa '") + isa_name(requested) + "' is not supported by this CPU");
+  switch (kernel_isa(requested)) {
+#if defined(FASTEMB_X86)
+    case Isa::avx512: return {avx512::quantize_rows, avx512::int8_gemv, avx512::int8_gemm, avx512::float_rows, true};
+    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemm, avx2::float_rows, false};
+#endif
+    default: return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemm, serial::float_rows, false};
+  }
+}
+
+// Activation rows from which the GEMM form runs (below it, the GEMV form: measured crossover).
+int64_t gemm_min_rows() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("FASTEMB_TERNARY_GEMM_MIN_ROWS");  // tuning / tests only
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(16);
+  }();
+  return v;
+}
+
+// Output columns per GEMV task: enough tasks to balance two or more threads, each a multiple of 4.
+int64_t gemv_chunk(int64_t n) {
+  const int64_t threads = get_num_threads();
+  if (threads <= 1) return std::max<int64_t>(n, 1);
+  const int64_t target = (n + 8 * threads - 1) / (8 * threads);
+  return std::max<int64_t>(16, (target + 3) / 4 * 4);
+}
+
+template <class T>
+struct AlignedVec {
+  T* p = nullptr;
+  explicit AlignedVec(int64_t n) {
+    const size_t bytes = (sizeof(T) * static_cast<size_t>(n > 0 ? n : 1) + 63) / 64 * 64;
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+  }
+  ~AlignedVec() { std::free(p); }
+  AlignedVec(const AlignedVec&) = delete;
+  AlignedVec& operator=(const AlignedVec&) = delete;
+};
+
+}  // namespace
+
+Isa kernel_isa(Isa requested) {
+  if (requested == Isa::avx512 && !cpu_features().avx512vnni) return isa_supported(Isa::avx2) ? Isa::avx2 : Isa::serial;
+  return requested;
+}
+
+void quantize_activations_isa(Isa isa, const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps,
+                              int8_t* xq, float* x_scale) {
+  validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale);
+  const IsaKernels kern = kernels_for(isa);
+  if (m == 0) return;
+  const int dt = static_cast<int>(dtype);
+  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(kp, 1));
+  const int64_t tasks = (m + rows_per_task - 1) / rows_per_task;
+  auto task = [&](int64_t t) {
+    const int64_t i0 = t * rows_per_task, i1 = std::min(m, i0 + rows_per_task);
+    kern.quantize_rows(x, dt, k, kp, eps, i0, i1, xq, x_scale);
+  };
+  if (tasks == 1)
+    task(0);
+  else
+    parallel_for(tasks, task);
+}
+
+void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* bias,
+                     float* out, int32_t* acc) {
+  validate_int8(xq, x_scale, m, w, out);
+  const IsaKernels kern = kernels_for(isa);
+  if (m == 0 || w.n == 0) return;
+  const int64_t kp = w.kp;
+
+  std::vector<int32_t> sum_x(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) {
+    const int8_t* r = xq + i * kp;
+    int32_t s = 0;
+    for (int64_t c = 0; c < kp; ++c) s += r[c];
+    sum_x[static_cast<size_t>(i)] = s;
+  }
+  Int8Work a{xq, x_scale, sum_x.data(), m, w, bias, out, acc, nullptr};
+
+  if (kern.has_gemm && m >= gemm_min_rows() && kp > 0) {
+    // Repack activations: [group of 16 rows][kp / 4][16][4], zero rows past m.
+    const int64_t groups = (m + kGemmRowGroup - 1) / kGemmRowGroup, nq = kp / 4;
+    AlignedVec<int8_t> xpack(groups * nq * 64);
+    auto pack = [&](int64_t g) {
+      int8_t* dst = xpack.p + g * nq * 64;
+      for (int64_t r = 0; r < kGemmRowGroup; ++r) {
+        const int64_t i = g * kGemmRowGroup + r;
+        if (i < m) {
+          const int8_t* src = xq + i * kp;
+          for (int64_t q = 0; q < nq; ++q) std::memcpy(dst + q * 64 + 4 * r, src + 4 * q, 4);
+        } else {
+          for (int64_t q = 0; q < nq; ++q) std::memset(dst + q * 64 + 4 * r, 0, 4);
+        }
+      }
+    };
+    parallel_for(groups, pack);
+    a.xpack = xpack.p;
+    const int64_t tasks = (w.n + kGemmCols - 1) / kGemmCols;
+    parallel_for(tasks, [&](int64_t t) {
+      const int64_t j0 = t * kGemmCols, j1 = std::min(w.n, j0 + kGemmCols);
+      kern.int8_gemm(a, j0, j1);
+    });
+    return;
+  }
+  const int64_t chunk = gemv_chunk(w.n);
+  const int64_t tasks = (w.n + chunk - 1) / chunk;
+  auto task = [&](int64_t t) {
+    const int64_t j0 = t * chunk, j1 = std::min(w.n, j0 + chunk);
+    kern.int8_gemv(a, j0, j1);
+  };
+  if (tasks == 1)
+    task(0);
+  else
+    parallel_for(tasks, task);
+}
+
+void matmul_float_isa(Isa isa, const float* x, int64_t m, const Weights& w, const float* bias, float* out) {
+  validate_float(x, m, w, out);
+  const IsaKernels kern = kernels_for(isa);
+  if (m == 0 || w.n == 0) return;
+  const FloatWork a{x, m, w, bias, out};
+  const int64_t chunk = gemv_chunk(w.n);
+  const int64_t tasks = (w.n + chunk - 1) / chunk;
+  parallel_for(tasks, [&](int64_t t) {
+    const int64_t j0 = t * chunk, j1 = std::min(w.n, j0 + chunk);
+    kern.float_rows(a, j0, j1);
+  });
+}
+
+void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
+                          float* x_scale) {
+  quantize_activations_isa(active_isa(), x, dtype, m, k, kp, eps, xq, x_scale);
+}
+void matmul_int8(const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* bias, float* out,
+                 int32_t* acc) {
+  matmul_int8_isa(active_isa(), xq, x_scale, m, w, bias, out, acc);
+}
+void matmul_float(const float* x, int64_t m, const Weights& w, const float* bias, float* out) {
+  matmul_float_isa(active_isa(), x, m, w, bias, out);
+}
+
+}  // namespace fastemb::ternary

@@ -1,0 +1,59 @@
+// Argument checks shared by the CPU dispatcher and the CUDA entry points (host code only), so
+// both raise the same std::invalid_argument messages (pybind11 turns them into ValueError).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "ternary/ternary.h"
+
+namespace fastemb::ternary {
+
+// |acc| <= 128 * 2 * k (codes are 0..2, 3 at most for corrupt data) must fit int32.
+constexpr int64_t kMaxK = int64_t(1) << 22;
+
+[[noreturn]] inline void fail_arg(const std::string& msg) { throw std::invalid_argument(msg); }
+
+inline void validate_shape(int64_t m, int64_t k, int64_t kp) {
+  if (m < 0) fail_arg("m must be >= 0, got " + std::to_string(m));
+  if (k < 0) fail_arg("k must be >= 0, got " + std::to_string(k));
+  if (k > kMaxK) fail_arg("k must be <= " + std::to_string(kMaxK) + " (int32 accumulators), got " + std::to_string(k));
+  if (kp != padded_k(k))
+    fail_arg("kp must be padded_k(k) = " + std::to_string(padded_k(k)) + " for k = " + std::to_string(k) + ", got " +
+             std::to_string(kp) + " (k mismatch between the activations and the packed weights?)");
+}
+
+inline void validate_weights(const Weights& w) {
+  if (w.n < 0) fail_arg("n must be >= 0, got " + std::to_string(w.n));
+  validate_shape(0, w.k, w.kp);
+  if (w.n > 0 && w.kp > 0 && w.packed == nullptr) fail_arg("packed: null data");
+  if (w.n > 0 && w.scale == nullptr) fail_arg("scale: null data");
+}
+
+inline void validate_quantize(const void* x, int dtype, int64_t m, int64_t k, int64_t kp, float eps, const int8_t* xq,
+                              const float* x_scale) {
+  validate_shape(m, k, kp);
+  if (dtype < 0 || dtype > 3) fail_arg("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
+  if (!(eps > 0.0f) || !std::isfinite(eps)) fail_arg("eps must be a positive finite number, got " + std::to_string(eps));
+  if (m > 0 && k > 0 && x == nullptr) fail_arg("x: null data");
+  if (m > 0 && kp > 0 && xq == nullptr) fail_arg("xq: null data");
+  if (m > 0 && x_scale == nullptr) fail_arg("x_scale: null data");
+}
+
+inline void validate_int8(const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* out) {
+  validate_weights(w);
+  validate_shape(m, w.k, w.kp);
+  if (m > 0 && w.kp > 0 && xq == nullptr) fail_arg("xq: null data");
+  if (m > 0 && x_scale == nullptr) fail_arg("x_scale: null data");
+  if (m > 0 && w.n > 0 && out == nullptr) fail_arg("out: null data");
+}
+
+inline void validate_float(const float* x, int64_t m, const Weights& w, const float* out) {
+  validate_weights(w);
+  validate_shape(m, w.k, w.kp);
+  if (m > 0 && w.k > 0 && x == nullptr) fail_arg("x: null data");
+  if (m > 0 && w.n > 0 && out == nullptr) fail_arg("out: null data");
+}
+
+}  // namespace fastemb::ternary

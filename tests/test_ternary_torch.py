@@ -138,6 +138,17 @@ def test_op_bad_inputs(rng):
     bad[2, 3] = float("nan")
     with pytest.raises(ValueError, match="x must be finite"):
         op(bad, packed, scale, k, None, "int8", 1e-5)
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):
+        for value in (float("nan"), float("inf"), -float("inf")):
+            bad = x.to(dtype)
+            bad[1, 7] = value
+            for activations in ("int8", "float"):
+                with pytest.raises(ValueError, match="x must be finite"):
+                    op(bad, packed, scale, k, None, activations, 1e-5)
+        big = x.to(dtype) * 1e3 if dtype != torch.float16 else x.to(dtype) * 100  # large but finite: accepted
+        op(big, packed, scale, k, None, "int8", 1e-5)
+    with pytest.raises(ValueError, match="x must be finite"):
+        op(bad.t().contiguous().t(), packed, scale, k, None, "int8", 1e-5)  # non-contiguous
     with pytest.raises(TypeError, match="packed"):
         op(x, packed.to(torch.int8), scale, k, None, "int8", 1e-5)
     with pytest.raises(ValueError, match="packed must have shape"):

@@ -332,7 +332,8 @@ void norm_rows(const float* x, int64_t rows, int64_t d, float* out) {
 void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_in, float* out) {
   const int64_t d = r.d;
   const uint64_t key = mix64(r.seed);
-  for (int64_t i = 0; i < rows * d; ++i) out[i] = 0.f;
+  if (n_in == 0)
+    for (int64_t i = 0; i < rows * d; ++i) out[i] = 0.f;
   int64_t rb = (int64_t(1) << 20) / d;  // R rows per block: about 1M generated entries (4 MB of lists)
   if (rb < 1) rb = 1;
   if (rb > n_in) rb = n_in;
@@ -340,7 +341,7 @@ void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_
   Buffer counts(static_cast<size_t>(rb > 0 ? rb : 1) * sizeof(int64_t));
   int32_t* L = static_cast<int32_t*>(lists.p);
   int64_t* C = static_cast<int64_t*>(counts.p);
-  const int64_t row_block = 64;
+  constexpr int64_t kTB = 16;
   for (int64_t c0 = 0; c0 < n_in; c0 += rb) {
     const int64_t nc = n_in - c0 < rb ? n_in - c0 : rb;
     const int64_t gen_block = 64;
@@ -349,20 +350,45 @@ void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_
       for (int64_t k = b * gen_block; k < k1; ++k) C[k] = sparse_row(r, key, static_cast<uint64_t>(c0 + k), L + k * d);
     };
     parallel_for_each((nc + gen_block - 1) / gen_block, gen);
-    const bool last = c0 + nc >= n_in;
+    const bool first = c0 == 0, last = c0 + nc >= n_in;
+    // Per block of kTB X rows: x transposed (xt[k][b]) and the accumulators transposed
+    // (acc[j][b]), so that each R nonzero is one contiguous kTB-wide add over the rows (the
+    // per-element order stays c increasing; zeros of x are added as +-0: only the sign of a zero
+    // result can differ from skipping them).
     auto apply = [&](int64_t b) {
-      const int64_t i1 = (b + 1) * row_block < rows ? (b + 1) * row_block : rows;
-      for (int64_t i = b * row_block; i < i1; ++i) {
-        const float* xi = x + i * n_in + c0;
-        float* acc = out + i * d;
-        for (int64_t k = 0; k < nc; ++k) {
-          const float xv = xi[k];
-          if (xv != 0.f) apply_sparse_row(L + k * d, C[k], xv, acc);
+      Buffer xt_buf(static_cast<size_t>(nc) * kTB * sizeof(float));
+      Buffer acc_buf(static_cast<size_t>(d) * kTB * sizeof(float));
+      float* __restrict xt = static_cast<float*>(xt_buf.p);
+      float* __restrict acc = static_cast<float*>(acc_buf.p);
+      const int64_t i0 = b * kTB;
+      const int64_t nb = rows - i0 < kTB ? rows - i0 : kTB;
+      for (int64_t k = 0; k < nc; ++k)
+        for (int64_t t = 0; t < kTB; ++t) xt[k * kTB + t] = t < nb ? x[(i0 + t) * n_in + c0 + k] : 0.f;
+      for (int64_t j = 0; j < d; ++j)
+        for (int64_t t = 0; t < kTB; ++t) acc[j * kTB + t] = (first || t >= nb) ? 0.f : out[(i0 + t) * d + j];
+      for (int64_t k = 0; k < nc; ++k) {
+        const int32_t* list = L + k * d;
+        const float* xv = xt + k * kTB;
+        for (int64_t m = 0; m < C[k]; ++m) {
+          const int32_t e = list[m];
+          float* a = acc + static_cast<int64_t>(e >> 1) * kTB;
+          if (e & 1) {
+            for (int64_t t = 0; t < kTB; ++t) a[t] = a[t] - xv[t];
+          } else {
+            for (int64_t t = 0; t < kTB; ++t) a[t] = a[t] + xv[t];
+          }
         }
-        if (last) scale_row(acc, d, r.value);
+      }
+      for (int64_t t = 0; t < nb; ++t) {
+        float* o = out + (i0 + t) * d;
+        if (last) {
+          for (int64_t j = 0; j < d; ++j) o[j] = acc[j * kTB + t] * r.value;
+        } else {
+          for (int64_t j = 0; j < d; ++j) o[j] = acc[j * kTB + t];
+        }
       }
     };
-    parallel_for_each((rows + row_block - 1) / row_block, apply);
+    parallel_for_each((rows + kTB - 1) / kTB, apply);
   }
   if (n_in == 0) {
     // nothing added: out stays 0 * value

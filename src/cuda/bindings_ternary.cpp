@@ -1,8 +1,78 @@
 // pybind11 glue for the ternary family of fastemb._C_cuda (registered from bindings.cpp).
+// Device addresses arrive as Python ints (0 = null), the stream as the integer value of a
+// cudaStream_t. Same argument checks as the CPU module (ternary/ternary_validate.h). The GIL is
+// released around the launches. matmul_float takes float32 x only (the CPU path too).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
 #include "cuda_bindings_common.h"
+#include "ternary/ternary.h"
+#include "ternary_cuda.cuh"
+
+namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-void bind_ternary_cuda(pybind11::module_& m) { (void)m; }
+namespace {
+
+template <class T>
+T* dptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+ternary::Weights make_weights(uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row) {
+  ternary::Weights w;
+  w.packed = dptr<const uint8_t>(packed);
+  w.n = n;
+  w.k = k;
+  w.kp = kp;
+  w.scale = dptr<const float>(scale);
+  w.per_row = per_row;
+  return w;
+}
+
+}  // namespace
+
+void bind_ternary_cuda(py::module_& m) {
+  m.def(
+      "ternary_quantize_activations",
+      [](uintptr_t x, int dtype, int64_t rows, int64_t k, int64_t kp, double eps, uintptr_t xq, uintptr_t x_scale,
+         uintptr_t stream) {
+        if (dtype < 0 || dtype > 3)
+          throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
+        py::gil_scoped_release release;
+        ternary::cuda::quantize_activations(dptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
+                                            static_cast<float>(eps), dptr<int8_t>(xq), dptr<float>(x_scale),
+                                            as_stream(stream));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
+      py::arg("x_scale"), py::arg("stream") = 0);
+  m.def(
+      "ternary_matmul_int8",
+      [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,
+         uintptr_t scale, bool per_row, uintptr_t bias, uintptr_t out, uintptr_t acc, uintptr_t stream) {
+        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        py::gil_scoped_release release;
+        ternary::cuda::matmul_int8(dptr<const int8_t>(xq), dptr<const float>(x_scale), rows, w, dptr<const float>(bias),
+                                   dptr<float>(out), dptr<int32_t>(acc), as_stream(stream));
+      },
+      py::arg("xq"), py::arg("x_scale"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"),
+      py::arg("scale"), py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("acc"), py::arg("stream") = 0);
+  m.def(
+      "ternary_matmul_float",
+      [](uintptr_t x, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row,
+         uintptr_t bias, uintptr_t out, uintptr_t stream) {
+        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        py::gil_scoped_release release;
+        ternary::cuda::matmul_float(dptr<const float>(x), rows, w, dptr<const float>(bias), dptr<float>(out),
+                                    as_stream(stream));
+      },
+      py::arg("x"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"), py::arg("scale"),
+      py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("stream") = 0);
+  m.attr("ternary_dp4a_max_rows") = ternary::cuda::kDp4aMaxRows;
+}
 
 }  // namespace fastemb::bindings

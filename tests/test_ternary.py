@@ -73,6 +73,16 @@ def test_all_zero_and_tiny_weights_use_eps():
     np.testing.assert_array_equal(quantize_ternary(np.zeros((2, 3)), "absmean").dequantize(), np.zeros((2, 3)))
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
+@pytest.mark.parametrize("granularity", ["tensor", "row"])
+@pytest.mark.parametrize("scale", ["absmean", "absmedian", 0.5])
+def test_quantize_empty_weights(shape, granularity, scale):
+    tw = quantize_ternary(np.zeros(shape, np.float32), scale, granularity)
+    assert tw.shape == shape and tw.ternary().shape == shape and np.isfinite(tw.scale).all()
+    y = ternary_matmul(np.ones((2, shape[1]), np.float32), tw)
+    np.testing.assert_array_equal(y, np.zeros((2, shape[0]), np.float32))
+
+
 def test_explicit_scale_and_per_row_scale(rng):
     w = rng.standard_normal((4, 50)).astype(np.float32)
     g = np.array([0.5, 1.0, 2.0, 4.0], np.float32)

@@ -452,7 +452,7 @@ def quantize_ternary(w: np.ndarray, scale: Union[str, float, np.ndarray] = "absm
             raise ValueError("scale must be positive and finite")
         if granularity == "row" and gamma.size == 1:
             gamma = np.repeat(gamma, n)
-    wq = _ref.quantize_weights(w, gamma, eps)
+    wq = _ref.quantize_weights(w, gamma, eps) if w.size else np.zeros(w.shape, np.int8)
     return TernaryWeight(_ref.pack(wq), gamma, w.shape[1])
 
 

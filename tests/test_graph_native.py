@@ -463,3 +463,30 @@ def test_cuda_matches_reference(rng, d):
         G.graph_propagate(torch.tensor([0, 1, 2, 3], device=dev).data_ptr(), bad.data_ptr(), True, 0, 3, 0,
                           torch.zeros((3, d), device=dev).data_ptr(), d, torch.empty((3, d), device=dev).data_ptr(),
                           True, False, 1.0, 0, stream)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 16, 100, 513])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_propagate_random(rng, isa, d, weighted):
+    # The first FastRP step without materializing diag(init_scale) R: same bits as random_rows +
+    # propagate, and as the reference.
+    n = int(rng.integers(1, 150))
+    indptr, indices, data = random_csr(rng, n, n, density=min(1.0, 8 / n), weighted=weighted,
+                                       int32=bool(rng.integers(0, 2)))
+    seed, threshold, value = spec(rng, d)
+    deg = np.diff(indptr)
+    init_scale = np.where(deg > 0, rng.random(n) + 0.1, 0).astype(np.float32)
+    row_scale = np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0).astype(np.float32)
+    prev = ref.random_rows(seed, threshold, value, d, 0, n, init_scale)
+    for normalize, pn, with_accum in [(True, False, True), (False, False, False), (True, True, True)]:
+        accum = rng.standard_normal((n, d)).astype(np.float32) if with_accum else None
+        accum_ref = None if accum is None else accum.copy()
+        cur = np.full((n, d), np.nan, np.float32)
+        C.graph_propagate_random(seed, threshold, float(value), d, addr(init_scale), addr(indptr), addr(indices),
+                                 indices.dtype == np.int32, addr(data), n, addr(row_scale), addr(cur), normalize, pn,
+                                 0.5, addr(accum), isa)
+        expect = ref.propagate(indptr, indices, data, row_scale, prev, normalize, pn, 0.5, accum_ref)
+        np.testing.assert_array_equal(cur, expect)
+        if accum is not None:
+            np.testing.assert_array_equal(accum, accum_ref)

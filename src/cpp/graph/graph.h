@@ -62,6 +62,16 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out);
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
                bool propagate_normalized, float alpha, float* accum);
 
+// propagate() with prev = random_rows(r, 0, N, init_scale) never materialized (addition): R's rows
+// are generated once as sparse lists and each edge adds only its R row's nonzeros, in the same
+// per-column order. Same bits as random_rows + propagate (up to the sign of a zero) when the edge
+// weights and init_scale are finite. FastRP's first step U_1 = M diag(deg^beta) R: with s = sqrt(N)
+// an R row has d / sqrt(N) nonzeros, so this skips a full gather pass over an N x d matrix.
+void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
+                      bool normalize, bool propagate_normalized, float alpha, float* accum);
+void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale,
+                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum);
+
 // accum[i, j] = accum[i, j] + alpha * v_j, v = normalize ? x[i] / norm(x[i]) (0 when the norm is 0)
 // : x[i]. (GDS nodeSelfInfluence: the normalized initial vectors.)
 void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);

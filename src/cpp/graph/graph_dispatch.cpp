@@ -24,6 +24,9 @@ namespace fastemb::graph {
   void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,   \
                  bool propagate_normalized, float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks); \
   void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);            \
+  void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,              \
+                        const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized, \
+                        float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks);                  \
   }
 FASTEMB_DECLARE_ISA(serial)
 #if defined(FASTEMB_X86)
@@ -41,6 +44,7 @@ struct Kernels {
   decltype(&serial::build_table) build_table;
   decltype(&serial::propagate) propagate;
   decltype(&serial::accumulate) accumulate;
+  decltype(&serial::propagate_random) propagate_random;
 };
 
 Kernels kernels_for(Isa isa) {
@@ -49,14 +53,14 @@ Kernels kernels_for(Isa isa) {
 #if defined(FASTEMB_X86)
     case Isa::avx512:
       return {avx512::random_rows, avx512::project_dense, avx512::project_csr, avx512::build_table, avx512::propagate,
-              avx512::accumulate};
+              avx512::accumulate, avx512::propagate_random};
     case Isa::avx2:
       return {avx2::random_rows, avx2::project_dense, avx2::project_csr, avx2::build_table, avx2::propagate,
-              avx2::accumulate};
+              avx2::accumulate, avx2::propagate_random};
 #endif
     default:
       return {serial::random_rows, serial::project_dense, serial::project_csr, serial::build_table, serial::propagate,
-              serial::accumulate};
+              serial::accumulate, serial::propagate_random};
   }
 }
 
@@ -246,6 +250,40 @@ void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* p
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
                bool propagate_normalized, float alpha, float* accum) {
   propagate_isa(active_isa(), a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum);
+}
+
+void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale,
+                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum) {
+  check_spec(r);
+  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  check_csr(a, "indptr", "indices");
+  const int64_t n = a.rows, d = r.d;
+  check_ptr(cur, n > 0, "cur");
+  const int64_t bytes = n * d * 4;
+  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
+  const Kernels k = kernels_for(isa);
+  if (n == 0) return;
+  advise_huge_pages(cur, static_cast<size_t>(bytes));
+  if (accum) advise_huge_pages(accum, static_cast<size_t>(bytes));
+  std::vector<float> pv(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) pv[static_cast<size_t>(c)] = init_scale ? r.value * init_scale[c] : r.value;
+  std::vector<int64_t> offsets(static_cast<size_t>(n) + 1);
+  int32_t* lists = nullptr;
+  try {
+    k.build_table(r, n, offsets.data(), &lists, &std::malloc);
+    const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
+    k.propagate_random(a, offsets.data(), lists, pv.data(), row_scale, d, cur, normalize, propagate_normalized, alpha,
+                       accum, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+  } catch (...) {
+    std::free(lists);
+    throw;
+  }
+  std::free(lists);
+}
+
+void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
+                      bool normalize, bool propagate_normalized, float alpha, float* accum) {
+  propagate_random_isa(active_isa(), r, init_scale, a, row_scale, cur, normalize, propagate_normalized, alpha, accum);
 }
 
 void accumulate_isa(Isa isa, const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {

@@ -467,6 +467,62 @@ void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t 
   parallel_for_each(num_tasks, task);
 }
 
+// propagate() with prev = diag(init_scale) R never materialized: R's rows as sparse lists (table),
+// pv[c] = value * init_scale[c]. Per row, the edges are walked in stored order and each R nonzero is
+// added to its column: for each column the same terms in the same order as the dense propagate
+// (its zero terms are skipped; with finite weights and init_scale only the sign of a zero can differ).
+template <class I>
+void propagate_random_rows(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,
+                           const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized,
+                           float alpha, float* accum, int64_t i0, int64_t i1, float* __restrict acc) {
+  const I* idx = static_cast<const I*>(a.indices);
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t j = 0; j < d; ++j) acc[j] = 0.f;
+    const int64_t e1 = a.indptr[i + 1];
+    for (int64_t e = a.indptr[i]; e < e1; ++e) {
+      if (e + kPrefetchEdges < e1) __builtin_prefetch(offsets + idx[e + kPrefetchEdges], 0, 3);
+      const int64_t c = static_cast<int64_t>(idx[e]);
+      const int64_t k0 = offsets[c], k1 = offsets[c + 1];
+      if (k0 == k1) continue;
+      const float p = pv[c];
+      if (a.data) {
+        const float w = a.data[e];
+        for (int64_t k = k0; k < k1; ++k) {
+          const int32_t v = lists[k];
+          const float x = (v & 1) ? -p : p;
+          acc[v >> 1] = acc[v >> 1] + w * x;
+        }
+      } else {
+        for (int64_t k = k0; k < k1; ++k) {
+          const int32_t v = lists[k];
+          acc[v >> 1] = acc[v >> 1] + ((v & 1) ? -p : p);
+        }
+      }
+    }
+    const float scale = row_scale ? row_scale[i] : 1.f;
+    float* out = cur + i * d;
+    for (int64_t j = 0; j < d; ++j) out[j] = acc[j] * scale;
+    epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + i * d : nullptr);
+  }
+}
+
+void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,
+                      const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized,
+                      float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks) {
+  auto task = [&](int64_t t) {
+    Buffer acc(static_cast<size_t>(d) * sizeof(float));
+    float* ap = static_cast<float*>(acc.p);
+    if (a.indices_int32) {
+      propagate_random_rows<int32_t>(a, offsets, lists, pv, row_scale, d, cur, normalize, propagate_normalized, alpha,
+                                     accum, task_rows[t], task_rows[t + 1], ap);
+    } else {
+      propagate_random_rows<int64_t>(a, offsets, lists, pv, row_scale, d, cur, normalize, propagate_normalized, alpha,
+                                     accum, task_rows[t], task_rows[t + 1], ap);
+    }
+  };
+  parallel_for_each(num_tasks, task);
+}
+
 void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {
   const int64_t block = 256;
   auto task = [&](int64_t b) {

@@ -129,18 +129,21 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
   Int8Work a{xq, x_scale, sum_x.data(), m, w, bias, out, acc, nullptr};
 
   if (kern.has_gemm && m >= gemm_min_rows() && kp > 0) {
-    // Repack activations: [group of 16 rows][kp / 4][16][4], zero rows past m.
-    const int64_t groups = (m + kGemmRowGroup - 1) / kGemmRowGroup, nq = kp / 4;
-    AlignedVec<int8_t> xpack(groups * nq * 64);
+    // Repack activations: [k block][group of 16 rows][64 k-groups of 4][16 rows][4 bytes], zero
+    // rows past m (so one zmm holds 4 consecutive k of 16 rows; group stride 4096 bytes).
+    const int64_t groups = (m + kGemmRowGroup - 1) / kGemmRowGroup, nb = kp / kBlock;
+    AlignedVec<int8_t> xpack(nb * groups * 4096);
     auto pack = [&](int64_t g) {
-      int8_t* dst = xpack.p + g * nq * 64;
       for (int64_t r = 0; r < kGemmRowGroup; ++r) {
         const int64_t i = g * kGemmRowGroup + r;
-        if (i < m) {
-          const int8_t* src = xq + i * kp;
-          for (int64_t q = 0; q < nq; ++q) std::memcpy(dst + q * 64 + 4 * r, src + 4 * q, 4);
-        } else {
-          for (int64_t q = 0; q < nq; ++q) std::memset(dst + q * 64 + 4 * r, 0, 4);
+        for (int64_t b = 0; b < nb; ++b) {
+          int8_t* dst = xpack.p + (b * groups + g) * 4096 + 4 * r;
+          if (i < m) {
+            const int8_t* src = xq + i * kp + b * kBlock;
+            for (int64_t q = 0; q < 64; ++q) std::memcpy(dst + q * 64, src + 4 * q, 4);
+          } else {
+            for (int64_t q = 0; q < 64; ++q) std::memset(dst + q * 64, 0, 4);
+          }
         }
       }
     };

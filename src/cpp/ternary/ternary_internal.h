@@ -22,7 +22,7 @@ struct Int8Work {
   const float* bias;      // [n] or null
   float* out;             // [m, n]
   int32_t* acc;           // [m, n] or null
-  // GEMM path only: xq repacked as [ceil(m/16)][kp/4][16 rows][4 bytes] (zero rows past m).
+  // GEMM path only: xq repacked as [kp/256][ceil(m/16)][64][16 rows][4 bytes] (zero rows past m).
   const int8_t* xpack;
 };
 

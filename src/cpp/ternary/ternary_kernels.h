@@ -68,6 +68,9 @@ struct Buf {
 
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Software prefetch distance along a weight row (GEMV form; rows are streamed in memory order).
+constexpr int64_t kPrefetchBytes = 512;
+
 inline void store_int8(const Int8Work& a, int64_t i, int64_t j, int32_t v) {
   const int64_t n = a.w.n;
   if (a.acc) a.acc[i * n + j] = v;
@@ -185,29 +188,34 @@ void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, in
 #if defined(FASTEMB_TERNARY_VNNI)
 template <int MR, int NR>
 inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
+  // AS independent accumulator sets (s % AS) so that vpdpbusd latency chains stay short when the
+  // tile is small (MR * NR < 4).
+  constexpr int AS = MR * NR >= 4 ? 1 : (MR * NR >= 2 ? 2 : 4);
   const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
   const __m512i mask = _mm512_set1_epi8(3);
-  __m512i acc[MR][NR];
+  __m512i acc[MR][NR][AS];
   const uint8_t* wr[NR];
   const int8_t* xr[MR];
   for (int r = 0; r < NR; ++r) wr[r] = a.w.packed + (j0 + r) * rs;
   for (int i = 0; i < MR; ++i) xr[i] = a.xq + (i0 + i) * kp;
   for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_si512();
+    for (int r = 0; r < NR; ++r)
+      for (int u = 0; u < AS; ++u) acc[i][r][u] = _mm512_setzero_si512();
+  constexpr int64_t pf = kPrefetchBytes;
   for (int64_t b = 0; b < nb; ++b) {
     __m512i wv[NR];
     for (int r = 0; r < NR; ++r) {
       wv[r] = _mm512_loadu_si512(wr[r] + 64 * b);
-      _mm_prefetch(reinterpret_cast<const char*>(wr[r] + 64 * b + 512), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wr[r] + 64 * b + pf), _MM_HINT_T0);
     }
-#define FASTEMB_TERNARY_STEP(S)                                                              \
-  {                                                                                           \
-    __m512i xv[MR];                                                                           \
-    for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_si512(xr[i] + 256 * b + 64 * (S));      \
-    for (int r = 0; r < NR; ++r) {                                                            \
-      const __m512i c = _mm512_and_si512((S) ? _mm512_srli_epi16(wv[r], 2 * (S)) : wv[r], mask); \
-      for (int i = 0; i < MR; ++i) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], c, xv[i]);      \
-    }                                                                                         \
+#define FASTEMB_TERNARY_STEP(S)                                                                    \
+  {                                                                                                 \
+    __m512i xv[MR];                                                                                 \
+    for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_si512(xr[i] + 256 * b + 64 * (S));            \
+    for (int r = 0; r < NR; ++r) {                                                                  \
+      const __m512i c = _mm512_and_si512((S) ? _mm512_srli_epi16(wv[r], 2 * (S)) : wv[r], mask);    \
+      for (int i = 0; i < MR; ++i) acc[i][r][(S) % AS] = _mm512_dpbusd_epi32(acc[i][r][(S) % AS], c, xv[i]); \
+    }                                                                                               \
   }
     FASTEMB_TERNARY_STEP(0)
     FASTEMB_TERNARY_STEP(1)
@@ -216,10 +224,40 @@ inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
 #undef FASTEMB_TERNARY_STEP
   }
   for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) store_int8(a, i0 + i, j0 + r, _mm512_reduce_add_epi32(acc[i][r]) - a.sum_x[i0 + i]);
+    for (int r = 0; r < NR; ++r) {
+      __m512i t = acc[i][r][0];
+      for (int u = 1; u < AS; ++u) t = _mm512_add_epi32(t, acc[i][r][u]);
+      store_int8(a, i0 + i, j0 + r, _mm512_reduce_add_epi32(t) - a.sum_x[i0 + i]);
+    }
 }
 template <int MR>
-constexpr int gemv_nr() { return MR <= 4 ? 4 : 2; }
+constexpr int gemv_nr() { return 1; }
+// One activation row: the codes are not shifted down; sub-vector s is masked in place
+// (w & (3 << 2s)), so its vpdpbusd sums are 4^s * sum(c x), kept in accumulator s and scaled back
+// with an exact arithmetic shift at the end (each lane sum is a multiple of 4^s). 4 ops fewer per
+// block than shift + mask; |acc_3| <= (k / 16) * 4 * 192 * 128 < 2^31 for k <= kMaxK.
+template <>
+inline void gemv_tile<1, 1>(const Int8Work& a, int64_t i0, int64_t j0) {
+  const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
+  const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c), m2 = _mm512_set1_epi8(0x30),
+                m3 = _mm512_set1_epi8(static_cast<char>(0xc0));
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  const uint8_t* wr = a.w.packed + j0 * rs;
+  const int8_t* xr = a.xq + i0 * kp;
+  constexpr int64_t pf = kPrefetchBytes;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512i wv = _mm512_loadu_si512(wr + 64 * b);
+    _mm_prefetch(reinterpret_cast<const char*>(wr + 64 * b + pf), _MM_HINT_T0);
+    const int8_t* x = xr + 256 * b;
+    a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(wv, m0), _mm512_loadu_si512(x));
+    a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(wv, m1), _mm512_loadu_si512(x + 64));
+    a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(wv, m2), _mm512_loadu_si512(x + 128));
+    a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(wv, m3), _mm512_loadu_si512(x + 192));
+  }
+  const __m512i t = _mm512_add_epi32(_mm512_add_epi32(a0, _mm512_srai_epi32(a1, 2)),
+                                     _mm512_add_epi32(_mm512_srai_epi32(a2, 4), _mm512_srai_epi32(a3, 6)));
+  store_int8(a, i0, j0, _mm512_reduce_add_epi32(t) - a.sum_x[i0]);
+}
 #elif defined(__AVX2__)
 template <int MR, int NR>
 inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
@@ -232,6 +270,7 @@ inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
   for (int i = 0; i < MR; ++i) xr[i] = a.xq + (i0 + i) * kp;
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_si256();
+  constexpr int64_t pf = kPrefetchBytes;
   for (int64_t b = 0; b < nb; ++b) {
     __m256i s16[MR][NR];
     for (int i = 0; i < MR; ++i)
@@ -240,7 +279,7 @@ inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
       __m256i wv[NR];
       for (int r = 0; r < NR; ++r) {
         wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + 64 * b + 32 * h));
-        if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wr[r] + 64 * b + 512), _MM_HINT_T0);
+        if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wr[r] + 64 * b + pf), _MM_HINT_T0);
       }
 #define FASTEMB_TERNARY_STEP(S)                                                                              \
   {                                                                                                           \
@@ -321,84 +360,130 @@ void int8_gemv_impl(const Int8Work& a, int64_t j0, int64_t j1) {
 // ---- integer GEMM form (AVX-512 VNNI) -----------------------------------------------------------
 
 #if defined(FASTEMB_TERNARY_VNNI)
-constexpr int64_t kKc = 256;   // k per L1 block (activation tile MV * 16 rows * 256 <= 16 KB)
-constexpr int64_t kMc = 256;   // activation rows per pass (int32 tile 48 x 256 = 48 KB)
+constexpr int64_t kMc = 256;  // activation rows per pass (int32 tile 48 x 256 = 48 KB)
+static_assert(kBlock == 256, "the GEMM form blocks k by one packed block");
 
-// acc tile ct[j * ldc + row] (row within the current kMc pass), MV groups of 16 rows from g,
-// NJ columns from jc, k-groups [q0, q1).
-template <int MV, int NJ>
-inline void gemm_micro(const int8_t* xg, int64_t gstride, const uint8_t* panel, int64_t kp, int64_t q0, int64_t q1,
-                       int32_t* ct, int64_t ldc, bool first) {
-  __m512i acc[MV][NJ];
-  for (int v = 0; v < MV; ++v)
-    for (int j = 0; j < NJ; ++j)
-      acc[v][j] = first ? _mm512_setzero_si512() : _mm512_load_si512(ct + j * ldc + 16 * v);
-  for (int64_t q = q0; q < q1; ++q) {
-    __m512i xv[MV];
-    for (int v = 0; v < MV; ++v) xv[v] = _mm512_load_si512(xg + v * gstride + 64 * q);
-    for (int j = 0; j < NJ; ++j) {
-      const __m512i wb = _mm512_set1_epi32(static_cast<int>(load_u32(panel + j * kp + 4 * q)));
-      for (int v = 0; v < MV; ++v) acc[v][j] = _mm512_dpbusd_epi32(acc[v][j], wb, xv[v]);
-    }
+// Micro-kernel over one k block (256 k = 64 groups of 4): MV groups of 16 activation rows (xb: the
+// block's [group][64][64 bytes], group stride 4096) x NJ weight columns (pb: decoded codes
+// [col][256], col stride 256); accumulators parked in ct[j * ldc + row] between k blocks.
+// Written with named accumulators (macros below): with an array of __m512i, GCC 12 kept the array
+// in memory and stored it on every iteration (3x slower).
+#define FT_L6(M, v) M(v, 0) M(v, 1) M(v, 2) M(v, 3) M(v, 4) M(v, 5)
+#define FT_L8(M, v) FT_L6(M, v) M(v, 6) M(v, 7)
+#define FT_L12(M, v) FT_L8(M, v) M(v, 8) M(v, 9) M(v, 10) M(v, 11)
+#define FT_L16(M, v) FT_L12(M, v) M(v, 12) M(v, 13) M(v, 14) M(v, 15)
+#define FT_L4(M, v) M(v, 0) M(v, 1) M(v, 2) M(v, 3)
+#define FT_J4(M) M(0) M(1) M(2) M(3)
+#define FT_J6(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define FT_J8(M) FT_J6(M) M(6) M(7)
+#define FT_J12(M) FT_J8(M) M(8) M(9) M(10) M(11)
+#define FT_J16(M) FT_J12(M) M(12) M(13) M(14) M(15)
+#define FT_ZERO(v, j) __m512i c##v##_##j = _mm512_setzero_si512();
+#define FT_STORE(v, j)                                                                                 \
+  {                                                                                                    \
+    int32_t* p = ct + (j) * ldc + 16 * (v);                                                            \
+    _mm512_store_si512(p, first ? c##v##_##j : _mm512_add_epi32(c##v##_##j, _mm512_load_si512(p)));  \
   }
-  for (int v = 0; v < MV; ++v)
-    for (int j = 0; j < NJ; ++j) _mm512_store_si512(ct + j * ldc + 16 * v, acc[v][j]);
+#define FT_X(v) const __m512i x##v = _mm512_load_si512(xb + (v) * 4096 + 64 * q);
+#define FT_W(j) _mm512_set1_epi32(static_cast<int>(load_u32(pb + (j) * 256 + 4 * q)))
+#define FT_DP(v, j) c##v##_##j = _mm512_dpbusd_epi32(c##v##_##j, w, x##v);
+#define FT_COL4(j) { const __m512i w = FT_W(j); FT_DP(0, j) FT_DP(1, j) FT_DP(2, j) FT_DP(3, j) }
+#define FT_COL3(j) { const __m512i w = FT_W(j); FT_DP(0, j) FT_DP(1, j) FT_DP(2, j) }
+#define FT_COL2(j) { const __m512i w = FT_W(j); FT_DP(0, j) FT_DP(1, j) }
+#define FT_COL1(j) { const __m512i w = FT_W(j); FT_DP(0, j) }
+
+template <int MV, int NJ>
+inline void gemm_micro(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first);
+
+template <>
+__attribute__((noinline)) void gemm_micro<4, 4>(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first) {
+  FT_L4(FT_ZERO, 0) FT_L4(FT_ZERO, 1) FT_L4(FT_ZERO, 2) FT_L4(FT_ZERO, 3)
+  for (int64_t q = 0; q < 64; ++q) {
+    FT_X(0) FT_X(1) FT_X(2) FT_X(3)
+    FT_J4(FT_COL4)
+  }
+  FT_L4(FT_STORE, 0) FT_L4(FT_STORE, 1) FT_L4(FT_STORE, 2) FT_L4(FT_STORE, 3)
+}
+template <>
+__attribute__((noinline)) void gemm_micro<3, 6>(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first) {
+  FT_L6(FT_ZERO, 0) FT_L6(FT_ZERO, 1) FT_L6(FT_ZERO, 2)
+  for (int64_t q = 0; q < 64; ++q) {
+    FT_X(0) FT_X(1) FT_X(2)
+    FT_J6(FT_COL3)
+  }
+  FT_L6(FT_STORE, 0) FT_L6(FT_STORE, 1) FT_L6(FT_STORE, 2)
+}
+template <>
+__attribute__((noinline)) void gemm_micro<2, 8>(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first) {
+  FT_L8(FT_ZERO, 0) FT_L8(FT_ZERO, 1)
+  for (int64_t q = 0; q < 64; ++q) {
+    FT_X(0) FT_X(1)
+    FT_J8(FT_COL2)
+  }
+  FT_L8(FT_STORE, 0) FT_L8(FT_STORE, 1)
+}
+template <>
+__attribute__((noinline)) void gemm_micro<1, 16>(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first) {
+  FT_L16(FT_ZERO, 0)
+  for (int64_t q = 0; q < 64; ++q) {
+    FT_X(0)
+    FT_J16(FT_COL1)
+  }
+  FT_L16(FT_STORE, 0)
 }
 
 template <int MV, int NJ>
-inline void gemm_cols(const int8_t* xg, int64_t gstride, const uint8_t* panel, int64_t kp, int64_t q0, int64_t q1,
-                      int32_t* ct, int64_t ldc, bool first) {
+inline void gemm_cols(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc, bool first) {
   static_assert(kGemmCols % NJ == 0, "panel width");
-  for (int64_t jc = 0; jc < kGemmCols; jc += NJ)
-    gemm_micro<MV, NJ>(xg, gstride, panel + jc * kp, kp, q0, q1, ct + jc * ldc, ldc, first);
+  for (int64_t jc = 0; jc < kGemmCols; jc += NJ) gemm_micro<MV, NJ>(xb, pb + jc * 256, ct + jc * ldc, ldc, first);
 }
 
 void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
-  const int64_t kp = a.w.kp, rs = kp / 4, nq = kp / 4;
-  const int64_t gstride = nq * 64;  // bytes per packed group of 16 rows
+  const int64_t kp = a.w.kp, rs = kp / 4, nb = kp / kBlock;
+  const int64_t all_groups = (a.m + 15) / 16;
   const int64_t ncols = j1 - j0;
-  Buf<uint8_t> panel(kGemmCols * kp);
-  // Decode the panel: codes (0..2) row-major; columns past j1 get code 1 (weight 0, unused).
+  // Decoded panel: [k block][kGemmCols cols][256 codes]; columns past j1 get code 1 (weight 0).
+  Buf<uint8_t> panel(nb * kGemmCols * 256);
   const __m512i mask = _mm512_set1_epi8(3);
   for (int64_t c = 0; c < kGemmCols; ++c) {
-    uint8_t* dst = panel.p + c * kp;
-    if (c >= ncols) {
-      std::memset(dst, 1, static_cast<size_t>(kp));
-      continue;
-    }
     const uint8_t* src = a.w.packed + (j0 + c) * rs;
-    for (int64_t b = 0; b < kp / kBlock; ++b) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = panel.p + (b * kGemmCols + c) * 256;
+      if (c >= ncols) {
+        std::memset(dst, 1, 256);
+        continue;
+      }
       const __m512i v = _mm512_loadu_si512(src + 64 * b);
-      _mm512_store_si512(dst + 256 * b, _mm512_and_si512(v, mask));
-      _mm512_store_si512(dst + 256 * b + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
-      _mm512_store_si512(dst + 256 * b + 128, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
-      _mm512_store_si512(dst + 256 * b + 192, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
+      _mm512_store_si512(dst, _mm512_and_si512(v, mask));
+      _mm512_store_si512(dst + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
+      _mm512_store_si512(dst + 128, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+      _mm512_store_si512(dst + 192, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
     }
   }
-  const int64_t mc_rows = min_i64(kMc, (a.m + 15) / 16 * 16);
+  const int64_t mc_rows = min_i64(kMc, all_groups * 16);
   Buf<int32_t> ct(kGemmCols * mc_rows);
   for (int64_t r0 = 0; r0 < a.m; r0 += kMc) {
     const int64_t rows = min_i64(kMc, a.m - r0);
     const int64_t groups = (rows + 15) / 16;
     const int64_t ldc = groups * 16;
-    for (int64_t k0 = 0; k0 < kp; k0 += kKc) {
-      const int64_t q0 = k0 / 4, q1 = min_i64(kp, k0 + kKc) / 4;
-      const bool first = k0 == 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      const bool first = b == 0;
+      const uint8_t* pb = panel.p + b * kGemmCols * 256;
       for (int64_t g = 0; g < groups;) {
         const int64_t left = groups - g;
-        const int8_t* xg = a.xpack + (r0 / 16 + g) * gstride;
+        const int8_t* xb = a.xpack + (b * all_groups + r0 / 16 + g) * 4096;
         int32_t* cg = ct.p + 16 * g;
         if (left >= 4) {
-          gemm_cols<4, 6>(xg, gstride, panel.p, kp, q0, q1, cg, ldc, first);
+          gemm_cols<4, 4>(xb, pb, cg, ldc, first);
           g += 4;
         } else if (left == 3) {
-          gemm_cols<3, 8>(xg, gstride, panel.p, kp, q0, q1, cg, ldc, first);
+          gemm_cols<3, 6>(xb, pb, cg, ldc, first);
           g += 3;
         } else if (left == 2) {
-          gemm_cols<2, 12>(xg, gstride, panel.p, kp, q0, q1, cg, ldc, first);
+          gemm_cols<2, 8>(xb, pb, cg, ldc, first);
           g += 2;
         } else {
-          gemm_cols<1, 16>(xg, gstride, panel.p, kp, q0, q1, cg, ldc, first);
+          gemm_cols<1, 16>(xb, pb, cg, ldc, first);
           g += 1;
         }
       }

@@ -19,7 +19,10 @@ Variants, measured in the same run, the same thread count for torch and fastemb:
     bitlinear_float  the same with activations='float' (float32 x ternary weights)
 
 Reported: median seconds per forward of the whole stack over ``reps`` calls after a warm-up,
-and tokens per second = batch / median. The kernels the packed variants ran on are printed
+and tokens per second = batch / median. The variants' calls are interleaved (rep r of every
+variant back to back) so that load drifts on a shared machine hit them alike. torch's OpenMP
+threads spin after each parallel op and compete with fastemb's pool on a small machine; running
+with ``OMP_WAIT_POLICY=PASSIVE`` shows how much (both are worth recording). The kernels the packed variants ran on are printed
 (native ISA, or "torch fallback" when the build has no ternary kernels yet: then the packed
 numbers measure the fallback, not the kernels).
 """
@@ -66,18 +69,6 @@ def build(kind: str, blocks: int, d: int, ffn: int, src=None) -> nn.Module:
     return model.eval()
 
 
-def time_forward(model: nn.Module, x: torch.Tensor, reps: int, warmup: int = 2) -> list:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--blocks", type=int, default=4)
@@ -105,20 +96,30 @@ def main(argv=None) -> int:
             nn.init.normal_(mod.weight, std=0.02)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     batches = [int(b) for b in args.batches.split(",")]
+    models = {kind: base if kind == "float32_linear" else build(kind, args.blocks, args.d, args.ffn, base)
+              for kind in variants}
     results = []
-    for kind in variants:
-        model = base if kind == "float32_linear" else build(kind, args.blocks, args.d, args.ffn, base)
-        dtype = torch.bfloat16 if kind == "bf16_linear" else torch.float32
-        for batch in batches:
-            x = torch.randn(batch, args.d).to(dtype)
-            times = time_forward(model, x, args.reps)
-            med = statistics.median(times)
-            results.append({"variant": kind, "batch": batch, "median_s": med, "min_s": min(times),
+    for batch in batches:
+        xs = {kind: torch.randn(batch, args.d).to(torch.bfloat16 if kind == "bf16_linear" else torch.float32)
+              for kind in variants}
+        times = {kind: [] for kind in variants}
+        with torch.inference_mode():
+            for kind in variants:  # warm-up
+                for _ in range(2):
+                    models[kind](xs[kind])
+            # interleaved: call r of every variant runs back to back, so load drifts on a shared
+            # machine hit all variants alike
+            for _ in range(args.reps):
+                for kind in variants:
+                    t0 = time.perf_counter()
+                    models[kind](xs[kind])
+                    times[kind].append(time.perf_counter() - t0)
+        for kind in variants:
+            med = statistics.median(times[kind])
+            results.append({"variant": kind, "batch": batch, "median_s": med, "min_s": min(times[kind]),
                             "tokens_per_s": batch / med, "reps": args.reps})
-            print(f"{kind:16s} batch {batch:3d}: median {med * 1e3:9.2f} ms  min {min(times) * 1e3:9.2f} ms  "
+            print(f"{kind:16s} batch {batch:3d}: median {med * 1e3:9.2f} ms  min {min(times[kind]) * 1e3:9.2f} ms  "
                   f"{batch / med:10.1f} tokens/s", flush=True)
-        if model is not base:
-            del model
 
     print("\n| batch | variant | median ms / forward | tokens/s | vs float32 | vs bf16 |")
     print("|---|---|---|---|---|---|")

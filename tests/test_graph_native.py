@@ -449,6 +449,15 @@ def test_cuda_matches_reference(rng, d):
         np.testing.assert_array_equal(cur.cpu().numpy(), expect)
         np.testing.assert_array_equal(t_acc.cpu().numpy(), accum)
 
+    init = rng.random(n).astype(np.float32)
+    cur = torch.empty((n, d), device=dev)
+    G.graph_propagate_random(seed, threshold, float(value), d, torch.from_numpy(init).to(dev).data_ptr(),
+                             t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n,
+                             torch.from_numpy(rs).to(dev).data_ptr(), cur.data_ptr(), True, False, 0.7, 0, stream)
+    expect = ref.propagate(ip, ix, w, rs, ref.random_rows(seed, threshold, value, d, 0, n, init), True, False, 0.7,
+                           None)
+    np.testing.assert_array_equal(cur.cpu().numpy(), expect)
+
     y = (rng.standard_normal((5000, d)) * 3 + 1).astype(np.float32)
     t_y = torch.from_numpy(y).to(dev)
     mean_d, std_d = torch.empty(d, dtype=torch.float64, device=dev), torch.empty(d, dtype=torch.float64, device=dev)

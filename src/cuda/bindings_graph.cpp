@@ -85,6 +85,21 @@ void bind_graph_cuda(py::module_& m) {
       py::arg("row_scale"), py::arg("prev"), py::arg("d"), py::arg("cur"), py::arg("normalize"),
       py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"), py::arg("stream") = 0);
   m.def(
+      "graph_propagate_random",
+      [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t init_scale, uintptr_t indptr,
+         uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale, uintptr_t cur,
+         bool normalize, bool propagate_normalized, double alpha, uintptr_t accum, uintptr_t stream) {
+        py::gil_scoped_release release;
+        graph::cuda::propagate_random(make_spec(seed, threshold, value, d), ptr<const float>(init_scale),
+                                      make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
+                                      ptr<float>(cur), normalize, propagate_normalized, static_cast<float>(alpha),
+                                      ptr<float>(accum), as_stream(stream));
+      },
+      py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("init_scale"), py::arg("indptr"),
+      py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"), py::arg("row_scale"),
+      py::arg("cur"), py::arg("normalize"), py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"),
+      py::arg("stream") = 0);
+  m.def(
       "graph_accumulate",
       [](uintptr_t x, int64_t rows, int64_t d, bool normalize, double alpha, uintptr_t accum, uintptr_t stream) {
         py::gil_scoped_release release;

@@ -253,6 +253,48 @@ __global__ void propagate_kernel(const int64_t* indptr, const void* idx, bool i3
   }
 }
 
+// propagate with prev = diag(init_scale) R regenerated on the fly (R never stored): lane t owns
+// columns j = t + 32 m and adds, edge by edge in stored order, w * (+-value * init_scale[c]) for the
+// nonzero R[c, j] (the CPU's propagate_random order; zero terms skipped).
+__global__ void propagate_random_kernel(uint64_t key, uint64_t threshold, float value, const float* init_scale,
+                                        const int64_t* indptr, const void* idx, bool i32, const float* data, int64_t n,
+                                        const float* row_scale, int64_t d, float* cur, bool normalize,
+                                        bool propagate_normalized, float alpha, float* accum) {
+  const int lane = threadIdx.x & (kWarp - 1);
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
+  for (int64_t i = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp; i < n; i += warps) {
+    const int64_t e0 = indptr[i], e1 = indptr[i + 1];
+    const float scale = row_scale ? row_scale[i] : 1.f;
+    float* u = cur + i * d;
+    for (int64_t j0 = 0; j0 < d; j0 += int64_t(kWarp) * kCols) {
+      float acc[kCols];
+#pragma unroll
+      for (int k = 0; k < kCols; ++k) acc[k] = 0.f;
+      for (int64_t e = e0; e < e1; ++e) {
+        const int64_t c = index_at(idx, i32, e);
+        if (c < 0 || c >= n) continue;
+        const float pv = init_scale ? mul_rn(value, init_scale[c]) : value;
+        const float w = data ? data[e] : 1.f;
+#pragma unroll
+        for (int k = 0; k < kCols; ++k) {
+          const int64_t j = j0 + lane + int64_t(k) * kWarp;
+          if (j >= d) continue;
+          const int s = entry_sign(entry_bits(key, static_cast<uint64_t>(c) * static_cast<uint64_t>(d) + static_cast<uint64_t>(j)), threshold);
+          if (s == 0) continue;
+          const float x = s > 0 ? pv : -pv;
+          acc[k] = data ? add_rn(acc[k], mul_rn(w, x)) : add_rn(acc[k], x);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kCols; ++k) {
+        const int64_t j = j0 + lane + int64_t(k) * kWarp;
+        if (j < d) u[j] = mul_rn(acc[k], scale);
+      }
+    }
+    row_epilogue(u, d, lane, normalize, propagate_normalized, alpha, accum ? accum + i * d : nullptr);
+  }
+}
+
 __global__ void accumulate_kernel(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {
   const int lane = threadIdx.x & (kWarp - 1);
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
@@ -367,6 +409,23 @@ void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t 
   propagate_kernel<<<grid_for(ceil_div(n, warps_per_block)), kBlock, 0, stream>>>(
       a.indptr, a.indices, a.indices_int32, a.data, n, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum);
   check_launch("propagate_kernel");
+}
+
+void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
+                      bool normalize, bool propagate_normalized, float alpha, float* accum, cudaStream_t stream) {
+  check_spec(r);
+  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square");
+  const int64_t n = a.rows, d = r.d;
+  check_ptr(cur, n > 0, "cur");
+  const int64_t bytes = n * d * 4;
+  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
+  check_csr(a, stream);
+  if (n == 0) return;
+  const int64_t warps_per_block = kBlock / kWarp;
+  propagate_random_kernel<<<grid_for(ceil_div(n, warps_per_block)), kBlock, 0, stream>>>(
+      mix64(r.seed), r.threshold, r.value, init_scale, a.indptr, a.indices, a.indices_int32, a.data, n, row_scale, d, cur,
+      normalize, propagate_normalized, alpha, accum);
+  check_launch("propagate_random_kernel");
 }
 
 void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum, cudaStream_t stream) {

@@ -16,6 +16,9 @@ void project_dense(const RandomSpec& r, const float* x, int64_t rows, int64_t n_
 void project_csr(const RandomSpec& r, const Csr& x, float* out, cudaStream_t stream);
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
                bool propagate_normalized, float alpha, float* accum, cudaStream_t stream);
+// graph.h propagate_random: prev = diag(init_scale) R, R regenerated per entry on the device.
+void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
+                      bool normalize, bool propagate_normalized, float alpha, float* accum, cudaStream_t stream);
 void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum, cudaStream_t stream);
 // mean / std: [d] float64 device outputs.
 void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double* std, cudaStream_t stream);

@@ -499,3 +499,23 @@ def test_propagate_random(rng, isa, d, weighted):
         np.testing.assert_array_equal(cur, expect)
         if accum is not None:
             np.testing.assert_array_equal(accum, accum_ref)
+
+
+def test_projection_threads_same_bits(rng, threads):
+    d, rows, cols = 96, 700, 300
+    seed, threshold, value = spec(rng, d, s=3.0)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    indptr, indices, data = random_csr(rng, rows, cols, density=0.05)
+    outs = []
+    for t in (1, 2):
+        fastemb.set_num_threads(t)
+        a = np.empty((rows, d), np.float32)
+        b = np.empty((rows, d), np.float32)
+        r = np.empty((rows, d), np.float32)
+        C.graph_project_dense(seed, threshold, float(value), d, addr(x), rows, cols, addr(a))
+        C.graph_project_csr(seed, threshold, float(value), d, addr(indptr), addr(indices), True, addr(data), rows,
+                            cols, addr(b))
+        C.graph_random_rows(seed, threshold, float(value), d, 11, rows, 0, addr(r))
+        outs.append((a, b, r))
+    for u, v in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(u, v)

@@ -403,11 +403,19 @@ def _as_sparse_csr(name: str, x: Any) -> Csr:
     csr = x if x.format == "csr" else x.tocsr()
     rows, cols = (int(v) for v in csr.shape)
     indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+    # scipy checks neither indptr's order nor the index range on construction: a malformed matrix
+    # must raise here, naming the argument, not reach the kernels.
+    if indptr[0] != 0 or (rows and np.any(indptr[1:] < indptr[:-1])):
+        raise ValueError(f"{name}: malformed sparse matrix (indptr must start at 0 and be non-decreasing)")
     nnz = int(indptr[-1])
     data = np.asarray(csr.data[:nnz])
     if not np.isfinite(data).all():
         raise ValueError(f"{name} must be finite (found NaN or inf)")
     indices = np.asarray(csr.indices[:nnz])
+    if nnz:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= cols:
+            raise ValueError(f"{name}: column index {lo if lo < 0 else hi} is out of range [0, {cols})")
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
     return Csr(indptr, np.ascontiguousarray(indices), np.ascontiguousarray(data, dtype=np.float32), rows, cols)

@@ -295,6 +295,8 @@ def binarize(x: Tensor, bits: int = 1, scale=None) -> Tensor:
     ``scale``: None (``mean|x|`` per row), a positive number, or a tensor (scalar or ``[n]``) on
     ``x``'s device. Checking for NaN / inf syncs with the device.
     """
+    if not isinstance(x, Tensor):  # the op's schema check would raise RuntimeError
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if scale is not None and not isinstance(scale, Tensor):
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise TypeError(f"scale must be a number or a torch.Tensor, got {type(scale).__name__}")

@@ -262,6 +262,9 @@ def centroid_aggregate(
     float64 ``x``, float32 otherwise). Returns the ``[K, D]`` (or ``[N, D]`` with
     ``leave_one_out``) result, and the int64 counts when ``return_counts``.
     """
+    for name, t in (("x", x), ("index", index), ("offsets", offsets)):
+        if t is not None and not isinstance(t, Tensor):  # the op's schema check would raise RuntimeError
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if index is not None and num_groups is None:
         raise ValueError("num_groups is required with index (deriving it would need a host sync)")
     if offsets is not None:

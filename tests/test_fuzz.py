@@ -364,10 +364,6 @@ def test_fuzz_centroid_aggregate(seed, mut, n, d, k, dtype, reduce, normalize, w
     elif mut == "eps_str":
         expect_error(F, call(eps="1e-12"), "eps")
     elif mut in ("x_nan", "x_inf"):
-        if _backend.native() is not None and normalize != "none":
-            # known defect of the C++ kernels (NaN norms are floored to eps instead of propagating): covered by
-            # the strict xfail test_centroid_normalize_nan_row_defect below, so only normalize='none' here
-            normalize = kw["normalize"] = "none"
         bad = x.copy()
         bad[rng.integers(0, n), rng.integers(0, d)] = np.nan if mut == "x_nan" else -np.inf
         # documented: NaN / inf propagate to the group's result
@@ -376,14 +372,10 @@ def test_fuzz_centroid_aggregate(seed, mut, n, d, k, dtype, reduce, normalize, w
         raise AssertionError(mut)
 
 
-@pytest.mark.skipif(_backend.native() is None, reason="defect of the native kernels (the NumPy fallback is right)")
-@pytest.mark.xfail(strict=True, reason="C++ centroid: a NaN row norm is floored to eps instead of propagating "
-                   "(clamp_norm 'norm > eps ? norm : eps' in src/cpp/centroid/centroid_math.h:35 and max_a in "
-                   "centroid_kernels.h:131/144), so with normalize='pre'/'post'/'both' the finite entries of a "
-                   "NaN row become v / eps (2.5e+11, inf in float16) instead of NaN as in fastemb._reference")
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("normalize", ["pre", "post", "both"])
-def test_centroid_normalize_nan_row_defect(dtype, normalize):
+def test_centroid_normalize_nan_row_propagates(dtype, normalize):
+    # regression: the C++ kernels floored a NaN row norm to eps (finite entries became v / eps)
     x = np.array([[np.nan, 0.5], [1.0, 2.0]], dtype)
     labels = np.array([0, 0])
     got = fastemb.centroid_aggregate(x, labels, normalize=normalize)

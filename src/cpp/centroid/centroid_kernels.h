@@ -15,6 +15,7 @@
 #include <new>
 
 #include "centroid/centroid.h"
+#include "centroid/centroid_math.h"
 #include "common/float16.h"
 #include "common/thread_pool.h"
 
@@ -33,8 +34,6 @@ struct Scratch {
 };
 
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
-template <class A>
-inline A max_a(A a, A b) { return a > b ? a : b; }
 inline float sqrt_a(float v) { return __builtin_sqrtf(v); }
 inline double sqrt_a(double v) { return __builtin_sqrt(v); }
 template <class A>
@@ -128,7 +127,7 @@ void compute_row_norms(const Problem& p, A* row_norms) {
     const int64_t r1 = min_i64(p.n, (b + 1) * block);
     for (int64_t r = b * block; r < r1; ++r) {
       const T* row = x + r * d;
-      row_norms[r] = max_a(norm_fixed<A>(row, d), eps);
+      row_norms[r] = clamp_norm(norm_fixed<A>(row, d), eps);
     }
   };
   parallel_for_each((p.n + block - 1) / block, task);
@@ -141,7 +140,7 @@ inline void store_row(const Ctx<A>& c, A* acc, int64_t w, T* out, A* out_norm_sl
   if (c.post) {
     const A norm = norm_fixed<A>(acc, w);
     *out_norm_slot = norm;
-    const A denom = max_a(norm, c.eps);
+    const A denom = clamp_norm(norm, c.eps);
     for (int64_t j = 0; j < w; ++j) acc[j] = acc[j] / denom;
   }
   for (int64_t j = 0; j < w; ++j) from_acc(acc[j], out + j);
@@ -360,7 +359,7 @@ inline void unpost_grad(const Ctx<A>& c, A* dst, const T* g, const T* c_hat, con
 // The centroid before 'post' normalization, rebuilt from the output: out * max(||c||, eps).
 template <class T, class A>
 inline void unnormalized(const Ctx<A>& c, A* dst, const T* out_row, const A* out_norm_slot, int64_t d) {
-  const A scale = c.post ? max_a(*out_norm_slot, c.eps) : A(1);
+  const A scale = c.post ? clamp_norm(*out_norm_slot, c.eps) : A(1);
   for (int64_t j = 0; j < d; ++j) dst[j] = to_acc(out_row[j], A()) * scale;
 }
 

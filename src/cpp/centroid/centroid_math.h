@@ -5,7 +5,7 @@
 //
 // These are the rules every backend must agree on:
 //   - safe_div:          num / den, or 0 when den == 0 (empty groups, zero weight sums);
-//   - clamp_norm:        max(norm, eps), the divisor of L2 normalization;
+//   - clamp_norm:        max(norm, eps), the divisor of L2 normalization (a NaN norm stays NaN);
 //   - normalize_grad:    the gradient through y = v / max(||v||, eps), one element at a time:
 //                        (g - y_hat (y_hat . g)) / ||v|| when ||v|| > eps, else g / eps
 //                        (used for 'post' on centroids and for 'pre' on rows);
@@ -32,7 +32,7 @@ static inline FASTEMB_HD A safe_div(A num, A den) {
 
 template <class A>
 static inline FASTEMB_HD A clamp_norm(A norm, A eps) {
-  return norm > eps ? norm : eps;
+  return (norm > eps || is_nan_a(norm)) ? norm : eps;  // a NaN norm propagates (NaN rows stay NaN)
 }
 
 // Gradient w.r.t. v of y = v / max(||v||, eps), element j: g = dL/dy_j, y_hat = y_j,

@@ -1546,7 +1546,7 @@ def test_fuzz_torch_ops(seed, mut, n, d, k, dtype):
             bad = xin.clone()
             bad[0, 0] = float("nan")
             expect_error(F, lambda: ft.ternary_linear(bad, packed, scale, kk), "x")
-            if kk > 1:  # kk == 1 leaves x [n, 0]: test_torch_ternary_linear_zero_features_defect
+            if kk > 1:  # kk == 1 leaves x [n, 0]: test_torch_ternary_linear_zero_features_regression
                 expect_error(F, lambda: ft.ternary_linear(xin[:, :-1], packed, scale, kk), ("x", "k"))
             expect_error(F, lambda: ft.ternary_linear(xin, packed.to(torch.int8), scale, kk), "packed")
             expect_error(F, lambda: ft.ternary_linear(xin, packed, scale.double(), kk), "scale")
@@ -1573,12 +1573,8 @@ def test_fuzz_torch_ops(seed, mut, n, d, k, dtype):
         raise AssertionError(mut)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="fastemb.torch.ternary_linear (the wrapper in python/fastemb/torch/_ternary.py) checks only x's type "
-                   "before calling torch.ops.fastemb.ternary_linear: a NumPy packed / scale / bias reaches the op's "
-                   "schema check and raises RuntimeError ('Expected a value of type Tensor ...') instead of TypeError")
 @pytest.mark.parametrize("arg", ["packed", "scale", "bias"])
-def test_torch_ternary_linear_non_tensor_args_defect(arg):
+def test_torch_ternary_linear_non_tensor_args_regression(arg):
     x = torch.randn(3, 5)
     tw = fastemb.quantize_ternary(np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32))
     packed, scale, k = ft._ternary.ternary_weight_tensors(tw)
@@ -1588,13 +1584,8 @@ def test_torch_ternary_linear_non_tensor_args_defect(arg):
         ft.ternary_linear(x, args["packed"], args["scale"], k, bias=args["bias"])
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="fastemb.torch.ternary_linear (the wrapper in python/fastemb/torch/_ternary.py) reshapes x with "
-                   "x.reshape(-1, x.shape[-1]): for x with 0 features this raises RuntimeError ('cannot reshape tensor "
-                   "of 0 elements into shape [-1, 0]') instead of returning zeros + bias (k == 0, as "
-                   "fastemb.ternary_matmul does) or a ValueError naming x (k mismatch)")
 @pytest.mark.parametrize("k", [0, 1])
-def test_torch_ternary_linear_zero_features_defect(k):
+def test_torch_ternary_linear_zero_features_regression(k):
     tw = fastemb.quantize_ternary(np.ones((2, k), np.float32))
     packed, scale, kk = ft._ternary.ternary_weight_tensors(tw)
     x = torch.zeros(3, 0)

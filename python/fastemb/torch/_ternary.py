@@ -267,8 +267,15 @@ def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optio
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 1:
         raise ValueError("x must have at least one dimension (features last)")
+    for name, t in (("packed", packed), ("scale", scale), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     lead = x.shape[:-1]
-    y = torch.ops.fastemb.ternary_linear(x.reshape(-1, x.shape[-1]), packed, scale, k, bias, activations, eps)
+    # reshape(-1, 0) is ambiguous for 0 features: give the row count explicitly.
+    rows = 1
+    for size in lead:
+        rows *= size
+    y = torch.ops.fastemb.ternary_linear(x.reshape(rows, x.shape[-1]), packed, scale, k, bias, activations, eps)
     return y.reshape(*lead, packed.shape[0])
 
 

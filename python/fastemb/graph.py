@@ -348,6 +348,18 @@ class NumpyOps:
             cur[...] = _ref.propagate(a.indptr, a.indices, a.data, row_scale, prev, normalize, propagate_normalized,
                                       alpha, accum)
 
+    def can_propagate_random(self) -> bool:
+        return _native("graph_propagate_random") is not None
+
+    def propagate_random(self, spec, init_scale, a: Csr, row_scale, cur, normalize, propagate_normalized, alpha,
+                         accum) -> None:
+        """The first step ``propagate(diag(init_scale) R)`` without materializing the N x d initial matrix
+        (native only; same bits as random_rows + propagate up to the sign of zero)."""
+        seed, threshold, value, d = spec
+        _native("graph_propagate_random")(
+            seed, threshold, float(value), d, _A(init_scale), _A(a.indptr), _A(a.indices), a.indices_int32,
+            _A(a.data), a.rows, _A(row_scale), _A(cur), normalize, propagate_normalized, float(alpha), _A(accum))
+
     def accumulate(self, x, normalize, alpha, accum) -> None:
         fn = _native("graph_accumulate")
         if fn is not None:
@@ -571,8 +583,14 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     n, d = plan.graph.rows, plan.dim
     q = len(plan.weights)
     a = ops.upload_csr(plan.graph)
+    spec = (plan.seed, plan.threshold, plan.value, d)
+    # Plain random initial vectors (no feature columns, no self-influence term reading them): the first
+    # step generates R's sparse rows on the fly instead of writing and gathering an N x d matrix.
+    fused_first = (plan.feature_dim == 0 and plan.self_influence == 0
+                   and getattr(ops, "can_propagate_random", lambda: False)())
     prev = ops.empty((n, d))
-    ops.random_rows((plan.seed, plan.threshold, plan.value, d), ops.upload(plan.initial_scale), prev)
+    if not fused_first:
+        ops.random_rows(spec, ops.upload(plan.initial_scale), prev)
     if plan.feature_dim:
         block = ops.empty((n, plan.feature_dim))
         if isinstance(features, Csr):
@@ -590,8 +608,12 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     for i in _progress_range(q, progress):
         alpha = plan.weights[i]
         # alpha == 0 adds nothing (accum + 0 * v == accum bit for bit): skip the epilogue's writes.
-        ops.propagate(a, scale, prev, cur, plan.normalize, plan.propagate_normalized, alpha,
-                      accum if alpha != 0 else None)
+        if i == 0 and fused_first:
+            ops.propagate_random(spec, ops.upload(plan.initial_scale), a, scale, cur, plan.normalize,
+                                 plan.propagate_normalized, alpha, accum if alpha != 0 else None)
+        else:
+            ops.propagate(a, scale, prev, cur, plan.normalize, plan.propagate_normalized, alpha,
+                          accum if alpha != 0 else None)
         if iterations is not None:
             it = iterations[i]
             it[...] = 0

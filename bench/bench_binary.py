@@ -62,6 +62,7 @@ import pytest  # noqa: E402
 import fastemb  # noqa: E402
 from fastemb import _backend  # noqa: E402
 from fastemb._reference import binary as ref  # noqa: E402
+from fastemb.bench_cli import record  # noqa: E402
 
 try:
     import faiss
@@ -278,6 +279,26 @@ def _record(benchmark, case, peer, impl, nq, nd, bits, nbytes_plane, rounds, sub
         "rounds": rounds, "verified": verified,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     })
+    # Common schema (python -m fastemb bench): one row per case; subset peers are extrapolated per pair.
+    # Limits: the single-query scan is memory-bound (corpus bytes / measured read bandwidth); the batched
+    # searches are bound by xor+popcount throughput (the spec's per-core figure, not measured here).
+    full_bytes = N * code_bytes_pair
+    if case.nq == 1:
+        limit = dict(nbytes=full_bytes, limit_kind="read bandwidth")
+    else:
+        limit = dict(nbytes=full_bytes, limit_kind="popcount",
+                     limit_s=pairs_full / (POPCNT_GBS_PER_CORE * THREADS * 1e9 / (case.nbytes)))
+    record(benchmark, family="binary", kernel=COMMON_KERNEL[case.name],
+           shape=f"{case.nq} quer{'y' if case.nq == 1 else 'ies'} x {N} codes, k={K}",
+           peer=COMMON_PEER[peer], impl=impl, work_factor=pairs_full / pairs,
+           reference=peer.endswith("_dist"), **limit)
+
+
+COMMON_KERNEL = {"hamming-256": "hamming top-k 256-bit", "hamming-1024": "hamming top-k 1024-bit",
+                 "scan1-1024": "hamming scan 1 query 1024-bit"}
+COMMON_PEER = {"fastemb": "fastemb", "fastemb_sdc2": "fastemb SDC bits=2 512d", "faiss": "faiss",
+               "numkong_topk": "numkong", "numkong_dist": "numkong (dist only)", "simsimd_topk": "simsimd",
+               "simsimd_dist": "simsimd (dist only)", "numpy": "numpy"}
 
 
 @pytest.mark.parametrize("case,peer", _params())

@@ -51,6 +51,7 @@ import pytest
 
 import fastemb
 from fastemb import _backend
+from fastemb.bench_cli import record
 from fastemb.centroid import native_backward, native_forward
 
 try:
@@ -159,6 +160,22 @@ def _bwd_bytes(c: Case) -> int:
     return 4 * c.k * c.d + 8 * c.n + 4 * c.n * c.d
 
 
+# Column labels of the common schema (python -m fastemb bench); "fastemb" is the row's baseline.
+COMMON_PEER = {
+    "fastemb": "fastemb", "fastemb_torch": "fastemb op", "fastemb_native": "fastemb native",
+    "index_add_div": "torch index_add_", "scatter_reduce_mean": "torch scatter_reduce",
+    "segment_reduce": "torch segment_reduce", "np_add_at": "numpy add.at",
+    "read_x_sum0": "x.sum(0)", "read_x_flat": "x.sum()",
+}
+
+
+def _num(v: int) -> str:
+    for div, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if v >= div and v % (div // 10) == 0:
+            return f"{v / div:g}{suffix}"
+    return str(v)
+
+
 def _record(benchmark, case: Case, direction: str, peer: str, nbytes: int, bw_kind: str, impl: str, rounds: int):
     benchmark.group = f"{case.id} {direction}"
     benchmark.extra_info.update({
@@ -166,6 +183,10 @@ def _record(benchmark, case: Case, direction: str, peer: str, nbytes: int, bw_ki
         "n": case.n, "d": case.d, "k": case.k, "sorted": case.sorted, "dtype": "float32",
         "bytes": nbytes, "bw_kind": bw_kind, "rounds": rounds, "threads": THREADS, "scale": SCALE,
     })
+    record(benchmark, family="centroid", kernel=f"centroid mean {direction}",
+           shape=f"{_num(case.n)}x{case.d} K={_num(case.k)} {'sorted' if case.sorted else 'unsorted'}",
+           peer=COMMON_PEER[peer], impl=impl, nbytes=nbytes, limit_kind=f"{bw_kind} bandwidth",
+           reference=peer.startswith("read_x"))
 
 
 def _need_torch():

@@ -38,6 +38,7 @@ import pytest
 import fastemb
 from fastemb import _backend
 from fastemb._reference import ternary as R
+from fastemb.bench_cli import record
 
 try:
     import torch
@@ -92,10 +93,17 @@ def data(case):
     return _DATA[case]
 
 
+_COMMON_PEER = {"fastemb_native": "fastemb native", "torch_fp32": "torch fp32", "torch_bf16": "torch bf16",
+                "torch_int_mm": "torch _int_mm int8", "ggml_tq2_0": "ggml TQ2_0", "ggml_tq1_0": "ggml TQ1_0"}
+
+
 def _bench(benchmark, case, peer, fn, nbytes):
     m, k, n = case
     benchmark.group = f"{m}x{k}x{n}"
     benchmark.extra_info.update(peer=peer, m=m, k=k, n=n, bytes=int(nbytes), threads=THREADS)
+    # common schema (python -m fastemb bench); the limit: fastemb's packed 2-bit weights / read bandwidth
+    record(benchmark, family="ternary", kernel="ternary matmul W1.58A8" + (" (GEMV)" if m == 1 else ""),
+           shape=f"{m}x{k}x{n}", peer=_COMMON_PEER.get(peer, peer), nbytes=int(nbytes), limit_kind="read bandwidth")
     fn()  # warm-up (also page-faults any lazily touched buffer)
     benchmark.pedantic(fn, rounds=60, iterations=1, warmup_rounds=3)
 
@@ -191,7 +199,7 @@ class GgmlMatmul:
         ggml.ggml_quantize_chunk(typ, w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
                                  wq.ctypes.data_as(ctypes.c_void_p), 0, n, k, None)
         self.nbytes = wq.nbytes
-        mem = copies * (wq.nbytes + x.nbytes + m * n * 4 + (1 << 16)) + (64 << 20)
+        mem = copies * (wq.nbytes + x.nbytes + m * n * 4 + (1 << 16) + ggml.ggml_graph_overhead()) + (64 << 20)
         self.ctx = ggml.ggml_init(ggml.ggml_init_params(mem_size=mem, mem_buffer=None, no_alloc=False))
         b = ggml.ggml_new_tensor_2d(self.ctx, ggml.GGML_TYPE_F32, k, m)
         ctypes.memmove(ggml.ggml_get_data(b), x.ctypes.data, x.nbytes)

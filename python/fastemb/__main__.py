@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastemb info`` and ``python -m fastemb demo``."""
+"""Command line: ``python -m fastemb info``, ``python -m fastemb demo`` and ``python -m fastemb bench``."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--dim", type=int, default=128)
     p_demo.add_argument("--groups", type=int, default=1_000)
     p_demo.set_defaults(func=_cmd_demo)
+    from . import bench_cli  # stdlib-only module; the suites run in a subprocess
+
+    p_bench = sub.add_parser("bench", help="run the microbenchmarks with the installed peers on this machine")
+    bench_cli.add_arguments(p_bench)
+    p_bench.set_defaults(func=lambda a: bench_cli.main(a, "python -m fastemb " + " ".join(
+        sys.argv[1:] if argv is None else argv)))
     args = parser.parse_args(argv)
     return args.func(args)
 

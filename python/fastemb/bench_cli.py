@@ -3,8 +3,8 @@
 Runs the pytest-benchmark suites of ``bench/`` (a source checkout's ``bench/`` next to the package, else
 the copy installed as ``fastemb/_bench``) in one subprocess per family, shows progress, and prints one
 table per family (fastemb's median, each peer's median and its ratio to fastemb, the speed-up over the
-best peer, and the physical limit: bytes / the memory bandwidth measured at the start of the run, or an
-instruction-throughput bound where a benchmark defines one) plus the machine it ran on.
+best peer, and the physical limit: bytes / the memory bandwidth measured at the start and end of the run,
+or an instruction-throughput bound where a benchmark defines one) plus the machine it ran on.
 
     python -m fastemb bench --quick                     # every family on small sizes (< 2 min, 2 cores)
     python -m fastemb bench --family binary --json a.json --plot a.png --markdown a.md
@@ -371,8 +371,9 @@ def md_table(head: List[str], cells: List[List[str]]) -> str:
 LEGEND = ("Times are medians of one run. A peer cell is `median (peer time / fastemb time)`: > 1 means fastemb "
           "is faster; `~` marks a peer timed on a subset and extrapolated. speed-up = the fastest competitor's "
           "median / fastemb's (fastemb variants and yardsticks such as one read of x are not competitors). "
-          "limit = the physical lower bound of one call: bytes / the bandwidth measured at the start of the "
-          "run (or the instruction limit named); % of limit = limit / fastemb's median.")
+          "limit = the physical lower bound of one call: bytes / the memory bandwidth (the best of the probes "
+          "at the start and the end of the family's run), or the instruction limit named; % of limit = limit / "
+          "fastemb's median (over 100%: the data fit in a cache, as at --quick sizes).")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -409,7 +410,8 @@ def machine_summary(result: Dict[str, Any]) -> Dict[str, Any]:
 def machine_lines(result: Dict[str, Any]) -> List[Tuple[str, str]]:
     m = machine_summary(result)
     bw, bw0 = m.get("bandwidth_gbs", {}), m.get("bandwidth_start_gbs", {})
-    bwtext = "; ".join(f"{k} {bw0.get(k, v):.1f} GB/s at start (best {v:.1f})" for k, v in bw.items()) or "-"
+    bwtext = ("; ".join(f"{k} {bw0.get(k, v):.1f} GB/s at start (best {v:.1f})" for k, v in bw.items())
+              + " (limits use the best)") if bw else "-"
     peers = m.get("peers", {})
     have = ", ".join(f"{k} {v}" for k, v in peers.items() if v) or "none"
     miss = ", ".join(k for k, v in peers.items() if not v) or "none"

@@ -253,3 +253,23 @@ def test_empty_tensors_forward_and_backward(reduce, normalize, loo):
     z = ft.centroid_aggregate(torch.empty(0, 4), offsets=torch.zeros(3, dtype=torch.long), reduce=reduce,
                               normalize=normalize)
     assert z.shape == (2, 4) and torch.all(z == 0)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backward_with_strided_labels_and_weights(weighted):
+    # regression: the backward op read the saved (strided) labels / weights as if they were dense
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    labels = torch.randint(0, 5, (100,), generator=g)[::2]
+    w = torch.rand(100, dtype=torch.float64, generator=g)[::2] if weighted else None
+
+    def grads(lab, wt):
+        wt = None if wt is None else wt.detach().clone().requires_grad_()
+        y = ft.centroid_aggregate(x, lab, num_groups=5, weights=wt)
+        inputs = (x,) if wt is None else (x, wt)
+        return torch.autograd.grad((y ** 2).sum(), inputs)
+
+    strided = grads(labels, w)
+    dense = grads(labels.contiguous(), None if w is None else w.contiguous())
+    for a, b in zip(strided, dense):
+        assert torch.equal(a, b)

@@ -182,6 +182,10 @@ def _centroid_backward_op(grad_out: Tensor, x: Tensor, index: Optional[Tensor], 
                           leave_one_out: bool, need_grad_x: bool, need_grad_w: bool) -> Tuple[Tensor, Tensor]:
     x = x.contiguous()
     grad_out = grad_out.contiguous()
+    # The saved inputs are the caller's tensors, strides included: the kernels read them densely.
+    index = None if index is None else index.contiguous()
+    offsets = None if offsets is None else offsets.contiguous()
+    weights = None if weights is None else weights.contiguous()
     grad_x = torch.empty_like(x) if need_grad_x else x.new_empty((0,))
     acc = _acc_dtype(x.dtype)
     grad_w = torch.empty(x.shape[0], dtype=acc, device=x.device) if need_grad_w else torch.empty(0, dtype=acc, device=x.device)

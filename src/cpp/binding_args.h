@@ -8,6 +8,8 @@
 
 #include "binary/binary.h"
 #include "centroid/centroid.h"
+#include "graph/graph.h"
+#include "ternary/ternary.h"
 
 namespace fastemb::bindings {
 
@@ -84,6 +86,41 @@ inline binary::Problem make_binary_problem(uintptr_t q, int64_t nq, uintptr_t d,
   p.dim = dim;
   p.mode = static_cast<binary::Mode>(mode);
   return p;
+}
+
+// ---- ternary: packed weights (I2 layout) and their scale(s)
+inline ternary::Weights make_ternary_weights(uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale,
+                                             bool per_row) {
+  ternary::Weights w;
+  w.packed = ptr<const uint8_t>(packed);
+  w.n = n;
+  w.k = k;
+  w.kp = kp;
+  w.scale = ptr<const float>(scale);
+  w.per_row = per_row;
+  return w;
+}
+
+// ---- graph: the random matrix's parameters and a CSR matrix
+inline graph::RandomSpec make_random_spec(uint64_t seed, uint64_t threshold, double value, int64_t d) {
+  graph::RandomSpec r;
+  r.seed = seed;
+  r.threshold = threshold;
+  r.value = static_cast<float>(value);
+  r.d = d;
+  return r;
+}
+
+inline graph::Csr make_csr(uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t rows,
+                           int64_t cols) {
+  graph::Csr c;
+  c.indptr = ptr<const int64_t>(indptr);
+  c.indices = ptr<const void>(indices);
+  c.indices_int32 = indices_int32;
+  c.data = ptr<const float>(data);
+  c.rows = rows;
+  c.cols = cols;
+  return c;
 }
 
 }  // namespace fastemb::bindings

@@ -15,29 +15,6 @@ namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-graph::RandomSpec make_spec(uint64_t seed, uint64_t threshold, double value, int64_t d) {
-  graph::RandomSpec r;
-  r.seed = seed;
-  r.threshold = threshold;
-  r.value = static_cast<float>(value);
-  r.d = d;
-  return r;
-}
-
-graph::Csr make_csr(uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t rows, int64_t cols) {
-  graph::Csr c;
-  c.indptr = ptr<const int64_t>(indptr);
-  c.indices = ptr<const void>(indices);
-  c.indices_int32 = indices_int32;
-  c.data = ptr<const float>(data);
-  c.rows = rows;
-  c.cols = cols;
-  return c;
-}
-
-}  // namespace
 
 void bind_graph(py::module_& m) {
   m.def(
@@ -46,7 +23,7 @@ void bind_graph(py::module_& m) {
          uintptr_t out, const std::string& isa) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
-        graph::random_rows_isa(i, make_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
+        graph::random_rows_isa(i, make_random_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
                                ptr<float>(out));
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("row0"), py::arg("rows"),
@@ -58,7 +35,7 @@ void bind_graph(py::module_& m) {
          uintptr_t out, const std::string& isa) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
-        graph::project_dense_isa(i, make_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
+        graph::project_dense_isa(i, make_random_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
                                  ptr<float>(out));
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("x"), py::arg("rows"),
@@ -69,7 +46,7 @@ void bind_graph(py::module_& m) {
          bool indices_int32, uintptr_t data, int64_t rows, int64_t cols, uintptr_t out, const std::string& isa) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
-        graph::project_csr_isa(i, make_spec(seed, threshold, value, d),
+        graph::project_csr_isa(i, make_random_spec(seed, threshold, value, d),
                                make_csr(indptr, indices, indices_int32, data, rows, cols), ptr<float>(out));
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("indptr"), py::arg("indices"),
@@ -97,7 +74,7 @@ void bind_graph(py::module_& m) {
          bool normalize, bool propagate_normalized, double alpha, uintptr_t accum, const std::string& isa) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
-        graph::propagate_random_isa(i, make_spec(seed, threshold, value, d), ptr<const float>(init_scale),
+        graph::propagate_random_isa(i, make_random_spec(seed, threshold, value, d), ptr<const float>(init_scale),
                                     make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
                                     ptr<float>(cur), normalize, propagate_normalized, static_cast<float>(alpha),
                                     ptr<float>(accum));

@@ -10,31 +10,13 @@
 
 #include "bindings_common.h"
 #include "common/cpu_features.h"
+#include "binding_args.h"
 #include "ternary/ternary.h"
 
 namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-template <class T>
-T* tptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-ternary::Weights make_weights(uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row) {
-  ternary::Weights w;
-  w.packed = tptr<const uint8_t>(packed);
-  w.n = n;
-  w.k = k;
-  w.kp = kp;
-  w.scale = tptr<const float>(scale);
-  w.per_row = per_row;
-  return w;
-}
-
-}  // namespace
 
 void bind_ternary(py::module_& m) {
   m.def(
@@ -45,8 +27,8 @@ void bind_ternary(py::module_& m) {
           throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
-        ternary::quantize_activations_isa(chosen, tptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
-                                          static_cast<float>(eps), tptr<int8_t>(xq), tptr<float>(x_scale));
+        ternary::quantize_activations_isa(chosen, ptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
+                                          static_cast<float>(eps), ptr<int8_t>(xq), ptr<float>(x_scale));
       },
       py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
       py::arg("x_scale"), py::arg("isa") = "",
@@ -55,11 +37,11 @@ void bind_ternary(py::module_& m) {
       "ternary_matmul_int8",
       [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,
          uintptr_t scale, bool per_row, uintptr_t bias, uintptr_t out, uintptr_t acc, const std::string& isa) {
-        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const ternary::Weights w = make_ternary_weights(packed, n, k, kp, scale, per_row);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
-        ternary::matmul_int8_isa(chosen, tptr<const int8_t>(xq), tptr<const float>(x_scale), rows, w,
-                                 tptr<const float>(bias), tptr<float>(out), tptr<int32_t>(acc));
+        ternary::matmul_int8_isa(chosen, ptr<const int8_t>(xq), ptr<const float>(x_scale), rows, w,
+                                 ptr<const float>(bias), ptr<float>(out), ptr<int32_t>(acc));
       },
       py::arg("xq"), py::arg("x_scale"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"),
       py::arg("scale"), py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("acc"), py::arg("isa") = "",
@@ -68,10 +50,10 @@ void bind_ternary(py::module_& m) {
       "ternary_matmul_float",
       [](uintptr_t x, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row,
          uintptr_t bias, uintptr_t out, const std::string& isa) {
-        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const ternary::Weights w = make_ternary_weights(packed, n, k, kp, scale, per_row);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
-        ternary::matmul_float_isa(chosen, tptr<const float>(x), rows, w, tptr<const float>(bias), tptr<float>(out));
+        ternary::matmul_float_isa(chosen, ptr<const float>(x), rows, w, ptr<const float>(bias), ptr<float>(out));
       },
       py::arg("x"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"), py::arg("scale"),
       py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("isa") = "",

@@ -14,29 +14,6 @@ namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-graph::RandomSpec make_spec(uint64_t seed, uint64_t threshold, double value, int64_t d) {
-  graph::RandomSpec r;
-  r.seed = seed;
-  r.threshold = threshold;
-  r.value = static_cast<float>(value);
-  r.d = d;
-  return r;
-}
-
-graph::Csr make_csr(uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t rows, int64_t cols) {
-  graph::Csr c;
-  c.indptr = ptr<const int64_t>(indptr);
-  c.indices = ptr<const void>(indices);
-  c.indices_int32 = indices_int32;
-  c.data = ptr<const float>(data);
-  c.rows = rows;
-  c.cols = cols;
-  return c;
-}
-
-}  // namespace
 
 void bind_graph_cuda(py::module_& m) {
   m.def(
@@ -44,7 +21,7 @@ void bind_graph_cuda(py::module_& m) {
       [](uint64_t seed, uint64_t threshold, double value, int64_t d, int64_t row0, int64_t rows, uintptr_t row_scale,
          uintptr_t out, uintptr_t stream) {
         py::gil_scoped_release release;
-        graph::cuda::random_rows(make_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
+        graph::cuda::random_rows(make_random_spec(seed, threshold, value, d), row0, rows, ptr<const float>(row_scale),
                                  ptr<float>(out), as_stream(stream));
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("row0"), py::arg("rows"),
@@ -54,7 +31,7 @@ void bind_graph_cuda(py::module_& m) {
       [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t x, int64_t rows, int64_t n_in,
          uintptr_t out, uintptr_t stream) {
         py::gil_scoped_release release;
-        graph::cuda::project_dense(make_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
+        graph::cuda::project_dense(make_random_spec(seed, threshold, value, d), ptr<const float>(x), rows, n_in,
                                    ptr<float>(out), as_stream(stream));
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("x"), py::arg("rows"),
@@ -64,7 +41,7 @@ void bind_graph_cuda(py::module_& m) {
       [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t indptr, uintptr_t indices,
          bool indices_int32, uintptr_t data, int64_t rows, int64_t cols, uintptr_t out, uintptr_t stream) {
         py::gil_scoped_release release;
-        graph::cuda::project_csr(make_spec(seed, threshold, value, d),
+        graph::cuda::project_csr(make_random_spec(seed, threshold, value, d),
                                  make_csr(indptr, indices, indices_int32, data, rows, cols), ptr<float>(out),
                                  as_stream(stream));
       },
@@ -90,7 +67,7 @@ void bind_graph_cuda(py::module_& m) {
          uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale, uintptr_t cur,
          bool normalize, bool propagate_normalized, double alpha, uintptr_t accum, uintptr_t stream) {
         py::gil_scoped_release release;
-        graph::cuda::propagate_random(make_spec(seed, threshold, value, d), ptr<const float>(init_scale),
+        graph::cuda::propagate_random(make_random_spec(seed, threshold, value, d), ptr<const float>(init_scale),
                                       make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
                                       ptr<float>(cur), normalize, propagate_normalized, static_cast<float>(alpha),
                                       ptr<float>(accum), as_stream(stream));

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cuda_bindings_common.h"
+#include "binding_args.h"
 #include "ternary/ternary.h"
 #include "ternary_cuda.cuh"
 
@@ -16,25 +17,6 @@ namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-template <class T>
-T* dptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-ternary::Weights make_weights(uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row) {
-  ternary::Weights w;
-  w.packed = dptr<const uint8_t>(packed);
-  w.n = n;
-  w.k = k;
-  w.kp = kp;
-  w.scale = dptr<const float>(scale);
-  w.per_row = per_row;
-  return w;
-}
-
-}  // namespace
 
 void bind_ternary_cuda(py::module_& m) {
   m.def(
@@ -44,8 +26,8 @@ void bind_ternary_cuda(py::module_& m) {
         if (dtype < 0 || dtype > 3)
           throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
         py::gil_scoped_release release;
-        ternary::cuda::quantize_activations(dptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
-                                            static_cast<float>(eps), dptr<int8_t>(xq), dptr<float>(x_scale),
+        ternary::cuda::quantize_activations(ptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
+                                            static_cast<float>(eps), ptr<int8_t>(xq), ptr<float>(x_scale),
                                             as_stream(stream));
       },
       py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
@@ -54,10 +36,10 @@ void bind_ternary_cuda(py::module_& m) {
       "ternary_matmul_int8",
       [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,
          uintptr_t scale, bool per_row, uintptr_t bias, uintptr_t out, uintptr_t acc, uintptr_t stream) {
-        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const ternary::Weights w = make_ternary_weights(packed, n, k, kp, scale, per_row);
         py::gil_scoped_release release;
-        ternary::cuda::matmul_int8(dptr<const int8_t>(xq), dptr<const float>(x_scale), rows, w, dptr<const float>(bias),
-                                   dptr<float>(out), dptr<int32_t>(acc), as_stream(stream));
+        ternary::cuda::matmul_int8(ptr<const int8_t>(xq), ptr<const float>(x_scale), rows, w, ptr<const float>(bias),
+                                   ptr<float>(out), ptr<int32_t>(acc), as_stream(stream));
       },
       py::arg("xq"), py::arg("x_scale"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"),
       py::arg("scale"), py::arg("per_row"), py::arg("bias"), py::arg("out"), py::arg("acc"), py::arg("stream") = 0);
@@ -65,9 +47,9 @@ void bind_ternary_cuda(py::module_& m) {
       "ternary_matmul_float",
       [](uintptr_t x, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp, uintptr_t scale, bool per_row,
          uintptr_t bias, uintptr_t out, uintptr_t stream) {
-        const ternary::Weights w = make_weights(packed, n, k, kp, scale, per_row);
+        const ternary::Weights w = make_ternary_weights(packed, n, k, kp, scale, per_row);
         py::gil_scoped_release release;
-        ternary::cuda::matmul_float(dptr<const float>(x), rows, w, dptr<const float>(bias), dptr<float>(out),
+        ternary::cuda::matmul_float(ptr<const float>(x), rows, w, ptr<const float>(bias), ptr<float>(out),
                                     as_stream(stream));
       },
       py::arg("x"), py::arg("m"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("kp"), py::arg("scale"),

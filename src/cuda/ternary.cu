@@ -269,14 +269,14 @@ __global__ void __launch_bounds__(kColsPerBlock * kWarp) float_kernel(FloatArgs 
           for (int i = 0; i < kFloatRows; ++i)
             if (i < rows) {
               const float xv = a.x[(i0 + i) * a.k + col];
-              acc[i] = tadd(acc[i], wv > 0 ? xv : -xv);
+              acc[i] = add_rn(acc[i], wv > 0 ? xv : -xv);
             }
         }
       }
     }
 #pragma unroll
     for (int i = 0; i < kFloatRows; ++i)
-      for (int o = kWarp / 2; o > 0; o /= 2) acc[i] = tadd(acc[i], __shfl_xor_sync(0xffffffffu, acc[i], o));
+      for (int o = kWarp / 2; o > 0; o /= 2) acc[i] = add_rn(acc[i], __shfl_xor_sync(0xffffffffu, acc[i], o));
     const float gamma = a.scale[a.per_row ? j : 0];
 #pragma unroll
     for (int i = 0; i < kFloatRows; ++i)

@@ -17,6 +17,7 @@
 #pragma once
 
 #include "common/float16.h"
+#include "common/rounding.h"
 
 namespace fastemb::centroid {
 
@@ -60,22 +61,8 @@ static inline FASTEMB_HD bool extreme_replaces(A cur, A v, bool is_max) {
   return better || is_nan_a(v);  // strictly better, or a NaN: ties keep the earlier (lower) row
 }
 
-// a * b rounded on its own: the device compiler never fuses it into a later add or subtract.
-static inline FASTEMB_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-static inline FASTEMB_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
+// a * b rounded on its own (common/rounding.h): the device compiler never fuses it into a later add.
+using fastemb::mul_rn;
 
 // acc + a * b with two roundings (no FMA contraction on the device either).
 template <class A>

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/float16.h"
+#include "common/rounding.h"
 
 namespace fastemb::graph {
 
@@ -37,37 +38,11 @@ static inline FASTEMB_HD int entry_sign(uint64_t u, uint64_t threshold) {
   return ((u >> 10) & 1u) ? -1 : 1;
 }
 
-static inline FASTEMB_HD float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-static inline FASTEMB_HD float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
-static inline FASTEMB_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-static inline FASTEMB_HD float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+// Float ops rounded one at a time (common/rounding.h): the CUDA twin gives the same bits.
+using fastemb::add_rn;
+using fastemb::div_rn;
+using fastemb::mul_rn;
+using fastemb::sub_rn;
 
 static inline FASTEMB_HD float sqrt_rn(float a) {
 #if defined(__CUDA_ARCH__)

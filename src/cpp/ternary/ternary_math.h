@@ -13,32 +13,14 @@
 #include <cstdint>
 
 #include "common/float16.h"
+#include "common/rounding.h"
 
 namespace fastemb::ternary {
 
-// Float ops rounded one at a time (nvcc contracts a * b + c into an FMA unless told otherwise;
-// the host build uses -ffp-contract=off).
-static inline FASTEMB_HD float tmul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-static inline FASTEMB_HD float tadd(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-static inline FASTEMB_HD float tdiv(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+// Float ops rounded one at a time (common/rounding.h): the CUDA twin gives the same bits.
+using fastemb::add_rn;
+using fastemb::div_rn;
+using fastemb::mul_rn;
 
 // ---- packed layout --------------------------------------------------------------------------
 static inline FASTEMB_HD int64_t code_byte(int64_t col) { return (col >> 8) * 64 + (col & 63); }
@@ -66,10 +48,10 @@ static inline FASTEMB_HD int32_t dot4_s8(uint32_t a, uint32_t b) {
 }
 
 // ---- activation quantization ----------------------------------------------------------------
-static inline FASTEMB_HD float activation_scale(float amax, float eps) { return tdiv(127.0f, amax > eps ? amax : eps); }
+static inline FASTEMB_HD float activation_scale(float amax, float eps) { return div_rn(127.0f, amax > eps ? amax : eps); }
 
 static inline FASTEMB_HD int8_t quantize_value(float x, float s) {
-  float v = rintf(tmul(x, s));  // half to even under the default rounding mode (host and device)
+  float v = rintf(mul_rn(x, s));  // half to even under the default rounding mode (host and device)
   if (!(v >= -128.0f)) v = -128.0f;  // also catches NaN (the Python layer rejects NaN first)
   if (v > 127.0f) v = 127.0f;
   return static_cast<int8_t>(static_cast<int>(v));
@@ -89,13 +71,13 @@ static inline FASTEMB_HD float load_activation(const void* x, int dt, int64_t i)
 // ---- epilogues ------------------------------------------------------------------------------
 // out = float(acc) * (gamma / s_x) [+ bias]
 static inline FASTEMB_HD float int8_output(int32_t acc, float gamma, float x_scale, const float* bias, int64_t j) {
-  const float r = tmul(static_cast<float>(acc), tdiv(gamma, x_scale));
-  return bias ? tadd(r, bias[j]) : r;
+  const float r = mul_rn(static_cast<float>(acc), div_rn(gamma, x_scale));
+  return bias ? add_rn(r, bias[j]) : r;
 }
 // float path: out = gamma * dot [+ bias]
 static inline FASTEMB_HD float float_output(float dot, float gamma, const float* bias, int64_t j) {
-  const float r = tmul(gamma, dot);
-  return bias ? tadd(r, bias[j]) : r;
+  const float r = mul_rn(gamma, dot);
+  return bias ? add_rn(r, bias[j]) : r;
 }
 
 }  // namespace fastemb::ternary

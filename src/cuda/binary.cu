@@ -37,6 +37,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_util.cuh"
 #include "binary/binary.h"
 #include "binary/binary_validate.h"
 #include "binary/binary_math.h"
@@ -44,6 +45,12 @@
 
 namespace fastemb::binary::cuda {
 namespace {
+
+using cuda_util::ceil_div;
+using cuda_util::check_cuda;
+using cuda_util::check_launch;
+using cuda_util::DeviceBuffer;
+using cuda_util::fail;
 
 constexpr int kTileX = 16, kTileY = 16;        // score block: 16 x 16 threads
 constexpr int kReg = 4;                        // pairs per thread: kReg queries x kReg docs
@@ -63,39 +70,12 @@ constexpr int64_t kGlobalStageBudget = int64_t(256) << 20;  // bytes of that glo
 
 // ---- host helpers -------------------------------------------------------------------------------
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastemb CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
-void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
 
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// Stream-ordered device scratch, freed (stream-ordered too) when it goes out of scope.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFreeAsync(p_, stream_);
-  }
-  template <class U>
-  U* alloc_n(int64_t count, cudaStream_t stream) {
-    stream_ = stream;
-    const size_t bytes = sizeof(U) * static_cast<size_t>(count > 0 ? count : 1);
-    check_cuda(cudaMallocAsync(&p_, bytes, stream), "cudaMallocAsync");
-    return static_cast<U*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-};
 
 // ---- scoring ------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda_util.cuh"
 #include "centroid/centroid.h"
 #include "centroid/centroid_math.h"
 #include "centroid_cuda.cuh"
@@ -38,49 +39,26 @@
 namespace fastemb::centroid::cuda {
 namespace {
 
+using cuda_util::ceil_div;
+using cuda_util::check_cuda;
+using cuda_util::check_launch;
+using cuda_util::DeviceBuffer;
+using cuda_util::fail;
+using cuda_util::grid_for;
+using cuda_util::kMaxGrid;
+
 constexpr int kWarp = 32;
 constexpr int kBlock = 256;                   // threads per block, every kernel
 constexpr int kMaxSlices = kBlock / kWarp;    // row slices of a segment block (TX >= 32)
-constexpr int64_t kMaxGrid = int64_t(1) << 20;  // blocks per launch; kernels loop over the rest
 constexpr int64_t kScatterRows = 64;          // rows per scatter tile
 
 // ---- host helpers -------------------------------------------------------------------------------
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastemb CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
-void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
 
-unsigned grid_for(int64_t blocks) { return static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid); }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Stream-ordered device scratch, freed (stream-ordered too) when it goes out of scope.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFreeAsync(p_, stream_);
-  }
-  void* alloc(size_t bytes, cudaStream_t stream) {
-    stream_ = stream;
-    check_cuda(cudaMallocAsync(&p_, bytes > 0 ? bytes : 16, stream), "cudaMallocAsync");
-    return p_;
-  }
-  template <class U>
-  U* alloc_n(int64_t count, cudaStream_t stream) {
-    return static_cast<U*>(alloc(sizeof(U) * static_cast<size_t>(count > 0 ? count : 1), stream));
-  }
-
- private:
-  void* p_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-};
 
 // ---- device helpers -----------------------------------------------------------------------------
 

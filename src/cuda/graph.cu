@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_util.cuh"
 #include "graph/graph.h"
 #include "graph/graph_math.h"
 #include "graph_cuda.cuh"
@@ -27,43 +28,24 @@
 namespace fastemb::graph::cuda {
 namespace {
 
+using cuda_util::ceil_div;
+using cuda_util::check_cuda;
+using cuda_util::check_launch;
+using cuda_util::DeviceBuffer;
+using cuda_util::fail;
+using cuda_util::grid_for;
+using cuda_util::kMaxGrid;
+
 constexpr int kWarp = 32;
 constexpr int kBlock = 256;
 constexpr int kCols = 4;  // columns per lane per chunk (chunk = 128 columns)
-constexpr int64_t kMaxGrid = int64_t(1) << 20;
 constexpr int64_t kStdBlock = 4096;
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastemb CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
-void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
 
-unsigned grid_for(int64_t blocks) { return static_cast<unsigned>(blocks < kMaxGrid ? (blocks > 0 ? blocks : 1) : kMaxGrid); }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFreeAsync(p_, stream_);
-  }
-  template <class U>
-  U* alloc_n(int64_t count, cudaStream_t stream) {
-    stream_ = stream;
-    check_cuda(cudaMallocAsync(&p_, sizeof(U) * static_cast<size_t>(count > 0 ? count : 1), stream), "cudaMallocAsync");
-    return static_cast<U*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-};
 
 void check_spec(const RandomSpec& r) {
   if (r.d < 1) fail("d must be >= 1, got " + std::to_string(r.d));

@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_util.cuh"
 #include "ternary/ternary.h"
 #include "ternary/ternary_math.h"
 #include "ternary/ternary_validate.h"
@@ -31,6 +32,9 @@
 
 namespace fastemb::ternary::cuda {
 namespace {
+
+using cuda_util::ceil_div;
+using cuda_util::check_cuda;
 
 constexpr int kWarp = 32;
 constexpr int kQuantThreads = 256;
@@ -42,11 +46,7 @@ constexpr int kPitch = kTileK + 16;  // shared row pitch in bytes (multiple of 1
 constexpr int kCPitch = kTileN + 4;  // int32 staging pitch
 constexpr int64_t kMaxGridX = int64_t(1) << 20;
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastemb CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // 32-bit little-endian load; byte loads when p is not 4-byte aligned.

@@ -12,7 +12,7 @@ uniformly from [0, K), sorted or not; N and K are multiplied by FASTEMB_BENCH_SC
 Forward peers (all get the same x and labels and return the [K, D] means; group counts are
 computed inside the timed call wherever the peer needs them, as fastemb computes them too):
     fastemb              fastemb.centroid_aggregate(x, labels, num_groups=K, reduce='mean') (NumPy API)
-    fastemb_torch        fastemb.torch.centroid_aggregate(...) on tensors (only once the op exists)
+    fastemb_torch        fastemb.torch.centroid_aggregate(...) on tensors (needs torch)
     index_add_div        torch.zeros(K, D).index_add_(0, labels, x) / bincount(labels).clamp(1)
     scatter_reduce_mean  torch.zeros(K, D).scatter_reduce(0, labels[:, None].expand(N, D), x, 'mean',
                          include_self=False)
@@ -26,7 +26,7 @@ Backward peers (grad_x only; index is not differentiable). The graph is built ou
 region and each timed call runs only ``torch.autograd.grad(out, x, grad_outputs=g,
 retain_graph=True)``, which is the gradient of loss = (out * g).sum() without the two tiny
 loss nodes and without accumulating into x.grad:
-    fastemb              the torch op's backward when fastemb.torch.centroid_aggregate exists,
+    fastemb              the torch op's backward when torch is installed,
                          otherwise fastemb.centroid.native_backward on NumPy arrays (the outputs
                          of native_forward are computed once, outside the timed region)
     fastemb_native       native_backward, recorded beside the torch op once the op exists
@@ -71,7 +71,7 @@ ADD_AT_ROUNDS = int(os.environ.get("FASTEMB_BENCH_ADD_AT_ROUNDS", "2"))  # np.ad
 
 
 def _fastemb_torch_op():
-    """fastemb.torch.centroid_aggregate once the lead's op lands; None until then."""
+    """fastemb.torch.centroid_aggregate, or None when torch is not installed."""
     if torch is None:
         return None
     try:
@@ -214,7 +214,7 @@ def test_forward(benchmark, data, case: Case, peer: str):
         _check_forward(fn(), x, labels, k)
     elif peer == "fastemb_torch":
         if FASTEMB_TORCH_OP is None:
-            pytest.skip("fastemb.torch.centroid_aggregate does not exist yet")
+            pytest.skip("torch is not installed (fastemb.torch needs it)")
         xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
         impl = "fastemb.torch.centroid_aggregate"
         fn = lambda: FASTEMB_TORCH_OP(xt, lt, num_groups=k, reduce="mean")  # noqa: E731
@@ -289,7 +289,7 @@ def test_backward(benchmark, data, case: Case, peer: str):
 
     use_native = peer == "fastemb_native" or (peer == "fastemb" and FASTEMB_TORCH_OP is None)
     if peer == "fastemb_native" and FASTEMB_TORCH_OP is None:
-        pytest.skip("same as 'fastemb' until fastemb.torch.centroid_aggregate exists")
+        pytest.skip("without torch, 'fastemb' already times the native backward")
     if use_native:
         if NATIVE is None:
             pytest.skip("the native module is not in use (FASTEMB_BACKEND=numpy or not built)")

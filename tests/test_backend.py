@@ -26,6 +26,11 @@ def test_info_has_the_promised_fields():
         assert key in info
     assert info["version"] == fastemb.__version__
     assert info["backend"] in ("native", "numpy")
+    if info["backend"] == "native":
+        assert set(info["kernel_isas"]) == {"centroid", "binary", "ternary", "graph"}
+        assert all(v in info["supported_isas"] for v in info["kernel_isas"].values())
+    else:
+        assert info["kernel_isas"] == {}
 
 
 def test_cli_info_json():

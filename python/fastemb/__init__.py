@@ -59,6 +59,15 @@ def get_num_threads() -> int:
     return C.get_num_threads() if C is not None else 1
 
 
+def _kernel_isas(C: Any) -> Dict[str, str]:
+    """The variant each family runs: binary codes need AVX512-VPOPCNTDQ and ternary AVX512-VNNI for
+    their avx512 variant (avx2 runs without them); the other families run the active ISA."""
+    if C is None:
+        return {}
+    isa = C.active_isa()
+    return {"centroid": isa, "binary": C.binary_kernel_isa(""), "ternary": C.ternary_kernel_isa(""), "graph": isa}
+
+
 def info() -> Dict[str, Any]:
     """Describes the build and the machine: version, backend, ISA, threads, CUDA."""
     C = _backend.native()
@@ -71,6 +80,7 @@ def info() -> Dict[str, Any]:
         "supported_isas": list(C.supported_isas()) if C is not None else [],
         "forced_isa": os.environ.get("FASTEMB_FORCE_ISA") or None,
         "cpu_features": dict(C.cpu_features()) if C is not None else {},
+        "kernel_isas": _kernel_isas(C),
         "num_threads": get_num_threads(),
     }
     cuda = _backend.cuda_module()

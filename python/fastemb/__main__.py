@@ -19,6 +19,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key, value in data.items():
         if key == "cpu_features":
             value = " ".join(name for name, on in value.items() if on) or "-"
+        elif key == "kernel_isas":
+            value = " ".join(f"{family}={variant}" for family, variant in value.items()) or "-"
         print(f"{key:<{width}}  {value}")
     return 0
 

@@ -245,8 +245,20 @@ def test_fuzz_centroid_aggregate(seed, mut, n, d, k, dtype, reduce, normalize, w
     def check_against_oracle(out, xx=x, ww=weights):
         want = _centroid_oracle(xx, labels, k, ww, reduce, normalize, 1e-12, loo)
         assert out.dtype == dtype and out.shape == want.shape
-        np.testing.assert_allclose(out.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol,
-                                   equal_nan=True)
+        got, want = out.astype(np.float64), want.astype(np.float64)
+        if normalize in ("post", "both") and got.size:
+            # Post-normalizing a centroid that (nearly) cancels to zero is ill-conditioned: rounding noise
+            # of the order of eps becomes a unit vector (e.g. pre-normalized rows +1 and -1 whose float32
+            # norms are 1 ulp off). Such rows must only be finite-or-NaN with norm <= 1; the rest must match.
+            raw = _centroid_oracle(xx, labels, k, ww, reduce, "pre" if normalize == "both" else "none", 1e-12,
+                                   loo).astype(np.float64)
+            raw_norm = np.sqrt(np.nansum(raw * raw, axis=1))
+            cut = 1e3 * np.finfo(dtype).eps * max(1.0, float(np.nanmax(raw_norm, initial=0.0)))
+            shaky = raw_norm <= cut
+            norms = np.sqrt(np.nansum(got[shaky] ** 2, axis=1))
+            assert np.all(norms <= 1 + 10 * tol), norms
+            got, want = got[~shaky], want[~shaky]
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, equal_nan=True)
 
     if mut in LAYOUTS:
         base = fastemb.centroid_aggregate(x, labels, **kw)
@@ -962,8 +974,11 @@ FASTRP_MUTATIONS = ("none", "csr_tuple", "edge_list", "coo", "unsorted", "dup", 
                     "symmetrize_str", "return_iterations")
 
 
-def _fastrp_oracle(A: "sp.csr_matrix", dim, seed, preset, features=None, feature_ratio=0.0, return_iterations=False):
+def _fastrp_oracle(A: "sp.csr_matrix", dim, seed, preset, features=None, feature_ratio=0.0, return_iterations=False,
+                   standardize=None):
     p = dict(fastemb.graph.PRESETS[preset])
+    if standardize is not None:
+        p["standardize"] = standardize
     A = sp.csr_matrix(A, dtype=np.float64)
     A.sum_duplicates()
     A.sort_indices()
@@ -1013,8 +1028,11 @@ def test_fuzz_fastrp(seed, mut, n, dim, preset, rseed):
         expect_ok(F, run(g=A.tocoo()), chk())
         expect_ok(F, run(g=sp.csc_array(A)), chk())
     elif mut in ("unsorted", "dup", "both"):
+        # fastemb sums a CSR row in stored order, the oracle after sorting and summing duplicates: the
+        # results differ by float32 rounding, which column standardization can blow up on a tiny graph
+        # (a near-constant column over 3 nodes: 1e-7 became 1.5e-3), so compare before standardizing.
         M = _messy_sparse(rng, dense, mut)
-        expect_ok(F, run(g=M), chk())
+        expect_ok(F, run(g=M, standardize=False), chk(standardize=False))
     elif mut == "isolated":
         D = dense.copy()
         D[:, : n // 2] = 0

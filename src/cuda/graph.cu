@@ -22,6 +22,7 @@
 
 #include "cuda_util.cuh"
 #include "graph/graph.h"
+#include "graph/graph_validate.h"
 #include "graph/graph_math.h"
 #include "graph_cuda.cuh"
 
@@ -40,28 +41,6 @@ constexpr int kWarp = 32;
 constexpr int kBlock = 256;
 constexpr int kCols = 4;  // columns per lane per chunk (chunk = 128 columns)
 constexpr int64_t kStdBlock = 4096;
-
-
-
-
-
-
-
-void check_spec(const RandomSpec& r) {
-  if (r.d < 1) fail("d must be >= 1, got " + std::to_string(r.d));
-  if (r.d >= (int64_t(1) << 30)) fail("d must be < 2^30, got " + std::to_string(r.d));
-  if (r.threshold > (uint64_t(1) << 53)) fail("threshold must be <= 2^53 (threshold = floor(2^53 / s), s >= 1)");
-}
-
-void check_ptr(const void* p, bool needed, const char* name) {
-  if (needed && p == nullptr) fail(std::string(name) + ": null pointer");
-}
-
-bool overlaps(const void* p, int64_t bytes, const void* q, int64_t bytes2) {
-  if (!p || !q || bytes <= 0 || bytes2 <= 0) return false;
-  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
-  return a < b + static_cast<uintptr_t>(bytes2) && b < a + static_cast<uintptr_t>(bytes);
-}
 
 __device__ __forceinline__ int64_t index_at(const void* idx, bool i32, int64_t e) {
   return i32 ? static_cast<int64_t>(static_cast<const int32_t*>(idx)[e]) : static_cast<const int64_t*>(idx)[e];

@@ -10,6 +10,7 @@
 #include "common/memory.h"
 #include "common/thread_pool.h"
 #include "graph/graph.h"
+#include "graph/graph_validate.h"
 #include "graph/graph_math.h"
 
 namespace fastemb::graph {
@@ -65,27 +66,6 @@ Kernels kernels_for(Isa isa) {
 }
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
-
-void check_spec(const RandomSpec& r) {
-  if (r.d < 1) fail("d must be >= 1, got " + std::to_string(r.d));
-  if (r.d >= (int64_t(1) << 30)) fail("d must be < 2^30, got " + std::to_string(r.d));
-  if (r.threshold > (uint64_t(1) << 53)) fail("threshold must be <= 2^53 (threshold = floor(2^53 / s), s >= 1)");
-}
-
-void check_rows(int64_t rows, const char* name) {
-  if (rows < 0) fail(std::string(name) + " must be >= 0, got " + std::to_string(rows));
-}
-
-void check_ptr(const void* p, bool needed, const char* name) {
-  if (needed && p == nullptr) fail(std::string(name) + ": null pointer");
-}
-
-// [p, p + bytes) and [q, q + bytes2) overlap?
-bool overlaps(const void* p, int64_t bytes, const void* q, int64_t bytes2) {
-  if (!p || !q || bytes <= 0 || bytes2 <= 0) return false;
-  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
-  return a < b + static_cast<uintptr_t>(bytes2) && b < a + static_cast<uintptr_t>(bytes);
-}
 
 template <class I>
 void check_indices(const I* idx, int64_t nnz, int64_t cols, const char* name) {

@@ -303,10 +303,12 @@ class NumpyOps:
     device = "cpu"
 
     def empty(self, shape):
-        return np.empty(shape, np.float32)
+        return _backend.aligned_empty(shape)
 
     def zeros(self, shape):
-        return np.zeros(shape, np.float32)
+        out = _backend.aligned_empty(shape)
+        out.fill(0)
+        return out
 
     def upload(self, a: Optional[np.ndarray]):
         return a

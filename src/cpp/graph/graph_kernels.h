@@ -108,10 +108,25 @@ inline void scale_row(float* __restrict row, int64_t d, float value) {
 // ~1.6x faster, distances 12..48 are alike.
 constexpr int64_t kPrefetchEdges = 16;
 
-inline void prefetch_span(const float* p, int64_t floats) {
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kMaxVec = 16;  // 256 floats per chunk
+#elif defined(__AVX2__)
+constexpr int kLanes = 8;
+constexpr int kMaxVec = 8;  // 64 floats per chunk
+#else
+constexpr int kLanes = 4;
+constexpr int kMaxVec = 16;  // 64 floats per chunk
+#endif
+
+// Prefetch (into L2) the lines of the NV vectors at p, and the line of their last byte when p is
+// not 64-byte aligned (then the span covers one line more).
+template <int NV>
+inline void prefetch_vectors(const float* p) {
+  constexpr int64_t bytes = int64_t(NV) * kLanes * 4;
   const char* c = reinterpret_cast<const char*>(p);
-  const int64_t bytes = floats * 4;
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 1);
+  if ((reinterpret_cast<uintptr_t>(c) & 63) != 0) __builtin_prefetch(c + bytes - 1, 0, 1);
 }
 
 template <class I>
@@ -122,82 +137,86 @@ struct Edges {
 };
 
 #if defined(__AVX512F__)
-constexpr int kLanes = 16;
-constexpr int kMaxVec = 16;  // 256 floats per chunk
-template <int NV, class I>
+template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
                        int64_t width, float scale, float* __restrict out) {
+  // The weight test is a template parameter and the loop body has no other branch, so that the
+  // accumulators stay in registers (with a branch on E.w inside the loop GCC kept them in a stack
+  // array: 8 zmm stores per edge filled the store queue and halved the gathers in flight).
   __m512 acc[NV];
+#pragma GCC unroll 16
   for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
   const int64_t tail = width - int64_t(NV - 1) * 16;  // 1..16 floats in the last vector
   const __mmask16 last = static_cast<__mmask16>((tail >= 16) ? 0xFFFF : ((1u << tail) - 1u));
+  const I* __restrict idx = E.idx;
+  const float* __restrict wts = E.w;
+  const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
   for (int64_t e = e0; e < e1; ++e) {
-    if (e + kPrefetchEdges < E.e_prefetch)
-      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
-    const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
-    if (E.w) {
-      const __m512 w = _mm512_set1_ps(E.w[e]);
+    if (e < e_pf) prefetch_vectors<NV>(prev + static_cast<int64_t>(idx[e + kPrefetchEdges]) * d + j0);
+    const float* p = prev + static_cast<int64_t>(idx[e]) * d + j0;
+    if constexpr (kWeighted) {
+      const __m512 w = _mm512_set1_ps(wts[e]);
+#pragma GCC unroll 16
       for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(w, _mm512_loadu_ps(p + 16 * v)));
       acc[NV - 1] = _mm512_add_ps(acc[NV - 1], _mm512_mul_ps(w, _mm512_maskz_loadu_ps(last, p + 16 * (NV - 1))));
     } else {
+#pragma GCC unroll 16
       for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(p + 16 * v));
       acc[NV - 1] = _mm512_add_ps(acc[NV - 1], _mm512_maskz_loadu_ps(last, p + 16 * (NV - 1)));
     }
   }
   const __m512 s = _mm512_set1_ps(scale);
+#pragma GCC unroll 16
   for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(out + 16 * v, _mm512_mul_ps(acc[v], s));
   _mm512_mask_storeu_ps(out + 16 * (NV - 1), last, _mm512_mul_ps(acc[NV - 1], s));
 }
 #elif defined(__AVX2__)
-constexpr int kLanes = 8;
-constexpr int kMaxVec = 8;  // 64 floats per chunk
 inline __m256i tail_mask8(int64_t n) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), iota);
 }
-template <int NV, class I>
+template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
                        int64_t width, float scale, float* __restrict out) {
   __m256 acc[NV];
+#pragma GCC unroll 16
   for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
   const int64_t tail = width - int64_t(NV - 1) * 8;  // 1..8
-  const bool full = tail >= 8;
   const __m256i last = tail_mask8(tail);
+  const I* __restrict idx = E.idx;
+  const float* __restrict wts = E.w;
+  const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
   for (int64_t e = e0; e < e1; ++e) {
-    if (e + kPrefetchEdges < E.e_prefetch)
-      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
-    const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
-    const __m256 lv = full ? _mm256_loadu_ps(p + 8 * (NV - 1)) : _mm256_maskload_ps(p + 8 * (NV - 1), last);
-    if (E.w) {
-      const __m256 w = _mm256_set1_ps(E.w[e]);
+    if (e < e_pf) prefetch_vectors<NV>(prev + static_cast<int64_t>(idx[e + kPrefetchEdges]) * d + j0);
+    const float* p = prev + static_cast<int64_t>(idx[e]) * d + j0;
+    const __m256 lv = _mm256_maskload_ps(p + 8 * (NV - 1), last);
+    if constexpr (kWeighted) {
+      const __m256 w = _mm256_set1_ps(wts[e]);
+#pragma GCC unroll 16
       for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(w, _mm256_loadu_ps(p + 8 * v)));
       acc[NV - 1] = _mm256_add_ps(acc[NV - 1], _mm256_mul_ps(w, lv));
     } else {
+#pragma GCC unroll 16
       for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(p + 8 * v));
       acc[NV - 1] = _mm256_add_ps(acc[NV - 1], lv);
     }
   }
   const __m256 s = _mm256_set1_ps(scale);
+#pragma GCC unroll 16
   for (int v = 0; v < NV - 1; ++v) _mm256_storeu_ps(out + 8 * v, _mm256_mul_ps(acc[v], s));
-  if (full) {
-    _mm256_storeu_ps(out + 8 * (NV - 1), _mm256_mul_ps(acc[NV - 1], s));
-  } else {
-    _mm256_maskstore_ps(out + 8 * (NV - 1), last, _mm256_mul_ps(acc[NV - 1], s));
-  }
+  _mm256_maskstore_ps(out + 8 * (NV - 1), last, _mm256_mul_ps(acc[NV - 1], s));
 }
 #else
-constexpr int kLanes = 4;
-constexpr int kMaxVec = 16;  // 64 floats per chunk
-template <int NV, class I>
+template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
                        int64_t width, float scale, float* __restrict out) {
   float acc[NV * 4];
   for (int k = 0; k < NV * 4; ++k) acc[k] = 0.f;
+  const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
   for (int64_t e = e0; e < e1; ++e) {
-    if (e + kPrefetchEdges < E.e_prefetch)
-      prefetch_span(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0, width);
+    if (e < e_pf) prefetch_vectors<NV>(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0);
     const float* p = prev + static_cast<int64_t>(E.idx[e]) * d + j0;
-    if (E.w) {
+    if constexpr (kWeighted) {
       const float w = E.w[e];
       for (int64_t k = 0; k < width; ++k) acc[k] = acc[k] + w * p[k];
     } else {
@@ -216,7 +235,9 @@ inline void spmm_chunk_any(const Edges<I>& E, int64_t e0, int64_t e1, const floa
   const int nv = static_cast<int>((width + kLanes - 1) / kLanes);
   switch (nv) {
 #define FASTEMB_CASE(n) \
-  case n: return spmm_chunk<n, I>(E, e0, e1, prev, d, j0, width, scale, out);
+  case n:                                                                                    \
+    return E.w ? spmm_chunk<n, true, I>(E, e0, e1, prev, d, j0, width, scale, out)           \
+               : spmm_chunk<n, false, I>(E, e0, e1, prev, d, j0, width, scale, out);
     FASTEMB_CASE(1) FASTEMB_CASE(2) FASTEMB_CASE(3) FASTEMB_CASE(4) FASTEMB_CASE(5) FASTEMB_CASE(6)
     FASTEMB_CASE(7) FASTEMB_CASE(8)
 #if !defined(__AVX2__) || defined(__AVX512F__)

@@ -214,6 +214,8 @@ CASES = [
     dict(preset="paper", normalize=False, weights=[1.0, 1.0, 7.81, 45.28], beta=-0.628),
     dict(preset="gds", self_influence=0.5, beta=-0.3),
     dict(preset="paper", propagate_normalized=True, s=3, standardize=False),
+    dict(preset="gds", weights=[0.0, 0.0, 0.0]),  # nothing accumulated: the native path zero-fills at the end
+    dict(preset="paper", weights=[2.5, 0.0, 1.0]),  # the first (fused) step initializes accum
 ]
 
 

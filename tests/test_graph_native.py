@@ -519,3 +519,61 @@ def test_projection_threads_same_bits(rng, threads):
         outs.append((a, b, r))
     for u, v in zip(outs[0], outs[1]):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 16, 100])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_propagate_random_same_bits_as_dense(rng, isa, d, weighted):
+    # Bit for bit (signs of zeros included): the terms propagate_random skips are +-0 added to sums that
+    # start at +0.0f, which round-to-nearest never turns into -0.
+    n = int(rng.integers(1, 150))
+    indptr, indices, data = random_csr(rng, n, n, density=min(1.0, 8 / n), weighted=weighted,
+                                       int32=bool(rng.integers(0, 2)))
+    seed, threshold, value = spec(rng, d, s=3.0)
+    deg = np.diff(indptr)
+    init_scale = np.where(deg > 0, rng.random(n) + 0.1, 0).astype(np.float32)
+    row_scale = np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0).astype(np.float32)
+    prev = np.empty((n, d), np.float32)
+    C.graph_random_rows(seed, threshold, float(value), d, 0, n, addr(init_scale), addr(prev), isa)
+    for normalize, pn in [(True, False), (False, False), (True, True)]:
+        dense = run_propagate(isa, indptr, indices, data, row_scale, prev, normalize, pn, 0.0, None)
+        fused = np.full((n, d), np.nan, np.float32)
+        C.graph_propagate_random(seed, threshold, float(value), d, addr(init_scale), addr(indptr), addr(indices),
+                                 indices.dtype == np.int32, addr(data), n, addr(row_scale), addr(fused), normalize,
+                                 pn, 0.0, 0, isa)
+        np.testing.assert_array_equal(fused.view(np.uint32), dense.view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 16, 100, 513])
+def test_accum_init(rng, isa, d):
+    # accum_init writes 0 + alpha * v without reading accum: the same bits as a zero-filled accum, for
+    # both steps, every normalization mode, and rows whose norm is 0 (isolated nodes).
+    n = int(rng.integers(2, 120))
+    indptr, indices, data = random_csr(rng, n, n, density=min(1.0, 4 / n), weighted=bool(rng.integers(0, 2)),
+                                       int32=bool(rng.integers(0, 2)))
+    deg = np.diff(indptr)
+    row_scale = np.where(deg > 0, rng.random(n) + 0.5, 0.0).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    seed, threshold, value = spec(rng, d)
+    init_scale = (rng.random(n) + 0.1).astype(np.float32)
+    for normalize, pn in [(True, False), (True, True), (False, False)]:
+        alpha = float(np.float32(rng.standard_normal() * 3))
+        zeroed = np.zeros((n, d), np.float32)
+        garbage = np.full((n, d), np.nan, np.float32)
+        cur_a = np.empty((n, d), np.float32)
+        cur_b = np.empty((n, d), np.float32)
+        for out, acc, init in [(cur_a, zeroed, False), (cur_b, garbage, True)]:
+            C.graph_propagate(addr(indptr), addr(indices), indices.dtype == np.int32, addr(data), n,
+                              addr(row_scale), addr(prev), d, addr(out), normalize, pn, alpha, addr(acc), isa,
+                              accum_init=init)
+        np.testing.assert_array_equal(garbage.view(np.uint32), zeroed.view(np.uint32))
+        np.testing.assert_array_equal(cur_b.view(np.uint32), cur_a.view(np.uint32))
+        zeroed[...] = 0
+        garbage[...] = np.nan
+        for acc, init in [(zeroed, False), (garbage, True)]:
+            C.graph_propagate_random(seed, threshold, float(value), d, addr(init_scale), addr(indptr),
+                                     addr(indices), indices.dtype == np.int32, addr(data), n, addr(row_scale),
+                                     addr(cur_a), normalize, pn, alpha, addr(acc), isa, accum_init=init)
+        np.testing.assert_array_equal(garbage.view(np.uint32), zeroed.view(np.uint32))

@@ -341,12 +341,17 @@ class NumpyOps:
         else:
             out[...] = _ref.project_csr(seed, threshold, value, d, x.indptr, x.indices, x.data, x.cols)
 
-    def propagate(self, a: Csr, row_scale, prev, cur, normalize, propagate_normalized, alpha, accum) -> None:
+    def propagate(self, a: Csr, row_scale, prev, cur, normalize, propagate_normalized, alpha, accum,
+                  accum_init: bool = False) -> None:
+        """One step (graph.h ``propagate``); ``accum_init``: the accumulation writes 0 + alpha * v without
+        reading accum (same bits as a zero-filled accum)."""
         fn = _native("graph_propagate")
         if fn is not None:
             fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, _A(row_scale), _A(prev),
-               prev.shape[1], _A(cur), normalize, propagate_normalized, float(alpha), _A(accum))
+               prev.shape[1], _A(cur), normalize, propagate_normalized, float(alpha), _A(accum), accum_init=accum_init)
         else:
+            if accum_init and accum is not None:
+                accum.fill(0)
             cur[...] = _ref.propagate(a.indptr, a.indices, a.data, row_scale, prev, normalize, propagate_normalized,
                                       alpha, accum)
 
@@ -354,13 +359,14 @@ class NumpyOps:
         return _native("graph_propagate_random") is not None
 
     def propagate_random(self, spec, init_scale, a: Csr, row_scale, cur, normalize, propagate_normalized, alpha,
-                         accum) -> None:
+                         accum, accum_init: bool = False) -> None:
         """The first step ``propagate(diag(init_scale) R)`` without materializing the N x d initial matrix
-        (native only; same bits as random_rows + propagate up to the sign of zero)."""
+        (native only; same bits as random_rows + propagate for finite weights)."""
         seed, threshold, value, d = spec
         _native("graph_propagate_random")(
             seed, threshold, float(value), d, _A(init_scale), _A(a.indptr), _A(a.indices), a.indices_int32,
-            _A(a.data), a.rows, _A(row_scale), _A(cur), normalize, propagate_normalized, float(alpha), _A(accum))
+            _A(a.data), a.rows, _A(row_scale), _A(cur), normalize, propagate_normalized, float(alpha), _A(accum),
+            accum_init=accum_init)
 
     def accumulate(self, x, normalize, alpha, accum) -> None:
         fn = _native("graph_accumulate")
@@ -601,8 +607,15 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             ops.project_dense(plan.feature_spec, features, block)
         prev[:, d - plan.feature_dim:] = block
         del block
-    accum = ops.zeros((n, d))
+    # CPU buffers: accum is not zero-filled; the first step that accumulates writes 0 + alpha * v
+    # (accum_init, the same bits) and a run with nothing to accumulate fills it at the end.
+    lazy_zeros = isinstance(ops, NumpyOps)
+    accum = ops.empty((n, d)) if lazy_zeros else ops.zeros((n, d))
+    accum_ready = not lazy_zeros
     if plan.self_influence != 0:
+        if not accum_ready:
+            accum.fill(0)
+            accum_ready = True
         ops.accumulate(prev, True, plan.self_influence, accum)
     cur = ops.empty((n, d))
     scale = ops.upload(plan.propagation_scale)
@@ -610,18 +623,22 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     for i in _progress_range(q, progress):
         alpha = plan.weights[i]
         # alpha == 0 adds nothing (accum + 0 * v == accum bit for bit): skip the epilogue's writes.
+        step_accum = accum if alpha != 0 else None
+        init = {"accum_init": True} if step_accum is not None and not accum_ready else {}
         if i == 0 and fused_first:
             ops.propagate_random(spec, ops.upload(plan.initial_scale), a, scale, cur, plan.normalize,
-                                 plan.propagate_normalized, alpha, accum if alpha != 0 else None)
+                                 plan.propagate_normalized, alpha, step_accum, **init)
         else:
-            ops.propagate(a, scale, prev, cur, plan.normalize, plan.propagate_normalized, alpha,
-                          accum if alpha != 0 else None)
+            ops.propagate(a, scale, prev, cur, plan.normalize, plan.propagate_normalized, alpha, step_accum, **init)
+        accum_ready = accum_ready or step_accum is not None
         if iterations is not None:
             it = iterations[i]
             it[...] = 0
             ops.accumulate(cur, plan.normalize and not plan.propagate_normalized, 1.0, it)
         prev, cur = cur, prev
     del prev, cur
+    if not accum_ready:
+        accum.fill(0)
     if plan.standardize:
         ops.standardize(accum)
     if return_iterations:

@@ -56,35 +56,38 @@ void bind_graph(py::module_& m) {
       "graph_propagate",
       [](uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale,
          uintptr_t prev, int64_t d, uintptr_t cur, bool normalize, bool propagate_normalized, double alpha,
-         uintptr_t accum, const std::string& isa) {
+         uintptr_t accum, const std::string& isa, bool accum_init) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
         graph::propagate_isa(i, make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
                              ptr<const float>(prev), d, ptr<float>(cur), normalize, propagate_normalized,
-                             static_cast<float>(alpha), ptr<float>(accum));
+                             static_cast<float>(alpha), ptr<float>(accum), accum_init);
       },
       py::arg("indptr"), py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"),
       py::arg("row_scale"), py::arg("prev"), py::arg("d"), py::arg("cur"), py::arg("normalize"),
       py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"), py::arg("isa") = "",
-      "One fused FastRP step (graph.h propagate): cur = diag(row_scale) A prev, row-L2 and accumulation fused.");
+      py::arg("accum_init") = false,
+      "One fused FastRP step (graph.h propagate): cur = diag(row_scale) A prev, row-L2 and accumulation fused; "
+      "accum_init: accum = 0 + alpha * v (accum not read).");
   m.def(
       "graph_propagate_random",
       [](uint64_t seed, uint64_t threshold, double value, int64_t d, uintptr_t init_scale, uintptr_t indptr,
          uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t row_scale, uintptr_t cur,
-         bool normalize, bool propagate_normalized, double alpha, uintptr_t accum, const std::string& isa) {
+         bool normalize, bool propagate_normalized, double alpha, uintptr_t accum, const std::string& isa,
+         bool accum_init) {
         const Isa i = isa_from_name(isa);
         py::gil_scoped_release release;
         graph::propagate_random_isa(i, make_random_spec(seed, threshold, value, d), ptr<const float>(init_scale),
                                     make_csr(indptr, indices, indices_int32, data, n, n), ptr<const float>(row_scale),
                                     ptr<float>(cur), normalize, propagate_normalized, static_cast<float>(alpha),
-                                    ptr<float>(accum));
+                                    ptr<float>(accum), accum_init);
       },
       py::arg("seed"), py::arg("threshold"), py::arg("value"), py::arg("d"), py::arg("init_scale"), py::arg("indptr"),
       py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"), py::arg("row_scale"),
       py::arg("cur"), py::arg("normalize"), py::arg("propagate_normalized"), py::arg("alpha"), py::arg("accum"),
-      py::arg("isa") = "",
+      py::arg("isa") = "", py::arg("accum_init") = false,
       "graph_propagate with prev = diag(init_scale) R never stored (the first FastRP step); same bits as "
-      "graph_random_rows + graph_propagate for finite weights / init_scale (up to the sign of zero).");
+      "graph_random_rows + graph_propagate for finite weights / init_scale.");
   m.def(
       "graph_accumulate",
       [](uintptr_t x, int64_t rows, int64_t d, bool normalize, double alpha, uintptr_t accum, const std::string& isa) {

@@ -61,8 +61,10 @@ inline A dot_fixed(const U* __restrict a, const V* __restrict b, int64_t d) {
 
 // Gathered rows (unsorted labels) defeat the hardware prefetcher: ask for rows a few ahead.
 constexpr int64_t kPrefetchRows = 6;
+// always_inline: GCC 12 may treat a helper whose only effect is a prefetch as pure and delete its
+// calls.
 template <class T>
-inline void prefetch_row(const T* row, int64_t w) {
+__attribute__((always_inline)) inline void prefetch_row(const T* row, int64_t w) {
   const char* p = reinterpret_cast<const char*>(row);
   const int64_t bytes = w * static_cast<int64_t>(sizeof(T));
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);

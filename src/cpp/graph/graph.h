@@ -57,20 +57,24 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out);
 //   v_j   = normalize ? (norm > 0 ? u_j / norm : 0) : u_j
 //   cur[i, j] = propagate_normalized ? v_j : u_j
 //   if accum: accum[i, j] = accum[i, j] + alpha * v_j    (alpha * v_j rounded, then the add)
+//             with accum_init: accum[i, j] = 0.0f + alpha * v_j, accum not read (the same bits as a
+//             zero-filled accum without the N x d fill)
 // accum may be null (nothing accumulated). Rows are independent: any thread split gives the same
 // bits. prev and cur must not overlap.
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
-               bool propagate_normalized, float alpha, float* accum);
+               bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
 
 // propagate() with prev = random_rows(r, 0, N, init_scale) never materialized (addition): R's rows
 // are generated once as sparse lists and each edge adds only its R row's nonzeros, in the same
-// per-column order. Same bits as random_rows + propagate (up to the sign of a zero) when the edge
-// weights and init_scale are finite. FastRP's first step U_1 = M diag(deg^beta) R: with s = sqrt(N)
-// an R row has d / sqrt(N) nonzeros, so this skips a full gather pass over an N x d matrix.
+// per-column order. Same bits as random_rows + propagate when the edge weights and init_scale are
+// finite (the zero terms it skips change no bit of a sum that starts at +0.0f). FastRP's first step
+// U_1 = M diag(deg^beta) R: with s = sqrt(N) an R row has d / sqrt(N) nonzeros, so this skips a full
+// gather pass over an N x d matrix.
 void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
-                      bool normalize, bool propagate_normalized, float alpha, float* accum);
+                      bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
 void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale,
-                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum);
+                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum,
+                          bool accum_init = false);
 
 // accum[i, j] = accum[i, j] + alpha * v_j, v = normalize ? x[i] / norm(x[i]) (0 when the norm is 0)
 // : x[i]. (GDS nodeSelfInfluence: the normalized initial vectors.)
@@ -93,7 +97,7 @@ void project_dense_isa(Isa isa, const RandomSpec& r, const float* x, int64_t row
 void project_csr_isa(Isa isa, const RandomSpec& r, const Csr& x, float* out);
 void random_rows_isa(Isa isa, const RandomSpec& r, int64_t row0, int64_t rows, const float* row_scale, float* out);
 void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur,
-                   bool normalize, bool propagate_normalized, float alpha, float* accum);
+                   bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
 void accumulate_isa(Isa isa, const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);
 
 }  // namespace fastemb::graph

@@ -23,11 +23,12 @@ namespace fastemb::graph {
                    float* out);                                                                                   \
   void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lists_out, void* (*alloc)(size_t)); \
   void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,   \
-                 bool propagate_normalized, float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks); \
+                 bool propagate_normalized, float alpha, float* accum, bool accum_init, const int64_t* task_rows,  \
+                 int64_t num_tasks);                                                                               \
   void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);            \
   void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,              \
                         const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized, \
-                        float alpha, float* accum, const int64_t* task_rows, int64_t num_tasks);                  \
+                        float alpha, float* accum, bool accum_init, const int64_t* task_rows, int64_t num_tasks); \
   }
 FASTEMB_DECLARE_ISA(serial)
 #if defined(FASTEMB_X86)
@@ -205,7 +206,7 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out) { project_csr_is
 // ---- propagate --------------------------------------------------------------------------------------
 
 void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur,
-                   bool normalize, bool propagate_normalized, float alpha, float* accum) {
+                   bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init) {
   if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
   if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
   check_csr(a, "indptr", "indices");
@@ -223,17 +224,18 @@ void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* p
   advise_huge_pages(cur, static_cast<size_t>(bytes));
   if (accum) advise_huge_pages(accum, static_cast<size_t>(bytes));
   const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
-  k.propagate(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, tasks.data(),
+  k.propagate(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, accum_init, tasks.data(),
               static_cast<int64_t>(tasks.size()) - 1);
 }
 
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
-               bool propagate_normalized, float alpha, float* accum) {
-  propagate_isa(active_isa(), a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum);
+               bool propagate_normalized, float alpha, float* accum, bool accum_init) {
+  propagate_isa(active_isa(), a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, accum_init);
 }
 
 void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale,
-                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum) {
+                          float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum,
+                          bool accum_init) {
   check_spec(r);
   if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
   check_csr(a, "indptr", "indices");
@@ -253,7 +255,7 @@ void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale,
     k.build_table(r, n, offsets.data(), &lists, &std::malloc);
     const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
     k.propagate_random(a, offsets.data(), lists, pv.data(), row_scale, d, cur, normalize, propagate_normalized, alpha,
-                       accum, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+                       accum, accum_init, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
   } catch (...) {
     std::free(lists);
     throw;
@@ -262,8 +264,9 @@ void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale,
 }
 
 void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
-                      bool normalize, bool propagate_normalized, float alpha, float* accum) {
-  propagate_random_isa(active_isa(), r, init_scale, a, row_scale, cur, normalize, propagate_normalized, alpha, accum);
+                      bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init) {
+  propagate_random_isa(active_isa(), r, init_scale, a, row_scale, cur, normalize, propagate_normalized, alpha, accum,
+                       accum_init);
 }
 
 void accumulate_isa(Isa isa, const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {

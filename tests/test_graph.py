@@ -551,3 +551,23 @@ def test_bad_inputs(rng):
         fastemb.fastrp(A, 8, normalize="yes")
     with pytest.raises(ValueError, match="indptr"):
         fastemb.fastrp((np.array([0, 2, 1]), np.array([0, 1]), 2), 8)
+
+
+# ---- the scratch workspace kept between CPU calls --------------------------------------------------
+
+def test_fastrp_workspace_reused_and_released(rng):
+    """A CPU fastrp keeps its two [N, d] scratch buffers for the next call (results unchanged, the next
+    call that fits takes them instead of allocating); release_workspace frees them."""
+    A = random_graph(rng, 300, p=0.05, weighted=True, directed=False, isolated=2)
+    G.release_workspace()
+    first = fastemb.fastrp(A, 64, seed=4)
+    kept = list(G._workspace)
+    assert len(kept) == 2 and all(b.size >= 300 * 64 and b.ctypes.data % 64 == 0 for b in kept)
+    assert not any(np.shares_memory(first, b) for b in kept)
+    # a smaller run takes the same (dirty) buffers and is still exact
+    np.testing.assert_array_equal(fastemb.fastrp(A, 32, seed=4, standardize=False),
+                                  reference_fastrp(A, 32, "paper", seed=4, standardize=False))
+    assert {id(b) for b in G._workspace} == {id(b) for b in kept}
+    np.testing.assert_array_equal(fastemb.fastrp(A, 64, seed=4), first)
+    assert G.release_workspace() == sum(b.nbytes for b in kept)
+    assert G._workspace == [] and G.release_workspace() == 0

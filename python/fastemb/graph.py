@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -297,10 +298,59 @@ def _native(name: str):
 _A = _backend.address
 
 
+# ---- the FastRP scratch workspace ------------------------------------------------------------------
+# A CPU fastrp keeps its two [N, d] ping-pong buffers (prev / cur) for the next call instead of
+# returning them to the allocator. Fresh memory is not free: every 4 KB page is faulted in (and zeroed)
+# on first touch, and on VMs whose freed memory goes back to the host (free page reporting) a fresh
+# 512 MB buffer can cost 0.2-0.5 s, as much as a propagation step. A call takes the cached buffers
+# (concurrent calls find none and allocate their own), and puts them back when done.
+
+_workspace_lock = threading.Lock()
+_workspace: list = []  # flat 64-byte-aligned float32 buffers, at most _WORKSPACE_BUFFERS
+_WORKSPACE_BUFFERS = 2
+
+
+def _take_scratch(count: int) -> np.ndarray:
+    with _workspace_lock:
+        for k, buf in enumerate(_workspace):
+            if buf.size >= count:
+                return _workspace.pop(k)
+    return _backend.aligned_empty(count)
+
+
+def _give_scratch(buf: np.ndarray) -> None:
+    with _workspace_lock:
+        _workspace.append(buf)
+        _workspace.sort(key=lambda b: -b.size)
+        del _workspace[_WORKSPACE_BUFFERS:]
+
+
+def release_workspace() -> int:
+    """Frees the scratch buffers that CPU :func:`fastrp` keeps between calls (two float32 [N, d] buffers of
+    the largest run so far, reused by later runs that fit). Returns the bytes released."""
+    with _workspace_lock:
+        freed = sum(b.nbytes for b in _workspace)
+        _workspace.clear()
+    return freed
+
+
 class NumpyOps:
     """Kernel calls on NumPy buffers (``fastemb._C`` or the reference)."""
 
     device = "cpu"
+
+    def scratch(self, shape):
+        """An uninitialized float32 buffer from the workspace; hand it back with release_scratch."""
+        count = int(np.prod(shape, dtype=np.int64))
+        flat = _take_scratch(count)
+        view = flat[:count].reshape(shape)
+        self.__dict__.setdefault("_scratch_flat", {})[id(view)] = flat
+        return view
+
+    def release_scratch(self, view) -> None:
+        flat = self.__dict__.get("_scratch_flat", {}).pop(id(view), None)
+        if flat is not None:
+            _give_scratch(flat)
 
     def empty(self, shape):
         return _backend.aligned_empty(shape)
@@ -596,7 +646,8 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     # step generates R's sparse rows on the fly instead of writing and gathering an N x d matrix.
     fused_first = (plan.feature_dim == 0 and plan.self_influence == 0
                    and getattr(ops, "can_propagate_random", lambda: False)())
-    prev = ops.empty((n, d))
+    take_scratch = getattr(ops, "scratch", ops.empty)
+    prev = take_scratch((n, d))
     if not fused_first:
         ops.random_rows(spec, ops.upload(plan.initial_scale), prev)
     if plan.feature_dim:
@@ -617,7 +668,8 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             accum.fill(0)
             accum_ready = True
         ops.accumulate(prev, True, plan.self_influence, accum)
-    cur = ops.empty((n, d))
+    cur = take_scratch((n, d))
+    scratch = (prev, cur)
     scale = ops.upload(plan.propagation_scale)
     iterations = ops.empty((q, n, d)) if return_iterations else None
     for i in _progress_range(q, progress):
@@ -637,6 +689,9 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             ops.accumulate(cur, plan.normalize and not plan.propagate_normalized, 1.0, it)
         prev, cur = cur, prev
     del prev, cur
+    for buf in scratch:
+        getattr(ops, "release_scratch", lambda b: None)(buf)
+    del scratch
     if not accum_ready:
         accum.fill(0)
     if plan.standardize:
@@ -730,8 +785,9 @@ def fastrp(
         (zero before standardization).
 
     Memory: besides the graph and O(N) vectors, three [N, d] float32 buffers (previous, current, accumulator)
-    for any q. The kernels run in fixed order without atomics: the result is the same bits for any thread
-    count.
+    for any q. On the CPU the previous/current pair is kept after the call and reused by the next call that
+    fits (fresh memory costs a page fault per 4 KB on first touch); :func:`release_workspace` frees it. The
+    kernels run in fixed order without atomics: the result is the same bits for any thread count.
     """
     return_iterations = _check_bool("return_iterations", return_iterations)
     progress = _check_bool("progress", progress)

@@ -78,22 +78,9 @@ inline int64_t block_hits(const uint64_t* __restrict u, int64_t n, uint64_t thre
   return hits;
 }
 
-// Number of nonzeros of R row `row`.
-inline int64_t sparse_row_count(const RandomSpec& r, uint64_t key, uint64_t row) {
-  const int64_t d = r.d;
-  uint64_t u[kBitsBlock];
-  int64_t count = 0;
-  for (int64_t j0 = 0; j0 < d; j0 += kBitsBlock) {
-    const int64_t n = d - j0 < kBitsBlock ? d - j0 : kBitsBlock;
-    entry_bits_block(key, row * static_cast<uint64_t>(d) + static_cast<uint64_t>(j0), n, u);
-    count += block_hits(u, n, r.threshold);
-  }
-  return count;
-}
-
-// Nonzeros of R row `row` as (column << 1) | negative, in increasing column; returns their count.
-// The compaction loop (a serial chain on count) runs only for the blocks with a nonzero: at
-// s = sqrt(N) most blocks have none.
+// Nonzeros of R row `row` as (column << 1) | negative, in increasing column; returns their count
+// (out null: only counts). The compaction loop (a serial chain on count) runs only for the blocks
+// with a nonzero: at s = sqrt(N) most blocks have none.
 inline int64_t sparse_row(const RandomSpec& r, uint64_t key, uint64_t row, int32_t* __restrict out) {
   const int64_t d = r.d;
   uint64_t u[kBitsBlock];
@@ -101,7 +88,9 @@ inline int64_t sparse_row(const RandomSpec& r, uint64_t key, uint64_t row, int32
   for (int64_t j0 = 0; j0 < d; j0 += kBitsBlock) {
     const int64_t n = d - j0 < kBitsBlock ? d - j0 : kBitsBlock;
     entry_bits_block(key, row * static_cast<uint64_t>(d) + static_cast<uint64_t>(j0), n, u);
-    if (block_hits(u, n, r.threshold) == 0) continue;
+    const int64_t hits = block_hits(u, n, r.threshold);
+    if (!out) count += hits;
+    if (!out || hits == 0) continue;
     for (int64_t k = 0; k < n; ++k) {
       out[count] = static_cast<int32_t>(((j0 + k) << 1) | static_cast<int64_t>((u[k] >> 10) & 1u));
       count += (u[k] >> 11) < r.threshold ? 1 : 0;
@@ -494,7 +483,7 @@ void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lis
   offsets[0] = 0;
   auto count = [&](int64_t b) {
     const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
-    for (int64_t k = b * block; k < k1; ++k) offsets[k + 1] = sparse_row_count(r, key, static_cast<uint64_t>(k));
+    for (int64_t k = b * block; k < k1; ++k) offsets[k + 1] = sparse_row(r, key, static_cast<uint64_t>(k), nullptr);
   };
   parallel_for_each((n + block - 1) / block, count);
   for (int64_t k = 0; k < n; ++k) offsets[k + 1] += offsets[k];

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -325,12 +326,48 @@ def _give_scratch(buf: np.ndarray) -> None:
         del _workspace[_WORKSPACE_BUFFERS:]
 
 
+# The memory of the last result: once nothing but this list refers to it (the caller dropped the result and
+# every view of it), the next call writes its result there instead of into fresh pages.
+_results: list = []  # uint8 owner arrays
+_RESULT_BUFFERS = 1
+_UNREFERENCED = 3  # sys.getrefcount of an entry that only _results refers to (list, local name, argument)
+
+
+def _take_result(shape) -> np.ndarray:
+    count = int(np.prod(shape, dtype=np.int64))
+    with _workspace_lock:
+        for k in range(len(_results)):
+            raw = _results[k]
+            if raw.nbytes >= count * 4 + 64 and sys.getrefcount(raw) <= _UNREFERENCED:
+                del _results[k]
+                start = (-raw.ctypes.data) % 64
+                return raw[start:start + count * 4].view(np.float32).reshape(shape)
+            del raw
+    return _backend.aligned_empty(shape)
+
+
+def _keep_result(result: np.ndarray) -> None:
+    raw = result.base
+    if not (isinstance(raw, np.ndarray) and raw.base is None and raw.dtype == np.uint8):
+        return
+    with _workspace_lock:
+        _results.insert(0, raw)
+        del _results[_RESULT_BUFFERS:]
+
+
 def release_workspace() -> int:
-    """Frees the scratch buffers that CPU :func:`fastrp` keeps between calls (two float32 [N, d] buffers of
-    the largest run so far, reused by later runs that fit). Returns the bytes released."""
+    """Frees what CPU :func:`fastrp` keeps between calls: its two float32 [N, d] scratch buffers (reused by later
+    runs that fit) and its hold on the last result's memory (reused once the caller has dropped that result and
+    every view of it). Returns the bytes released (the result's memory counted only when unreferenced)."""
     with _workspace_lock:
         freed = sum(b.nbytes for b in _workspace)
         _workspace.clear()
+        for k in range(len(_results)):
+            raw = _results[k]
+            if sys.getrefcount(raw) <= _UNREFERENCED:
+                freed += raw.nbytes
+            del raw
+        _results.clear()
     return freed
 
 
@@ -346,6 +383,14 @@ class NumpyOps:
         view = flat[:count].reshape(shape)
         self.__dict__.setdefault("_scratch_flat", {})[id(view)] = flat
         return view
+
+    def result(self, shape):
+        """The buffer a result is written to: the last result's memory when the caller has dropped it (see
+        keep_result), else fresh."""
+        return _take_result(shape)
+
+    def keep_result(self, result) -> None:
+        _keep_result(result)
 
     def release_scratch(self, view) -> None:
         flat = self.__dict__.get("_scratch_flat", {}).pop(id(view), None)
@@ -661,7 +706,7 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     # CPU buffers: accum is not zero-filled; the first step that accumulates writes 0 + alpha * v
     # (accum_init, the same bits) and a run with nothing to accumulate fills it at the end.
     lazy_zeros = isinstance(ops, NumpyOps)
-    accum = ops.empty((n, d)) if lazy_zeros else ops.zeros((n, d))
+    accum = ops.result((n, d)) if lazy_zeros else ops.zeros((n, d))
     accum_ready = not lazy_zeros
     if plan.self_influence != 0:
         if not accum_ready:
@@ -696,6 +741,7 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
         accum.fill(0)
     if plan.standardize:
         ops.standardize(accum)
+    getattr(ops, "keep_result", lambda r: None)(accum)
     if return_iterations:
         return accum, iterations
     return accum
@@ -786,7 +832,9 @@ def fastrp(
 
     Memory: besides the graph and O(N) vectors, three [N, d] float32 buffers (previous, current, accumulator)
     for any q. On the CPU the previous/current pair is kept after the call and reused by the next call that
-    fits (fresh memory costs a page fault per 4 KB on first touch); :func:`release_workspace` frees it. The
+    fits, and the next call writes its result into this result's memory once the caller has dropped it and
+    every view of it (fresh memory costs a page fault per 4 KB on first touch); :func:`release_workspace`
+    frees both. The
     kernels run in fixed order without atomics: the result is the same bits for any thread count.
     """
     return_iterations = _check_bool("return_iterations", return_iterations)

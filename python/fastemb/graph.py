@@ -340,8 +340,7 @@ def _take_result(shape) -> np.ndarray:
             raw = _results[k]
             if raw.nbytes >= count * 4 + 64 and sys.getrefcount(raw) <= _UNREFERENCED:
                 del _results[k]
-                start = (-raw.ctypes.data) % 64
-                return raw[start:start + count * 4].view(np.float32).reshape(shape)
+                return _backend.aligned_view(raw, shape)
             del raw
     return _backend.aligned_empty(shape)
 
@@ -376,12 +375,15 @@ class NumpyOps:
 
     device = "cpu"
 
+    def __init__(self) -> None:
+        self._scratch_flat: Dict[int, np.ndarray] = {}  # id(view handed out) -> its workspace buffer
+
     def scratch(self, shape):
         """An uninitialized float32 buffer from the workspace; hand it back with release_scratch."""
         count = int(np.prod(shape, dtype=np.int64))
         flat = _take_scratch(count)
         view = flat[:count].reshape(shape)
-        self.__dict__.setdefault("_scratch_flat", {})[id(view)] = flat
+        self._scratch_flat[id(view)] = flat
         return view
 
     def result(self, shape):
@@ -393,7 +395,7 @@ class NumpyOps:
         _keep_result(result)
 
     def release_scratch(self, view) -> None:
-        flat = self.__dict__.get("_scratch_flat", {}).pop(id(view), None)
+        flat = self._scratch_flat.pop(id(view), None)
         if flat is not None:
             _give_scratch(flat)
 

@@ -356,14 +356,8 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out, cudaStream_t str
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
                bool propagate_normalized, float alpha, float* accum, cudaStream_t stream) {
   if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
-  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square");
+  check_step_buffers(a, d, prev, true, cur, accum);
   const int64_t n = a.rows;
-  check_ptr(prev, n > 0, "prev");
-  check_ptr(cur, n > 0, "cur");
-  const int64_t bytes = n * d * 4;
-  if (overlaps(prev, bytes, cur, bytes)) fail("cur: must not overlap prev");
-  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
-  if (overlaps(accum, bytes, prev, bytes)) fail("accum: must not overlap prev");
   check_csr(a, stream);
   if (n == 0) return;
   const int64_t warps_per_block = kBlock / kWarp;
@@ -375,11 +369,8 @@ void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t 
 void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a, const float* row_scale, float* cur,
                       bool normalize, bool propagate_normalized, float alpha, float* accum, cudaStream_t stream) {
   check_spec(r);
-  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square");
+  check_step_buffers(a, r.d, nullptr, false, cur, accum);
   const int64_t n = a.rows, d = r.d;
-  check_ptr(cur, n > 0, "cur");
-  const int64_t bytes = n * d * 4;
-  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
   check_csr(a, stream);
   if (n == 0) return;
   const int64_t warps_per_block = kBlock / kWarp;

@@ -208,15 +208,9 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out) { project_csr_is
 void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur,
                    bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init) {
   if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
-  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  check_step_buffers(a, d, prev, true, cur, accum);
   check_csr(a, "indptr", "indices");
-  const int64_t n = a.rows;
-  check_ptr(prev, n > 0, "prev");
-  check_ptr(cur, n > 0, "cur");
-  const int64_t bytes = n * d * 4;
-  if (overlaps(prev, bytes, cur, bytes)) fail("cur: must not overlap prev");
-  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
-  if (overlaps(accum, bytes, prev, bytes)) fail("accum: must not overlap prev");
+  const int64_t n = a.rows, bytes = n * d * 4;
   const Kernels k = kernels_for(isa);
   if (n == 0) return;
   // Fresh (untouched) outputs get transparent huge pages: the gathers of the next step then miss
@@ -237,12 +231,9 @@ void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale,
                           float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum,
                           bool accum_init) {
   check_spec(r);
-  if (a.rows != a.cols) fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  check_step_buffers(a, r.d, nullptr, false, cur, accum);
   check_csr(a, "indptr", "indices");
-  const int64_t n = a.rows, d = r.d;
-  check_ptr(cur, n > 0, "cur");
-  const int64_t bytes = n * d * 4;
-  if (overlaps(accum, bytes, cur, bytes)) fail("accum: must not overlap cur");
+  const int64_t n = a.rows, d = r.d, bytes = n * d * 4;
   const Kernels k = kernels_for(isa);
   if (n == 0) return;
   advise_huge_pages(cur, static_cast<size_t>(bytes));

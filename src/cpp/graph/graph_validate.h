@@ -31,4 +31,19 @@ inline bool overlaps(const void* p, int64_t bytes, const void* q, int64_t bytes2
   return a < b + static_cast<uintptr_t>(bytes2) && b < a + static_cast<uintptr_t>(bytes);
 }
 
+// The buffers of one propagate step over adjacency a [N, N]: square a, prev [N, d] (null allowed when
+// the step has no prev matrix: propagate_random), cur [N, d], accum [N, d] or null, no two overlapping.
+inline void check_step_buffers(const Csr& a, int64_t d, const float* prev, bool needs_prev, const float* cur,
+                               const float* accum) {
+  if (a.rows != a.cols)
+    throw std::invalid_argument("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " +
+                                std::to_string(a.cols));
+  const int64_t n = a.rows, bytes = n * d * 4;
+  if (needs_prev) check_ptr(prev, n > 0, "prev");
+  check_ptr(cur, n > 0, "cur");
+  if (overlaps(prev, bytes, cur, bytes)) throw std::invalid_argument("cur: must not overlap prev");
+  if (overlaps(accum, bytes, cur, bytes)) throw std::invalid_argument("accum: must not overlap cur");
+  if (overlaps(accum, bytes, prev, bytes)) throw std::invalid_argument("accum: must not overlap prev");
+}
+
 }  // namespace fastemb::graph

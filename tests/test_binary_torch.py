@@ -215,6 +215,74 @@ def test_cuda_topk_matches_cpu(rng, bits, k):
     torch.testing.assert_close(i.cpu(), ei, rtol=0, atol=0)
 
 
+def rand_code_bytes(rng, n, bits, dim):
+    """Random codes for dim % 8 == 0 (no padding bits), drawn as bytes: cheap for millions of rows."""
+    assert dim % 8 == 0
+    return rng.integers(0, 256, size=(n, bits, dim // 8), dtype=np.uint8)
+
+
+def assert_cuda_topk_equals_cpu(q, d, k, dim):
+    s, i = ft.sdc_topk(q.cuda(), d.cuda(), k, dim=dim)
+    assert s.is_cuda and s.dtype == torch.int32 and i.dtype == torch.int64 and s.shape == (q.shape[0], k)
+    es, ei = ft.sdc_topk(q, d, k, dim=dim)
+    torch.testing.assert_close(s.cpu(), es, rtol=0, atol=0)
+    torch.testing.assert_close(i.cpu(), ei, rtol=0, atol=0)
+    return es, ei
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("bits", [1, 2])
+@pytest.mark.parametrize("nq", [1, 3])
+@pytest.mark.parametrize("k", [1, 10, 1000, 20000])
+def test_cuda_topk_few_queries_many_ties(rng, bits, nq, k):
+    # Few queries: the select is split over many blocks per query (segments, then a merge). 64-bit
+    # codes give only ~30-100 distinct scores over 200k docs, so the k-th score is tied across
+    # segment boundaries; 3000 copies of query 0 spread over the corpus all tie at its best score,
+    # so (bits = 1) its top-k must be the lowest of their ids. k = 20000 stages the sort in global memory.
+    if not cuda_binary_available():
+        pytest.skip("fastemb._C_cuda has no binary kernels in this build")
+    dim, nd = 64, 200_000
+    q = rand_code_bytes(rng, nq, bits, dim)
+    d = rand_code_bytes(rng, nd, bits, dim)
+    copies = np.sort(rng.choice(nd, size=3000, replace=False))
+    d[copies] = q[0]
+    es, ei = assert_cuda_topk_equals_cpu(torch.from_numpy(q), torch.from_numpy(d), k, dim)
+    if bits == 1:  # dim - 2 * hamming: an exact copy has the highest score
+        np.testing.assert_array_equal(ei[0, : min(k, 3000)].numpy(), copies[: min(k, 3000)])
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("k", [10, 1000])
+def test_cuda_topk_few_queries_several_doc_chunks(rng, k):
+    # 8 queries x 4.5M docs: two doc chunks (2^25 / 8 docs, then the rest), each split over
+    # segments, so the merge also carries the running list of the first chunk.
+    if not cuda_binary_available():
+        pytest.skip("fastemb._C_cuda has no binary kernels in this build")
+    dim, nd = 64, 4_500_000
+    q = rand_code_bytes(rng, 8, 1, dim)
+    d = rand_code_bytes(rng, nd, 1, dim)
+    d[[5, 4_194_303, 4_194_304, 4_499_999]] = q[3]  # best-score ties on both sides of the chunk edge
+    es, ei = assert_cuda_topk_equals_cpu(torch.from_numpy(q), torch.from_numpy(d), k, dim)
+    np.testing.assert_array_equal(ei[3, :4].numpy(), [5, 4_194_303, 4_194_304, 4_499_999])
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("nq", [1, 3])
+@pytest.mark.parametrize("nd", [1, 2500, 70_000])
+def test_cuda_topk_k_above_nd_padded(rng, nq, nd):
+    if not cuda_binary_available():
+        pytest.skip("fastemb._C_cuda has no binary kernels in this build")
+    dim, k = 64, nd + 777
+    q = torch.from_numpy(rand_code_bytes(rng, nq, 2, dim))
+    d = torch.from_numpy(rand_code_bytes(rng, nd, 2, dim))
+    es, ei = assert_cuda_topk_equals_cpu(q, d, k, dim)
+    assert (ei[:, nd:] == -1).all().item() and (es[:, nd:] == INT32_MIN).all().item()
+    assert (ei[:, :nd] >= 0).all().item()
+
+
 @pytest.mark.cuda
 @cuda
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])

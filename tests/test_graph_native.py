@@ -431,7 +431,7 @@ def test_cuda_matches_reference(rng, d):
     t_ip, t_ix, t_w = (torch.from_numpy(a).to(dev) for a in (ip, ix, w))
     o = torch.empty((n, d), device=dev)
     G.graph_project_csr(seed, threshold, float(value), d, t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n,
-                        40, o.data_ptr(), stream)
+                        40, o.data_ptr(), stream, nnz=len(ix))
     np.testing.assert_array_equal(o.cpu().numpy(), ref_project_csr(seed, threshold, value, d, ip, ix, w, 40))
 
     ip, ix, w = random_csr(rng, n, n, density=0.05)
@@ -444,7 +444,7 @@ def test_cuda_matches_reference(rng, d):
         cur = torch.empty((n, d), device=dev)
         G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n, torch.from_numpy(rs).to(dev).data_ptr(),
                           torch.from_numpy(prev).to(dev).data_ptr(), d, cur.data_ptr(), normalize, pn, 0.7,
-                          t_acc.data_ptr(), stream)
+                          t_acc.data_ptr(), stream, nnz=len(ix))
         expect = ref.propagate(ip, ix, w, rs, prev, normalize, pn, 0.7, accum)
         np.testing.assert_array_equal(cur.cpu().numpy(), expect)
         np.testing.assert_array_equal(t_acc.cpu().numpy(), accum)
@@ -453,7 +453,8 @@ def test_cuda_matches_reference(rng, d):
     cur = torch.empty((n, d), device=dev)
     G.graph_propagate_random(seed, threshold, float(value), d, torch.from_numpy(init).to(dev).data_ptr(),
                              t_ip.data_ptr(), t_ix.data_ptr(), True, t_w.data_ptr(), n,
-                             torch.from_numpy(rs).to(dev).data_ptr(), cur.data_ptr(), True, False, 0.7, 0, stream)
+                             torch.from_numpy(rs).to(dev).data_ptr(), cur.data_ptr(), True, False, 0.7, 0, stream,
+                             nnz=len(ix))
     expect = ref.propagate(ip, ix, w, rs, ref.random_rows(seed, threshold, value, d, 0, n, init), True, False, 0.7,
                            None)
     np.testing.assert_array_equal(cur.cpu().numpy(), expect)
@@ -467,11 +468,170 @@ def test_cuda_matches_reference(rng, d):
     np.testing.assert_array_equal(t_y.cpu().numpy(), y)
     np.testing.assert_array_equal(mean_d.cpu().numpy(), mean)
 
+    # The compute calls do not validate the CSR (no sync per call); graph_validate_csr does.
     bad = torch.from_numpy(np.array([0, 1, 5], np.int32)).to(dev)
+    bad_ip = torch.tensor([0, 1, 2, 3], device=dev)
     with pytest.raises(ValueError, match="indices"):
-        G.graph_propagate(torch.tensor([0, 1, 2, 3], device=dev).data_ptr(), bad.data_ptr(), True, 0, 3, 0,
-                          torch.zeros((3, d), device=dev).data_ptr(), d, torch.empty((3, d), device=dev).data_ptr(),
-                          True, False, 1.0, 0, stream)
+        G.graph_validate_csr(bad_ip.data_ptr(), bad.data_ptr(), True, 3, 3, 3, stream)
+
+
+@pytest.mark.cuda
+def test_cuda_validate_csr():
+    torch, G = _cuda()
+    dev = torch.device("cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+
+    def validate(indptr, indices, rows, cols, nnz=None, int32=True):
+        t_ip = torch.tensor(indptr, dtype=torch.int64, device=dev)
+        t_ix = torch.tensor(list(indices) or [0], dtype=torch.int32 if int32 else torch.int64, device=dev)
+        G.graph_validate_csr(t_ip.data_ptr(), t_ix.data_ptr(), int32, rows, cols,
+                             len(indices) if nnz is None else nnz, stream)
+
+    validate([0, 1, 3, 3], [2, 0, 2], 3, 3)  # valid: no error
+    validate([0, 1, 3, 3], [2, 0, 2], 3, 3, int32=False)
+    validate([0, 0], [], 1, 5)
+    validate([0], [], 0, 0)
+    with pytest.raises(ValueError, match=r"indices: an index is out of range \[0, 3\)"):
+        validate([0, 1, 2, 3], [0, 1, 5], 3, 3)
+    with pytest.raises(ValueError, match="indices: an index is out of range"):
+        validate([0, 1, 2, 3], [0, -1, 2], 3, 3)
+    with pytest.raises(ValueError, match="indices: an index is out of range"):
+        validate([0, 1, 2, 3], [0, 1 << 40, 2], 3, 3, int32=False)
+    with pytest.raises(ValueError, match="indptr: must start at 0"):
+        validate([1, 2, 3], [0, 1, 2], 2, 3)
+    with pytest.raises(ValueError, match="indptr: must be nondecreasing"):
+        validate([0, 2, 1, 3], [0, 1, 2], 3, 3)
+    with pytest.raises(ValueError, match="indptr: indptr\\[rows\\] = 3 must equal nnz = 2"):
+        validate([0, 1, 2, 3], [0, 1, 2], 3, 3, nnz=2)
+    with pytest.raises(ValueError, match="indptr: indptr\\[rows\\] = 2 must equal nnz = 3"):
+        validate([0, 1, 2, 2], [0, 1, 2], 3, 3)
+    # host checks, before any device read
+    with pytest.raises(ValueError, match="negative number of rows"):
+        validate([0], [], -1, 3)
+    with pytest.raises(ValueError, match="negative number of columns"):
+        validate([0], [], 0, -3)
+    with pytest.raises(ValueError, match="nnz: must be >= 0"):
+        validate([0], [], 0, 3, nnz=-1)
+    with pytest.raises(ValueError, match="indptr: null pointer"):
+        G.graph_validate_csr(0, 0, True, 0, 3, 0, stream)
+    one_row = torch.tensor([0, 1], device=dev)
+    with pytest.raises(ValueError, match="indices: null pointer"):
+        G.graph_validate_csr(one_row.data_ptr(), 0, True, 1, 3, 1, stream)
+    torch.cuda.synchronize()
+
+
+def _clamped_csr(indptr, indices, data, n, nnz):
+    """The valid CSR the CUDA kernels compute with on any indptr / indices: row i's edges are
+    [clamp(indptr[i]), clamp(max(indptr[i + 1], e0))) within [0, nnz], columns outside [0, n) dropped."""
+    ip, ix, w = [0], [], []
+    for i in range(n):
+        e0 = min(max(int(indptr[i]), 0), nnz)
+        e1 = min(max(int(indptr[i + 1]), e0), nnz)
+        for e in range(e0, e1):
+            if 0 <= int(indices[e]) < n:
+                ix.append(int(indices[e]))
+                if data is not None:
+                    w.append(data[e])
+        ip.append(len(ix))
+    return (np.array(ip, np.int64), np.array(ix, np.int64),
+            None if data is None else np.array(w, np.float32).reshape(-1))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("int32", [True, False])
+def test_cuda_bad_csr_no_crash(rng, int32):
+    # Unvalidated garbage CSR: indptr negative, decreasing, past nnz, huge; indices out of range both ways.
+    # The kernels must not read out of bounds (an illegal access would surface at the synchronize and
+    # break every later call); the result is then that of the clamped CSR (documented, not promised).
+    torch, G = _cuda()
+    dev = torch.device("cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    n = 7
+    indptr = np.array([-3, 2, 100, 1, (1 << 62), 4, 5, -(1 << 62)], np.int64)
+    big = (1 << 31) - 1 if int32 else (1 << 62)
+    indices = np.array([0, -1, 6, big, 3, -big - 1, 2, n], np.int32 if int32 else np.int64)
+    nnz = len(indices)
+    data = rng.random(nnz).astype(np.float32)
+    t_ip, t_ix, t_w = (torch.from_numpy(a).to(dev) for a in (indptr, indices, data))
+    rs = torch.from_numpy(rng.random(n).astype(np.float32)).to(dev)
+    seed, threshold, value = spec(rng, 16)
+    for d in (7, 16, 128, 260):
+        prev_np = rng.standard_normal((n, d)).astype(np.float32)
+        prev = torch.from_numpy(prev_np).to(dev)
+        for weighted in (True, False):
+            w_ptr = t_w.data_ptr() if weighted else 0
+            accum_np = rng.standard_normal((n, d)).astype(np.float32)
+            accum = torch.from_numpy(accum_np).to(dev)
+            cur, cur_r, out_p = (torch.empty((n, d), device=dev) for _ in range(3))
+            G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), int32, w_ptr, n, rs.data_ptr(), prev.data_ptr(), d,
+                              cur.data_ptr(), True, False, 0.5, accum.data_ptr(), stream, nnz=nnz)
+            G.graph_propagate_random(seed, threshold, float(value), d, rs.data_ptr(), t_ip.data_ptr(),
+                                     t_ix.data_ptr(), int32, w_ptr, n, rs.data_ptr(), cur_r.data_ptr(),
+                                     True, True, 0.5, 0, stream, nnz=nnz)
+            G.graph_project_csr(seed, threshold, float(value), d, t_ip.data_ptr(), t_ix.data_ptr(), int32, w_ptr, n,
+                                n, out_p.data_ptr(), stream, nnz=nnz)
+            torch.cuda.synchronize()
+            ip, ix, w = _clamped_csr(indptr, indices, data if weighted else None, n, nnz)
+            expect = ref.propagate(ip, ix, w, rs.cpu().numpy(), prev_np, True, False, 0.5, accum_np)
+            np.testing.assert_array_equal(cur.cpu().numpy(), expect)
+            np.testing.assert_array_equal(accum.cpu().numpy(), accum_np)
+        # nnz = 0: every row empty, indices never read (null allowed)
+        cur = torch.empty((n, d), device=dev)
+        G.graph_propagate(t_ip.data_ptr(), 0, int32, 0, n, 0, prev.data_ptr(), d, cur.data_ptr(), False, False, 1.0, 0,
+                          stream, nnz=0)
+        np.testing.assert_array_equal(cur.cpu().numpy(), np.zeros((n, d), np.float32))
+    cur = torch.empty((n, 260), device=dev)  # prev: the last one, [n, 260]
+    with pytest.raises(ValueError, match="nnz: must be >= 0"):
+        G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), int32, 0, n, 0, prev.data_ptr(), 260, cur.data_ptr(),
+                          False, False, 1.0, 0, stream, nnz=-1)
+    with pytest.raises(ValueError, match="indices: null pointer"):
+        G.graph_propagate(t_ip.data_ptr(), 0, int32, 0, n, 0, prev.data_ptr(), 260, cur.data_ptr(), False, False,
+                          1.0, 0, stream, nnz=nnz)
+    with pytest.raises(TypeError):  # nnz is a required keyword: a call without it fails, nothing shifts
+        G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), int32, 0, n, 0, prev.data_ptr(), 260, cur.data_ptr(),
+                          False, False, 1.0, 0, stream)
+    torch.cuda.synchronize()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [4, 100, 128, 132, 260, 513])
+@pytest.mark.parametrize("int32", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_cuda_propagate_paths(rng, d, int32, weighted, offset):
+    # Both column mappings (float4 lanes when d % 4 == 0 and prev / cur are 16-byte aligned, else 4-byte
+    # lanes; offset 1 shifts prev and cur by one float), rows of 0 to ~100 edges (several 32-edge batches,
+    # counts not multiples of the unroll), duplicates and unsorted indices: the reference's bits.
+    torch, G = _cuda()
+    dev = torch.device("cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    n = 300
+    deg = rng.integers(0, 100, size=n)
+    deg[rng.random(n) < 0.2] = 0
+    deg[:4] = [40, 33, 32, 1]
+    ip = np.zeros(n + 1, np.int64)
+    np.cumsum(deg, out=ip[1:])
+    ix = rng.integers(0, n, size=int(ip[-1])).astype(np.int32 if int32 else np.int64)
+    w = rng.random(len(ix)).astype(np.float32) if weighted else None
+    t_ip, t_ix = torch.from_numpy(ip).to(dev), torch.from_numpy(ix).to(dev)
+    t_w = None if w is None else torch.from_numpy(w).to(dev)
+    rs = rng.random(n).astype(np.float32)
+    t_rs = torch.from_numpy(rs).to(dev)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    buf_prev = torch.empty(n * d + offset, device=dev)
+    buf_cur = torch.empty(n * d + offset, device=dev)
+    t_prev = buf_prev[offset:].view(n, d)
+    t_prev.copy_(torch.from_numpy(prev))
+    t_cur = buf_cur[offset:].view(n, d)
+    for normalize, pn in [(True, False), (True, True), (False, False)]:
+        accum = rng.standard_normal((n, d)).astype(np.float32)
+        t_acc = torch.from_numpy(accum).to(dev)
+        G.graph_propagate(t_ip.data_ptr(), t_ix.data_ptr(), int32, 0 if t_w is None else t_w.data_ptr(), n,
+                          t_rs.data_ptr(), t_prev.data_ptr(), d, t_cur.data_ptr(), normalize,
+                          pn, 0.7, t_acc.data_ptr(), stream, nnz=len(ix))
+        expect = ref.propagate(ip, ix, w, rs, prev, normalize, pn, 0.7, accum)
+        np.testing.assert_array_equal(t_cur.cpu().numpy(), expect)
+        np.testing.assert_array_equal(t_acc.cpu().numpy(), accum)
 
 
 @pytest.mark.parametrize("isa", ISAS)

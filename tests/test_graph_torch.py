@@ -180,10 +180,20 @@ def test_cuda_ops_driver_on_host_memory(rng):
 
     C = fastemb._backend.native()
 
+    csr_fns = ("graph_propagate", "graph_propagate_random", "graph_project_csr")
+    nnz_seen = []
+
     class HostModule:
         def __getattr__(self, name):
             fn = getattr(C, name)
-            return lambda *args: fn(*args[:-1])  # drop the stream
+
+            def call(*args, **kw):  # drop the stream; the CSR calls' nnz (required on CUDA) is recorded
+                if name in csr_fns:
+                    nnz_seen.append(kw.pop("nnz"))
+                assert not kw, kw
+                return fn(*args[:-1])
+
+            return call
 
     ops = tg.CudaOps.__new__(tg.CudaOps)
     ops.mod, ops.device, ops.stream = HostModule(), torch.device("cpu"), 0
@@ -192,7 +202,9 @@ def test_cuda_ops_driver_on_host_memory(rng):
     for preset in ("paper", "gds"):
         kw = dict(preset=preset, seed=5, feature_ratio=0.25, self_influence=0.3)
         plan = G.plan_fastrp(A, 24, num_features=6, **kw)
+        nnz_seen.clear()
         e, its = G.run_fastrp(ops, plan, torch.from_numpy(f), True, False)
+        assert nnz_seen and set(nnz_seen) == {len(plan.graph.indices)}
         we, wits = fastemb.fastrp(A, 24, features=f, return_iterations=True, **kw)
         np.testing.assert_array_equal(e.numpy(), we)
         np.testing.assert_array_equal(its.numpy(), wits)

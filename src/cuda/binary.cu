@@ -13,19 +13,28 @@
 // Exact integers, identical to the CPU's AND form.
 //
 // Top-k (chunked two-pass, bounded memory): queries in chunks of qc, docs in chunks of dc with
-// qc * dc <= kScoreBudget; for each (query chunk, doc chunk) the score kernel writes a [qc, dc]
-// scratch matrix, then select_kernel (one 256-thread block per query) merges it with the query's
-// running top-kk list, kept in the output arrays themselves (kk = min(k, nd); after docs [0, d1)
-// the list holds min(kk, d1) entries sorted by (score desc, id asc)). The merge: candidates are the
-// list followed by the chunk (so among equal scores, position order = id order: list ids < chunk
-// ids, and the sorted list has equal scores in id order); an exact radix select (4 passes of 8 bits
-// over the order-preserving uint32 of the score, shared-memory histograms with integer atomics)
-// finds the threshold score T and how many candidates equal to T to take; an order-preserving
-// compaction (cub::BlockScan) takes every candidate above T and the first ones equal to T (the
-// lowest ids); a bitonic sort of the kept entries (in dynamic shared memory, or a per-block global
-// scratch when they do not fit) puts them in (score desc, id asc) order, written back over the list.
-// The result is the unique top-k under that order, so it is deterministic and equals the CPU's.
-// Rows are first filled with (INT32_MIN, -1), so k > nd and nd == 0 come out padded.
+// qc * dc <= kScoreBudget (qc first, from a minimum doc chunk max(65536, 4 kk); dc then takes the
+// rest of the budget, so one query scores up to kScoreBudget docs per chunk). For each (query
+// chunk, doc chunk) the score kernel writes a [qc, dc] scratch matrix, then select_kernel merges it
+// with each query's running top-kk list, kept in the output arrays themselves (kk = min(k, nd);
+// after docs [0, d1) the list holds min(kk, d1) entries sorted by (score desc, id asc)).
+// One merge (select_block, one 256-thread block): candidates are the list followed by the new
+// entries, so among equal scores position order = id order (list ids < chunk ids, the sorted list
+// has equal scores in id order); an exact radix select (4 passes of 8 bits over the
+// order-preserving uint32 of the score, shared-memory histograms with integer atomics) finds the
+// threshold score T and how many candidates equal to T to take; an order-preserving compaction
+// (cub::BlockScan) takes every candidate above T and the first ones equal to T (the lowest ids); a
+// bitonic sort of the kept entries (in dynamic shared memory, or a per-block global scratch when
+// they do not fit) puts them in (score desc, id asc) order, written back over the list.
+// Few queries (qn < 2 SMs, seg_plan): one block per query would leave the GPU idle, so the chunk's
+// select is split: Kind::segments, G blocks per query, each takes a contiguous segment of L docs
+// (in id order) and writes its exact top-min(kk, len) sorted into a scratch [qn, G * cL]
+// (cL = min(kk, L); only the last segment can be shorter, so the lists lie back to back with no
+// gaps); then Kind::merge, one block per query, merges the list + those G lists (ids read from the
+// scratch; segment order = id order, so the tie rule holds). Every doc of the chunk's top-kk is in
+// its segment's top-kk, so the result is the same. Otherwise Kind::chunk: list + chunk, ids d0 + j.
+// The result is the unique top-k under (score desc, id asc), so it is deterministic and equals the
+// CPU's. Rows are first filled with (INT32_MIN, -1), so k > nd and nd == 0 come out padded.
 //
 // Temporaries: cudaMallocAsync / cudaFreeAsync on the caller's stream. Indexing is int64; grids are
 // capped and kernels loop over the rest.
@@ -232,26 +241,167 @@ __device__ __forceinline__ bool better(int32_t sa, int64_t ia, int32_t sb, int64
   return sa > sb || (sa == sb && ia < ib);
 }
 
+// The candidates of one merge, in position order: c0 entries of a sorted list (ls, li), then the
+// rest: scores ts with ids ti (IDS_GIVEN) or ids id0, id0 + 1, ... (a chunk or a segment of it).
+template <bool IDS_GIVEN>
+struct Cands {
+  const int32_t* ls;
+  const int64_t* li;
+  int64_t c0;
+  const int32_t* ts;
+  const int64_t* ti;
+  int64_t id0;
+  __device__ __forceinline__ int32_t score(int64_t e) const { return e < c0 ? ls[e] : ts[e - c0]; }
+  __device__ __forceinline__ int64_t id(int64_t e) const {
+    if (e < c0) return li[e];
+    return IDS_GIVEN ? ti[e - c0] : id0 + (e - c0);
+  }
+};
+
+using SelectScan = cub::BlockScan<int, kSelectThreads>;
+
+struct SelectShared {
+  typename SelectScan::TempStorage scan_tmp;
+  int hist[256];
+  int64_t sel_need;
+  uint32_t sel_bin;
+};
+
+// One block: the c1 best of the n candidates (score desc, id asc; ties among equal scores go by
+// position, so position order must be id order among equal scores), written sorted to out_s/out_i
+// (which may be the list the candidates start with). st_s/st_i: staging of at least
+// next_pow2(c1) entries. 1 <= c1 <= n.
+template <class C>
+__device__ void select_block(const C& c, int64_t n, int64_t c1, int32_t* out_s, int64_t* out_i, int32_t* st_s,
+                             int64_t* st_i, SelectShared& sh) {
+  const int tid = threadIdx.x;
+  // Threshold key T and how many candidates equal to T to keep (all when n <= c1).
+  uint32_t T = 0;
+  int64_t need_eq = n;  // unused bound when everything is kept
+  const bool keep_all = n <= c1;
+  if (!keep_all) {
+    uint32_t prefix = 0, mask = 0;
+    int64_t need = c1;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int b = tid; b < 256; b += kSelectThreads) sh.hist[b] = 0;
+      __syncthreads();
+      for (int64_t e = tid; e < n; e += kSelectThreads) {
+        const uint32_t u = score_key(c.score(e));
+        if ((u & mask) == prefix) atomicAdd(&sh.hist[(u >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        int64_t above = 0;
+        int b = 255;
+        for (; b > 0; --b) {
+          if (above + sh.hist[b] >= need) break;
+          above += sh.hist[b];
+        }
+        sh.sel_bin = static_cast<uint32_t>(b);
+        sh.sel_need = need - above;
+      }
+      __syncthreads();
+      prefix |= sh.sel_bin << shift;
+      mask |= 255u << shift;
+      need = sh.sel_need;
+      __syncthreads();  // sel_* and hist are rewritten by the next pass
+    }
+    T = prefix;
+    need_eq = need;
+  }
+
+  // Order-preserving compaction into the staging area.
+  int64_t eq_before = 0, sel_before = 0;
+  for (int64_t base = 0; base < n; base += kSelectThreads) {
+    const int64_t e = base + tid;
+    int32_t s = 0;
+    int64_t id = 0;
+    int gt = 0, eq = 0;
+    if (e < n) {
+      s = c.score(e);
+      id = c.id(e);
+      const uint32_t u = score_key(s);
+      gt = keep_all || u > T;
+      eq = !keep_all && u == T;
+    }
+    int eq_rank = 0, eq_total = 0;
+    SelectScan(sh.scan_tmp).ExclusiveSum(eq, eq_rank, eq_total);
+    __syncthreads();
+    const int sel = gt || (eq && eq_before + eq_rank < need_eq);
+    int slot = 0, sel_total = 0;
+    SelectScan(sh.scan_tmp).ExclusiveSum(sel, slot, sel_total);
+    __syncthreads();
+    if (sel) {
+      st_s[sel_before + slot] = s;
+      st_i[sel_before + slot] = id;
+    }
+    eq_before += eq_total;
+    sel_before += sel_total;
+    // All c1 entries taken: later candidates are below T or equal ones past the quota. The
+    // totals are block aggregates (the same in every thread), so the block leaves together.
+    if (sel_before >= c1) break;
+  }
+  int64_t P = 1;  // sort size: power of two >= c1 (the same in every thread)
+  while (P < c1) P <<= 1;
+  for (int64_t j = c1 + tid; j < P; j += kSelectThreads) {
+    st_s[j] = INT32_MIN;
+    st_i[j] = INT64_MAX;
+  }
+  __syncthreads();
+
+  // Bitonic sort of P entries, best first.
+  for (int64_t size = 2; size <= P; size <<= 1) {
+    for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int64_t t = tid; t < (P >> 1); t += kSelectThreads) {
+        const int64_t i = 2 * t - (t & (stride - 1));
+        const int64_t j = i + stride;
+        const bool up = (i & size) == 0;
+        const int32_t si = st_s[i], sj = st_s[j];
+        const int64_t ii = st_i[i], ij = st_i[j];
+        if (better(sj, ij, si, ii) == up) {
+          st_s[i] = sj;
+          st_i[i] = ij;
+          st_s[j] = si;
+          st_i[j] = ii;
+        }
+      }
+      __syncthreads();
+    }
+  }
+  for (int64_t j = tid; j < c1; j += kSelectThreads) {
+    out_s[j] = st_s[j];
+    out_i[j] = st_i[j];
+  }
+  __syncthreads();  // staging (and the list) are reused by the block's next item
+}
+
+// What a select_kernel launch merges:
+//   chunk:    per query, the running list + the whole doc chunk (one block per query).
+//   segments: per (query, segment g), segment g of the chunk (docs d0 + [g L, min(m, (g+1) L))) alone,
+//             its c_g = min(kk, segment length) best written to seg[query, g cL .. g cL + c_g).
+//   merge:    per query, the running list + the segment lists seg[query, 0 .. nc).
+enum class Kind { chunk, segments, merge };
+
 struct SelectArgs {
-  int32_t* best_s;      // output rows [nq, k]: the running lists (row q0 + qi)
+  int32_t* best_s;       // output rows [nq, k]: the running lists (row q0 + qi)
   int64_t* best_i;
-  int64_t k;            // row stride of best_*
-  int64_t q0, qcount;   // query chunk
-  int64_t c0;           // entries in each list before this doc chunk
-  const int32_t* chunk; // [qcount, ldc] scores of docs [d0, d0 + m)
+  int64_t k;             // row stride of best_*
+  int64_t kk;            // min(k, nd)
+  int64_t q0, qcount;    // query chunk
+  int64_t c0;            // entries in each list before this doc chunk: min(kk, d0)
+  const int32_t* chunk;  // [qcount, ldc] scores of docs [d0, d0 + m)
   int64_t ldc, m, d0;
-  int64_t c1;           // entries after the merge: min(kk, c0 + m)
-  int64_t P;            // staging capacity: power of two >= c1
-  int32_t* g_s;         // global staging [gridDim.x, P] when staging is not in shared memory
+  int64_t G, L, cL;      // segments: G segments of L docs (the last one 1..L), lists of cL = min(kk, L)
+  int32_t* seg_s;        // [qcount, G * cL] segment lists, each sorted; row = G lists back to back
+  int64_t* seg_i;
+  int64_t P;             // staging capacity: power of two >= kk
+  int32_t* g_s;          // global staging [gridDim.x, P] when staging is not in shared memory
   int64_t* g_i;
 };
 
+template <Kind KIND>
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(SelectArgs a) {
-  using Scan = cub::BlockScan<int, kSelectThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int hist[256];
-  __shared__ int64_t sel_need;
-  __shared__ uint32_t sel_bin;
+  __shared__ SelectShared sh;
   extern __shared__ int64_t dyn[];  // P ids then P scores (shared staging), when g_s is null
   int64_t* st_i;
   int32_t* st_s;
@@ -262,112 +412,52 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(SelectArgs a) {
     st_i = dyn;
     st_s = reinterpret_cast<int32_t*>(dyn + a.P);
   }
-  const int tid = threadIdx.x;
-  const int64_t n = a.c0 + a.m;
-  for (int64_t qi = blockIdx.x; qi < a.qcount; qi += gridDim.x) {
-    int32_t* ls = a.best_s + (a.q0 + qi) * a.k;
-    int64_t* li = a.best_i + (a.q0 + qi) * a.k;
-    const int32_t* cs = a.chunk + qi * a.ldc;
-    auto score_at = [&](int64_t e) -> int32_t { return e < a.c0 ? ls[e] : cs[e - a.c0]; };
-    auto id_at = [&](int64_t e) -> int64_t { return e < a.c0 ? li[e] : a.d0 + (e - a.c0); };
-
-    // Threshold key T and how many candidates equal to T to keep (all when n <= c1).
-    uint32_t T = 0;
-    int64_t need_eq = n;  // unused bound when everything is kept
-    const bool keep_all = n <= a.c1;
-    if (!keep_all) {
-      uint32_t prefix = 0, mask = 0;
-      int64_t need = a.c1;
-      for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int b = tid; b < 256; b += kSelectThreads) hist[b] = 0;
-        __syncthreads();
-        for (int64_t e = tid; e < n; e += kSelectThreads) {
-          const uint32_t u = score_key(score_at(e));
-          if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1);
-        }
-        __syncthreads();
-        if (tid == 0) {
-          int64_t above = 0;
-          int b = 255;
-          for (; b > 0; --b) {
-            if (above + hist[b] >= need) break;
-            above += hist[b];
-          }
-          sel_bin = static_cast<uint32_t>(b);
-          sel_need = need - above;
-        }
-        __syncthreads();
-        prefix |= sel_bin << shift;
-        mask |= 255u << shift;
-        need = sel_need;
-        __syncthreads();  // sel_* and hist are rewritten by the next pass
-      }
-      T = prefix;
-      need_eq = need;
-    }
-
-    // Order-preserving compaction into the staging area.
-    int64_t eq_before = 0, sel_before = 0;
-    for (int64_t base = 0; base < n; base += kSelectThreads) {
-      const int64_t e = base + tid;
-      int32_t s = 0;
-      int64_t id = 0;
-      int gt = 0, eq = 0;
-      if (e < n) {
-        s = score_at(e);
-        id = id_at(e);
-        const uint32_t u = score_key(s);
-        gt = keep_all || u > T;
-        eq = !keep_all && u == T;
-      }
-      int eq_rank = 0, eq_total = 0;
-      Scan(scan_tmp).ExclusiveSum(eq, eq_rank, eq_total);
-      __syncthreads();
-      const int sel = gt || (eq && eq_before + eq_rank < need_eq);
-      int slot = 0, sel_total = 0;
-      Scan(scan_tmp).ExclusiveSum(sel, slot, sel_total);
-      __syncthreads();
-      if (sel) {
-        st_s[sel_before + slot] = s;
-        st_i[sel_before + slot] = id;
-      }
-      eq_before += eq_total;
-      sel_before += sel_total;
-      // All c1 entries taken: later candidates are below T or equal ones past the quota. The
-      // totals are block aggregates (the same in every thread), so the block leaves together.
-      if (sel_before >= a.c1) break;
-    }
-    for (int64_t j = a.c1 + tid; j < a.P; j += kSelectThreads) {
-      st_s[j] = INT32_MIN;
-      st_i[j] = INT64_MAX;
-    }
-    __syncthreads();
-
-    // Bitonic sort of P entries, best first.
-    for (int64_t size = 2; size <= a.P; size <<= 1) {
-      for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
-        for (int64_t t = tid; t < (a.P >> 1); t += kSelectThreads) {
-          const int64_t i = 2 * t - (t & (stride - 1));
-          const int64_t j = i + stride;
-          const bool up = (i & size) == 0;
-          const int32_t si = st_s[i], sj = st_s[j];
-          const int64_t ii = st_i[i], ij = st_i[j];
-          if (better(sj, ij, si, ii) == up) {
-            st_s[i] = sj;
-            st_i[i] = ij;
-            st_s[j] = si;
-            st_i[j] = ii;
-          }
-        }
-        __syncthreads();
+  const int64_t lds = a.G * a.cL;  // row stride of seg_*
+  const int64_t items = KIND == Kind::segments ? a.qcount * a.G : a.qcount;
+  for (int64_t it = blockIdx.x; it < items; it += gridDim.x) {
+    if constexpr (KIND == Kind::segments) {
+      const int64_t qi = it / a.G, g = it % a.G;
+      const int64_t s0 = g * a.L, len = min64(a.L, a.m - s0);
+      const Cands<false> c{nullptr, nullptr, 0, a.chunk + qi * a.ldc + s0, nullptr, a.d0 + s0};
+      select_block(c, len, min64(a.kk, len), a.seg_s + qi * lds + g * a.cL, a.seg_i + qi * lds + g * a.cL, st_s,
+                   st_i, sh);
+    } else {
+      int32_t* ls = a.best_s + (a.q0 + it) * a.k;
+      int64_t* li = a.best_i + (a.q0 + it) * a.k;
+      const int64_t c1 = min64(a.kk, a.c0 + a.m);
+      if constexpr (KIND == Kind::chunk) {
+        const Cands<false> c{ls, li, a.c0, a.chunk + it * a.ldc, nullptr, a.d0};
+        select_block(c, a.c0 + a.m, c1, ls, li, st_s, st_i, sh);
+      } else {
+        // Segment lists in segment order, each sorted: among equal scores, position order = id order.
+        const int64_t nc = (a.G - 1) * a.cL + min64(a.kk, a.m - (a.G - 1) * a.L);
+        const Cands<true> c{ls, li, a.c0, a.seg_s + it * lds, a.seg_i + it * lds, 0};
+        select_block(c, a.c0 + nc, c1, ls, li, st_s, st_i, sh);
       }
     }
-    for (int64_t j = tid; j < a.c1; j += kSelectThreads) {
-      ls[j] = st_s[j];
-      li[j] = st_i[j];
-    }
-    __syncthreads();  // staging and the list are reused by the next query
   }
+}
+
+// Segments for one (query chunk, doc chunk): G = 1 means one block per query (Kind::chunk).
+struct SegPlan {
+  int64_t G, L, cL;
+};
+
+// Multi-block select when the queries alone do not fill the GPU: G blocks per query so that
+// qn * G >= 2 SMs, but G <= sqrt(m / kk) (stage 1 reads m / G per block, stage 2 G kk + kk: the
+// sum is smallest near G = sqrt(m / kk), where segments are >= sqrt(m kk) >= kk docs long) and
+// segments of at least kMinSegment docs. Fewer than 2 segments: the one-block path.
+constexpr int64_t kMinSegment = 2048;
+SegPlan seg_plan(int64_t qn, int64_t m, int64_t kk, int64_t sms) {
+  const SegPlan one{1, m, min64(kk, m)};
+  if (qn >= 2 * sms) return one;
+  int64_t g = min64(ceil_div(2 * sms, qn), m / kMinSegment);
+  int64_t r = 1;  // min(g, floor(sqrt(m / kk)))
+  while (r < g && (r + 1) * (r + 1) <= m / kk) ++r;
+  g = r;
+  if (g < 2) return one;
+  const int64_t L = ceil_div(m, g);
+  return SegPlan{ceil_div(m, L), L, min64(kk, L)};  // every segment non-empty
 }
 
 int64_t next_pow2(int64_t v) {
@@ -404,48 +494,87 @@ void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStr
   if (p.nd == 0) return;
   const int64_t kk = min64(k, p.nd);
 
-  // Chunks: dc docs (at least 4 kk so a merge re-reads the list at most ~1/4 of the new data) and
-  // qc queries, with qc * dc <= kScoreBudget scratch scores.
-  const int64_t dc = min64(p.nd, max64(kMinDocChunk, 4 * kk));
-  const int64_t qc = min64(p.nq, max64(1, kScoreBudget / dc));
+  // Chunks: qc queries, at most kScoreBudget / dc_min of them (dc_min = max(kMinDocChunk, 4 kk),
+  // so a merge re-reads the list at most ~1/4 of the new data), then docs in chunks of dc, as many
+  // as the budget leaves: few queries get long chunks (nq = 1: up to kScoreBudget docs at once),
+  // whose select is split over many blocks (seg_plan). qc * dc <= kScoreBudget unless 4 kk alone
+  // exceeds it (then qc = 1).
+  const int64_t dc_min = max64(kMinDocChunk, 4 * kk);
+  const int64_t qc = min64(p.nq, max64(1, kScoreBudget / dc_min));
+  const int64_t dc = min64(p.nd, max64(dc_min, kScoreBudget / qc));
   DeviceBuffer chunk_buf;
   int32_t* chunk = chunk_buf.alloc_n<int32_t>(qc * dc, stream);
+
+  int device = 0, optin = 0, sms = 1;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+
+  // Plans of the (at most 2 x 2) distinct chunk shapes: segment-list scratch and work items to size.
+  const int64_t q_last = p.nq - (p.nq - 1) / qc * qc, d_last = p.nd - (p.nd - 1) / dc * dc;
+  int64_t seg_cap = 0, max_items = qc;
+  for (const int64_t qn : {qc, q_last}) {
+    for (const int64_t m : {dc, d_last}) {
+      const SegPlan sp = seg_plan(qn, m, kk, sms);
+      if (sp.G > 1) {
+        seg_cap = max64(seg_cap, qn * sp.G * sp.cL);
+        max_items = max64(max_items, qn * sp.G);
+      }
+    }
+  }
+  DeviceBuffer ss_buf, si_buf;
+  int32_t* seg_s = nullptr;
+  int64_t* seg_i = nullptr;
+  if (seg_cap > 0) {
+    seg_s = ss_buf.alloc_n<int32_t>(seg_cap, stream);
+    seg_i = si_buf.alloc_n<int64_t>(seg_cap, stream);
+  }
 
   // Staging for the sort: dynamic shared memory when it fits, else per-block global scratch.
   const int64_t P = next_pow2(kk);
   const int64_t stage_bytes = P * int64_t(sizeof(int64_t) + sizeof(int32_t));
-  int device = 0, optin = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-             "cudaDeviceGetAttribute");
-  cudaFuncAttributes attr{};
-  check_cuda(cudaFuncGetAttributes(&attr, select_kernel), "cudaFuncGetAttributes");
-  const bool shared_stage = stage_bytes + static_cast<int64_t>(attr.sharedSizeBytes) <= optin;
-  const int64_t blocks = shared_stage ? min64(qc, kMaxGridX)
-                                     : max64(1, min64(min64(qc, kMaxGlobalSelectBlocks), kGlobalStageBudget / stage_bytes));
+  int64_t static_smem = 0;
+  for (const void* f : {reinterpret_cast<const void*>(select_kernel<Kind::chunk>),
+                        reinterpret_cast<const void*>(select_kernel<Kind::segments>),
+                        reinterpret_cast<const void*>(select_kernel<Kind::merge>)}) {
+    cudaFuncAttributes attr{};
+    check_cuda(cudaFuncGetAttributes(&attr, f), "cudaFuncGetAttributes");
+    static_smem = max64(static_smem, static_cast<int64_t>(attr.sharedSizeBytes));
+  }
+  const bool shared_stage = stage_bytes + static_smem <= optin;
+  const int64_t blocks = shared_stage ? kMaxGridX
+                                      : max64(1, min64(min64(max_items, kMaxGlobalSelectBlocks),
+                                                       kGlobalStageBudget / stage_bytes));
   DeviceBuffer gs_buf, gi_buf;
   int32_t* g_s = nullptr;
   int64_t* g_i = nullptr;
   size_t dyn_bytes = 0;
   if (shared_stage) {
     dyn_bytes = static_cast<size_t>(stage_bytes);
-    check_cuda(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(dyn_bytes)),
-               "cudaFuncSetAttribute");
+    for (const void* f : {reinterpret_cast<const void*>(select_kernel<Kind::chunk>),
+                          reinterpret_cast<const void*>(select_kernel<Kind::segments>),
+                          reinterpret_cast<const void*>(select_kernel<Kind::merge>)}) {
+      check_cuda(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_bytes)),
+                 "cudaFuncSetAttribute");
+    }
   } else {
     g_s = gs_buf.alloc_n<int32_t>(blocks * P, stream);
     g_i = gi_buf.alloc_n<int64_t>(blocks * P, stream);
   }
+  auto grid = [&](int64_t items) { return static_cast<unsigned>(min64(items, blocks)); };
 
   for (int64_t q0 = 0; q0 < p.nq; q0 += qc) {
     const int64_t qn = min64(qc, p.nq - q0);
     for (int64_t d0 = 0; d0 < p.nd; d0 += dc) {
       const int64_t m = min64(dc, p.nd - d0);
       launch_scores(p, false, p.q + q0 * p.bits * p.nbytes, qn, p.d + d0 * p.bits * p.nbytes, m, chunk, m, stream);
+      const SegPlan sp = seg_plan(qn, m, kk, sms);
       SelectArgs a;
       a.best_s = scores;
       a.best_i = ids;
       a.k = k;
+      a.kk = kk;
       a.q0 = q0;
       a.qcount = qn;
       a.c0 = min64(kk, d0);
@@ -453,12 +582,23 @@ void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStr
       a.ldc = m;
       a.m = m;
       a.d0 = d0;
-      a.c1 = min64(kk, a.c0 + m);
+      a.G = sp.G;
+      a.L = sp.L;
+      a.cL = sp.cL;
+      a.seg_s = seg_s;
+      a.seg_i = seg_i;
       a.P = P;
       a.g_s = g_s;
       a.g_i = g_i;
-      select_kernel<<<static_cast<unsigned>(min64(qn, blocks)), kSelectThreads, dyn_bytes, stream>>>(a);
-      check_launch("binary select_kernel");
+      if (sp.G == 1) {
+        select_kernel<Kind::chunk><<<grid(qn), kSelectThreads, dyn_bytes, stream>>>(a);
+        check_launch("binary select_kernel");
+      } else {
+        select_kernel<Kind::segments><<<grid(qn * sp.G), kSelectThreads, dyn_bytes, stream>>>(a);
+        check_launch("binary select_kernel (segments)");
+        select_kernel<Kind::merge><<<grid(qn), kSelectThreads, dyn_bytes, stream>>>(a);
+        check_launch("binary select_kernel (merge)");
+      }
     }
   }
 }

@@ -2,10 +2,15 @@
 they work under ``torch.compile(fullgraph=True)``, on CPU and CUDA tensors.
 
 Importing this module imports torch and registers the ops.
+
+Value checks on CUDA tensors (labels in range, finite inputs) run on the device without a host sync by
+default and fail as a device-side assert, like torch's own indexing ops; ``set_cuda_checks("sync")``
+(or ``FASTEMB_CUDA_CHECKS=sync``) makes them raise the CPU's ``ValueError`` at one host read per call.
 """
 from ._binary import binarize, hamming, sdc_scores, sdc_topk
 from ._centroid import centroid_aggregate, centroid_triplet_loss
+from ._checks import get_cuda_checks, set_cuda_checks
 from ._graph import fastrp, sparse_random_projection
 from ._ternary import BitLinear, ternary_linear
 
-__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "hamming", "sdc_scores", "sdc_topk", "sparse_random_projection", "BitLinear", "ternary_linear"]
+__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "get_cuda_checks", "hamming", "sdc_scores", "sdc_topk", "set_cuda_checks", "sparse_random_projection", "BitLinear", "ternary_linear"]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _checks
 from .._reference import binary as _ref
 from ..binary import MODE_CODES
 
@@ -130,8 +131,7 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor]) -> Tensor:
     _check_binarize_meta(x, bits, scale)
     n, m = x.shape
     y = x.to(torch.float64)
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError("x must be finite (found NaN or inf)")
+    _checks.require(x.device, [(torch.isfinite(y).all(), "x must be finite (found NaN or inf)")])
     if scale is None:
         if m:
             s = _pairwise_sum(y.abs().contiguous(), 0, m) / m
@@ -140,8 +140,7 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor]) -> Tensor:
         s = torch.where(s > 0, s, torch.ones_like(s))  # all-zero row: no division by zero
     else:
         s = scale.to(torch.float64).expand(n)
-        if not bool((torch.isfinite(s) & (s > 0)).all()):
-            raise ValueError("scale must be positive and finite")
+        _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
     y = y / s[:, None]
     planes = []
     recon = torch.zeros_like(y)

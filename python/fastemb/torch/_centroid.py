@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _checks
 from .._reference import centroid as _ref
 from ..centroid import NORMALIZE_CODES, REDUCE_CODES, check_modes
 
@@ -64,20 +65,21 @@ def _check_meta(x: Tensor, index: Optional[Tensor], offsets: Optional[Tensor], w
 
 def _check_values(x: Tensor, index: Optional[Tensor], offsets: Optional[Tensor], weights: Optional[Tensor],
                   num_groups: int) -> None:
-    """Value checks on real tensors (a host sync on CUDA; the C++ CPU kernel checks labels itself)."""
+    """Value checks on real tensors (the C++ CPU kernel checks labels itself). On CUDA they run on the device
+    without a host sync by default (see :mod:`fastemb.torch._checks`)."""
+    checks = []
     if index is not None and index.numel() and (index.device.type != "cpu" or _backend.native() is None):
-        lo, hi = int(index.min()), int(index.max())
-        if lo < 0:
-            raise ValueError(f"index: negative label {lo}")
-        if hi >= num_groups:
-            raise ValueError(f"index: label {hi} is out of range [0, num_groups={num_groups})")
+        lo, hi = torch.aminmax(index)
+        checks.append((lo >= 0, lambda: f"index: negative label {int(lo)}"))
+        checks.append((hi < num_groups, lambda: f"index: label {int(hi)} is out of range [0, num_groups={num_groups})"))
     if offsets is not None:
-        if int(offsets[0]) != 0 or int(offsets[-1]) != x.shape[0]:
-            raise ValueError(f"offsets must run from 0 to the number of rows of x ({x.shape[0]})")
-        if num_groups and bool((offsets[1:] < offsets[:-1]).any()):
-            raise ValueError("offsets must be non-decreasing")
-    if weights is not None and not bool(torch.isfinite(weights).all()):
-        raise ValueError("weights must be finite (found NaN or inf)")
+        checks.append(((offsets[0] == 0) & (offsets[-1] == x.shape[0]),
+                       f"offsets must run from 0 to the number of rows of x ({x.shape[0]})"))
+        if num_groups:
+            checks.append(((offsets[1:] >= offsets[:-1]).all(), "offsets must be non-decreasing"))
+    if weights is not None:
+        checks.append((torch.isfinite(weights).all(), "weights must be finite (found NaN or inf)"))
+    _checks.require(x.device, checks)
 
 
 def _out_shapes(x: Tensor, num_groups: int, reduce: str, normalize: str, leave_one_out: bool):

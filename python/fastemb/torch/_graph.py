@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _checks
 from .. import graph as _graph
 
 _U64 = 1 << 64
@@ -125,8 +126,8 @@ def _srp_op(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
     _check_meta(x, dim, s, seed)
     seed_u = _seed_from_i64(seed)
     x = x.detach().contiguous()
-    if x.numel() and not bool(torch.isfinite(x).all()):  # a host sync on CUDA
-        raise ValueError("x must be finite (found NaN or inf)")
+    if x.numel():
+        _checks.require(x.device, [(torch.isfinite(x).all(), "x must be finite (found NaN or inf)")])
     if x.dtype == torch.float64:
         return _dense_product(x, dim, s, seed_u)
     return _project_float32(x, dim, s, seed_u)
@@ -200,6 +201,9 @@ class _DeviceCsr:
         self.data = None if a.data is None else torch.from_numpy(a.data).to(device)
         self.rows, self.cols = a.rows, a.cols
         self.indices_int32 = a.indices_int32
+        # The length of indices (and data): the kernels clamp every row's edge range into [0, nnz], so they
+        # need no per-call validation (``a`` was validated on the host by plan_fastrp).
+        self.nnz = int(self.indices.numel())
 
 
 def _ptr(t: Optional[Tensor]) -> int:
@@ -241,7 +245,7 @@ class CudaOps:
     def propagate(self, a, row_scale, prev, cur, normalize, propagate_normalized, alpha, accum):
         self.mod.graph_propagate(_ptr(a.indptr), _ptr(a.indices), a.indices_int32, _ptr(a.data), a.rows,
                                  _ptr(row_scale), _ptr(prev), prev.shape[1], _ptr(cur), normalize,
-                                 propagate_normalized, float(alpha), _ptr(accum), self.stream)
+                                 propagate_normalized, float(alpha), _ptr(accum), self.stream, nnz=a.nnz)
 
     def accumulate(self, x, normalize, alpha, accum):
         self.mod.graph_accumulate(_ptr(x), x.shape[0], x.shape[1], normalize, float(alpha), _ptr(accum), self.stream)

@@ -552,10 +552,13 @@ void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStr
   size_t dyn_bytes = 0;
   if (shared_stage) {
     dyn_bytes = static_cast<size_t>(stage_bytes);
+    // The largest allowed size, not this call's: a smaller value set by a concurrent call (another
+    // host thread, another stream) could then never make this call's launch fail.
     for (const void* f : {reinterpret_cast<const void*>(select_kernel<Kind::chunk>),
                           reinterpret_cast<const void*>(select_kernel<Kind::segments>),
                           reinterpret_cast<const void*>(select_kernel<Kind::merge>)}) {
-      check_cuda(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_bytes)),
+      check_cuda(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(optin - static_smem)),
                  "cudaFuncSetAttribute");
     }
   } else {

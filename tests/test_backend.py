@@ -85,6 +85,41 @@ def test_num_threads_env_and_setter():
         fastemb.set_num_threads(2.5)
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "3 ", "2.5"])
+def test_invalid_num_threads_env_warns(value):
+    code = ("import warnings\nwarnings.simplefilter('error', RuntimeWarning)\n"
+            "try:\n    import fastemb\nexcept RuntimeWarning as w:\n    print('WARNED', w)\n")
+    res = run_python(code, FASTEMB_NUM_THREADS=value)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("WARNED"), res.stdout
+    assert f"FASTEMB_NUM_THREADS={value!r}" in res.stdout and "ignored" in res.stdout
+    # a warning, not an error: import still works and uses the default thread count
+    res = run_python("import fastemb; print(fastemb.get_num_threads())", FASTEMB_NUM_THREADS=value)
+    assert res.returncode == 0 and "FASTEMB_NUM_THREADS" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("value", ["2", " 2", "+2", ""])
+def test_valid_num_threads_env_does_not_warn(value):
+    res = run_python("import warnings\nwarnings.simplefilter('error')\nimport fastemb\nprint(fastemb.get_num_threads())",
+                     FASTEMB_NUM_THREADS=value)
+    assert res.returncode == 0, res.stderr
+    if value and _backend.native() is not None:
+        assert res.stdout.strip() == "2"
+
+
+def test_fastemb_torch_without_torch_gives_an_install_hint():
+    code = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+            "import fastemb\n"
+            "try:\n    import fastemb.torch\n"
+            "except ImportError as e:\n"
+            "    print(type(e).__name__, '|', e.name, '|', type(e.__cause__).__name__, '|', e)\n")
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    kind, name, cause, msg = res.stdout.strip().split(" | ", 3)
+    assert kind == "ModuleNotFoundError" and name == "torch" and cause == "ModuleNotFoundError"
+    assert "pip install torch" in msg and "[torch]" in msg
+
+
 @needs_native
 def test_concurrent_calls_match_serial_and_survive_thread_count_changes():
     rng = np.random.default_rng(1)

@@ -2,6 +2,7 @@
 included), bad inputs."""
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -222,6 +223,103 @@ def test_load_validates(tmp_path, rng):
     with pytest.raises(ValueError, match="not a directory"):
         (tmp_path / "file").write_text("x")
         index.save(tmp_path / "file")
+
+
+def _saved(tmp_path, rng, name="idx"):
+    index = BinaryIndex(40, 2)
+    index.add(rng.standard_normal((30, 40)).astype(np.float32))
+    path = tmp_path / name
+    index.save(path)
+    return index, path
+
+
+def _garbage_behind_npy_header(fpath, rng):
+    data = bytearray(fpath.read_bytes())
+    offset = len(data) - 30 * 2 * 5  # codes: 30 rows x 2 planes x 5 bytes behind the npy header
+    data[offset:] = rng.integers(0, 256, len(data) - offset, dtype=np.uint8).tobytes()
+    fpath.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, target, match", [
+    ("garbage", "header.json", "unreadable header"),
+    ("empty", "header.json", "unreadable header"),
+    ("empty", "codes.npy", "empty"),
+    ("garbage", "codes.npy", "not a .npy file"),
+    ("garbage", "floats.npy", "not a .npy file"),
+    ("bad npy header", "codes.npy", "damaged .npy header"),
+    ("garbage data", "codes.npy", "checksum mismatch"),
+    ("truncated", "floats.npy", "truncated"),
+    ("appended", "codes.npy", "trailing bytes"),
+])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_load_damaged_files_raise_value_error_naming_the_file(tmp_path, rng, damage, target, match, mmap):
+    _, path = _saved(tmp_path, rng)
+    fpath = path / target
+    if damage == "garbage":
+        fpath.write_bytes(b"\xff\xfe\x00garbage" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    elif damage == "empty":
+        fpath.write_bytes(b"")
+    elif damage == "bad npy header":
+        fpath.write_bytes(fpath.read_bytes()[:10] + b"{'descr': <|u1, oops" + b" " * 100)
+    elif damage == "garbage data":
+        _garbage_behind_npy_header(fpath, rng)
+    elif damage == "truncated":
+        fpath.write_bytes(fpath.read_bytes()[:-7])
+    elif damage == "appended":
+        fpath.write_bytes(fpath.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match=match) as err:
+        BinaryIndex.load(path, mmap=mmap)
+    assert str(fpath) in str(err.value)
+    assert "allow_pickle" not in str(err.value)
+
+
+def test_header_records_checksums_and_verify_false_skips_them(tmp_path, rng):
+    index, path = _saved(tmp_path, rng)
+    files = json.loads((path / "header.json").read_text())["files"]
+    assert set(files) == {"codes.npy", "floats.npy"}
+    for name, record in files.items():
+        data = (path / name).read_bytes()
+        assert record == {"size": len(data), "crc32": zlib.crc32(data)}
+    _garbage_behind_npy_header(path / "codes.npy", rng)
+    with pytest.raises(ValueError, match="checksum"):
+        BinaryIndex.load(path)
+    # verify=False skips reading the data (same size: nothing else can tell)
+    assert BinaryIndex.load(path, verify=False).ntotal == 30
+    # the size is checked even without verify
+    (path / "floats.npy").write_bytes((path / "floats.npy").read_bytes()[:-4])
+    with pytest.raises(ValueError, match="floats.npy"):
+        BinaryIndex.load(path, verify=False)
+    # a header whose record is missing or malformed names the header
+    _, path = _saved(tmp_path, rng, "other")
+    header = json.loads((path / "header.json").read_text())
+    del header["files"]["floats.npy"]
+    (path / "header.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match="header.json.*floats.npy"):
+        BinaryIndex.load(path)
+
+
+def test_index_saved_without_checksums_still_loads(tmp_path, rng):
+    index, path = _saved(tmp_path, rng)
+    header = json.loads((path / "header.json").read_text())
+    del header["files"]  # as written before checksums were recorded
+    (path / "header.json").write_text(json.dumps(header, indent=1))
+    q = rng.standard_normal((3, 40)).astype(np.float32)
+    for mmap in (True, False):
+        loaded = BinaryIndex.load(path, mmap=mmap)
+        np.testing.assert_array_equal(loaded.search(q, 5, rescore=3)[1], index.search(q, 5, rescore=3)[1])
+    # re-saving adds the checksums
+    loaded.save(path)
+    assert "files" in json.loads((path / "header.json").read_text())
+
+
+def test_header_with_bad_values_names_the_header(tmp_path, rng):
+    _, path = _saved(tmp_path, rng)
+    hpath = path / "header.json"
+    good = json.loads(hpath.read_text())
+    for change in ({"dim": 0}, {"bits": 9}, {"dim": "x"}, {"dim": 1e400}, {"files": [1]}):
+        hpath.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ValueError, match="header.json"):
+            BinaryIndex.load(path)
 
 
 def test_bad_inputs(rng):

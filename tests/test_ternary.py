@@ -403,7 +403,7 @@ def test_int8_path_bit_exact(rng, m, k, n, per_row):
         got = ternary_matmul(x, tw, bias=b)
         assert got.dtype == np.float32 and got.shape == (m, n)
         np.testing.assert_array_equal(got, expected)
-        np.testing.assert_array_equal(ternary_matmul(x, tw, bias=b, _isa="numpy"), expected)
+        np.testing.assert_array_equal(tern._ternary_matmul(x, tw, "int8", b, ref.EPS, "numpy"), expected)
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
@@ -445,7 +445,7 @@ def test_ties_round_half_to_even_in_every_backend(rng):
     np.testing.assert_array_equal(ternary_matmul(x, tw), int_reference(x, tw, None)[0])
     for isa in ISAS:
         np.testing.assert_array_equal(quantize_activations(x, _isa=isa)[0], xq, err_msg=isa)
-        np.testing.assert_array_equal(ternary_matmul(x, tw, _isa=isa), int_reference(x, tw, None)[0], err_msg=isa)
+        np.testing.assert_array_equal(tern._ternary_matmul(x, tw, "int8", None, ref.EPS, isa), int_reference(x, tw, None)[0], err_msg=isa)
 
 
 def test_matmul_1d_empty_and_dtypes(rng):
@@ -563,7 +563,7 @@ def test_native_call_plumbing_with_a_stand_in(rng, monkeypatch):
                                       ref.matmul_float(x.astype(np.float32), tw.packed, 300, tw.scale, b))
         np.testing.assert_array_equal(quantize_activations(x)[0], ref.quantize_activations(x)[0])
     assert [c[0] for c in fake.calls[:3]] == ["quantize", "int8", "float"]
-    ternary_matmul(x, tw, _isa="avx2")
+    tern._ternary_matmul(x, tw, "int8", None, ref.EPS, "avx2")
     assert fake.calls[-1] == ("int8", "avx2")
 
 
@@ -588,7 +588,7 @@ def test_every_isa_int8_bit_exact(rng, isa, m, k, n):
             r_out, r_acc = ref.matmul_int8(rq, rs, tw.packed, k, tw.scale, bias)
             np.testing.assert_array_equal(acc, r_acc, err_msg=isa)
             np.testing.assert_array_equal(out, r_out, err_msg=isa)
-            np.testing.assert_array_equal(ternary_matmul(x, tw, bias=bias, _isa=isa), r_out)
+            np.testing.assert_array_equal(tern._ternary_matmul(x, tw, "int8", bias, ref.EPS, isa), r_out)
 
 
 @needs_native
@@ -619,3 +619,16 @@ def test_native_same_bits_for_every_thread_count(rng):
     for o8, of in outs[1:]:
         np.testing.assert_array_equal(o8, outs[0][0])
         np.testing.assert_array_equal(of, outs[0][1])
+
+
+def test_public_signatures_hide_the_isa_test_hook():
+    import inspect
+
+    params = inspect.signature(fastemb.ternary_matmul).parameters
+    assert list(params) == ["x", "tw", "activations", "bias", "eps"]
+    with pytest.raises(TypeError):
+        fastemb.ternary_matmul(np.zeros((1, 4), np.float32), quantize_ternary(np.ones((2, 4), np.float32)), _isa="numpy")
+    # the hook itself still picks the backend
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    tw = quantize_ternary(np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32))
+    np.testing.assert_array_equal(tern._ternary_matmul(x, tw, "int8", None, ref.EPS, "numpy"), ternary_matmul(x, tw))

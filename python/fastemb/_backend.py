@@ -17,6 +17,25 @@ if _REQUESTED not in ("auto", "native", "numpy"):
     raise ImportError(f"FASTEMB_BACKEND must be 'auto', 'native' or 'numpy', got {_REQUESTED!r}")
 
 
+def _check_num_threads_env() -> None:
+    """Warns when FASTEMB_NUM_THREADS is set but not a thread count. The native pool reads the
+    variable itself (src/cpp/common/thread_pool.cpp: strtol, the whole value, >= 1) and silently falls
+    back to all hardware threads otherwise; this mirrors that test so the fallback is no longer
+    silent. A warning, not an ImportError: the value only tunes speed, the fallback is a working
+    default, and such variables are often set machine-wide where a hard failure would break every
+    program that imports fastemb (an invalid FASTEMB_BACKEND, which changes results, stays an error)."""
+    import re
+    import warnings
+
+    value = os.environ.get("FASTEMB_NUM_THREADS")
+    if not value:  # unset or empty: the default, as in the C++ pool
+        return
+    if re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]+", value) and int(value) >= 1:
+        return
+    uses = f"fastemb uses all {_C.get_num_threads()} hardware threads" if _C is not None else "the NumPy fallback is in use"
+    warnings.warn(f"FASTEMB_NUM_THREADS={value!r} is not a positive integer and is ignored ({uses}); "
+                  "set FASTEMB_NUM_THREADS=<n >= 1> or call fastemb.set_num_threads(n)", RuntimeWarning, stacklevel=2)
+
 
 def _load_native_override(path: str) -> Any:
     """Loads the CPU module from a file instead of the installed one (FASTEMB_NATIVE_MODULE): the
@@ -51,6 +70,8 @@ if _REQUESTED != "numpy":
 
 if _C is not None and _C.active_isa_error():
     raise ImportError(_C.active_isa_error())
+
+_check_num_threads_env()
 
 _C_cuda: Optional[Any] = None
 _C_cuda_error: Optional[BaseException] = None

@@ -71,14 +71,36 @@ def check_dim(dim: Any, nbytes: int, name: str = "dim") -> int:
     return dim
 
 
+def _describe_codes(name: str, rows: str, shape: Tuple[int, ...]) -> str:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        return f"{name} has shape {shape}, read as [{rows}={shape[0]}, nbytes={shape[1]}] (1 bit)"
+    return f"{name} has shape {shape}: [{rows}={shape[0]}, bits={shape[1]}, nbytes={shape[2]}]"
+
+
+def pair_mismatch_message(what: str, q_shape: Tuple[int, ...], d_shape: Tuple[int, ...]) -> str:
+    """The error for codes q, d (shapes as the caller gave them) that disagree on bits or nbytes:
+    says how each shape was read, what the shapes mean, and spots one row given without its axis."""
+    q_shape, d_shape = tuple(q_shape), tuple(d_shape)
+    msg = (f"q and d disagree on {what}: {_describe_codes('q', 'nq', q_shape)}; "
+           f"{_describe_codes('d', 'nd', d_shape)}. Codes are q [nq, bits, nbytes] (the queries) and "
+           "d [nd, bits, nbytes] (the corpus), with the same bits and nbytes; 2-D [n, nbytes] means 1-bit codes")
+    for name, a, b in (("q", q_shape, d_shape), ("d", d_shape, q_shape)):
+        if len(a) == 2 and len(b) == 3 and a == b[1:] and b[1] > 1:
+            msg += (f". {name} looks like a single row's {b[1]}-bit codes [bits, nbytes]: "
+                    f"pass {name}[None] (shape {(1,) + a}), e.g. codes[i:i + 1] instead of codes[i]")
+    return msg
+
+
 def prepare_pair(q: Any, d: Any, dim: Any, mode: str = "sdc") -> Tuple[np.ndarray, np.ndarray, int]:
     """Validates a (queries, corpus) pair of codes; returns (q, d, dim) with 3-D codes."""
+    q_shape, d_shape = getattr(q, "shape", ()), getattr(d, "shape", ())
     q = as_codes("q", q)
     d = as_codes("d", d)
     if q.shape[1] != d.shape[1]:
-        raise ValueError(f"q and d disagree on bits: q has {q.shape[1]}, d has {d.shape[1]}")
+        raise ValueError(pair_mismatch_message("bits", q_shape, d_shape))
     if q.shape[2] != d.shape[2]:
-        raise ValueError(f"q and d disagree on nbytes: q has {q.shape[2]}, d has {d.shape[2]}")
+        raise ValueError(pair_mismatch_message("nbytes", q_shape, d_shape))
     dim = check_dim(dim, q.shape[2])
     L = 2 ** q.shape[1] - 1
     bound = dim * L * L if mode == "sdc" else dim * q.shape[1]

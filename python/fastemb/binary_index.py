@@ -8,17 +8,27 @@ candidates re-rank them. See shared/specs/sdc.md.
 On-disk format (a directory, see :meth:`BinaryIndex.save`)::
 
     <path>/header.json   {"format": "fastemb.BinaryIndex", "version": 1, "dim", "bits", "ntotal",
-                          "nbytes", "has_floats"}
+                          "nbytes", "has_floats",
+                          "files": {"codes.npy": {"size": <bytes>, "crc32": <int>}, "floats.npy": ...}}
     <path>/codes.npy     uint8 [ntotal, bits, ceil(dim / 8)]
     <path>/floats.npy    float32 [ntotal, dim]   (only when has_floats)
 
 Both arrays are plain ``.npy`` files, so :meth:`BinaryIndex.load` can memory-map them: the codes
 are streamed by the top-k kernel and only the candidates' float rows are read when rescoring.
+
+``files`` records each data file's size and the CRC-32 (``zlib.crc32``) of its whole content, npy
+header included. :meth:`BinaryIndex.load` checks the sizes always and the checksums unless
+``verify=False``. CRC-32 because it only has to catch accidental damage (truncated or partly
+written files, disk or copy errors), not tampering: zlib's runs at about 4 GB/s here against
+0.9 GB/s for ``hashlib.blake2b`` and 1.9 GB/s for sha1, so verifying a 1.5 GB float file costs
+about 0.4 s. ``files`` was added without a version change (readers ignore unknown keys): indexes
+saved before it have none and load without the size and checksum checks.
 """
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -31,9 +41,48 @@ _HEADER = "header.json"
 _CODES = "codes.npy"
 _FLOATS = "floats.npy"
 _INT32_MIN = np.iinfo(np.int32).min
+_NPY_MAGIC = b"\x93NUMPY"
+_CRC_CHUNK = 16 << 20  # bytes read per zlib.crc32 call (zlib releases the GIL on large buffers)
 # Rescoring gathers [queries, candidates, dim] floats; queries are processed in batches that keep
 # that temporary (in float64) under about this many bytes.
 _RESCORE_BATCH_BYTES = 64 << 20
+
+
+def _file_crc32(fpath: str) -> int:
+    """CRC-32 of a whole file, read in chunks (see the module docstring for why CRC-32)."""
+    crc = 0
+    buf = bytearray(_CRC_CHUNK)
+    view = memoryview(buf)
+    with open(fpath, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return crc
+            crc = zlib.crc32(view[:n], crc)
+
+
+def _npy_layout(fpath: str) -> Tuple[Tuple[int, ...], bool, np.dtype, int]:
+    """Reads a ``.npy`` file's header: ``(shape, fortran_order, dtype, data offset)``. Raises
+    ValueError with a plain reason (the caller adds the path) for an empty file, a file that is not
+    ``.npy`` or a damaged header; never unpickles anything."""
+    with open(fpath, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC) + 2)
+        if not magic:
+            raise ValueError("the file is empty")
+        if len(magic) < len(_NPY_MAGIC) + 2 or not magic.startswith(_NPY_MAGIC):
+            raise ValueError(f"not a .npy file (it starts with {magic[:8]!r}, not the NumPy magic {_NPY_MAGIC!r})")
+        version = (magic[-2], magic[-1])
+        if version == (1, 0):
+            read_header = np.lib.format.read_array_header_1_0
+        elif version == (2, 0):
+            read_header = np.lib.format.read_array_header_2_0
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        try:
+            shape, fortran, dtype = read_header(f)
+        except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, ...: numpy parses a literal
+            raise ValueError(f"damaged .npy header ({type(exc).__name__}: {exc})") from None
+        return tuple(shape), bool(fortran), np.dtype(dtype), f.tell()
 
 
 class _Rows:
@@ -263,7 +312,8 @@ class BinaryIndex:
     def save(self, path: str) -> None:
         """Writes the index to the directory ``path`` (created if missing; existing index files in
         it are replaced). Each file is written under a temporary name and then renamed, so saving
-        over the directory a memory-mapped index was loaded from is safe."""
+        over the directory a memory-mapped index was loaded from is safe. The header records each
+        data file's size and CRC-32, which :meth:`load` checks."""
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"path {path!r} exists and is not a directory")
@@ -271,10 +321,14 @@ class BinaryIndex:
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "dim": self.dim, "bits": self.bits,
                   "nbytes": self.nbytes, "ntotal": self.ntotal, "has_floats": self.has_floats}
 
+        files = header["files"] = {}
+
         def write_npy(name: str, array: np.ndarray) -> None:
             tmp = os.path.join(path, name + ".tmp")
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            # read back from the page cache: the checksum covers the bytes as written, npy header included
+            files[name] = {"size": os.path.getsize(tmp), "crc32": _file_crc32(tmp)}
             os.replace(tmp, os.path.join(path, name))
 
         write_npy(_CODES, self.codes)
@@ -288,7 +342,7 @@ class BinaryIndex:
         os.replace(tmp, os.path.join(path, _HEADER))  # the header last: it marks a complete save
 
     @classmethod
-    def load(cls, path: str, mmap: bool = True) -> "BinaryIndex":
+    def load(cls, path: str, mmap: bool = True, verify: bool = True) -> "BinaryIndex":
         """Reads an index written by :meth:`save`.
 
         Args:
@@ -296,20 +350,27 @@ class BinaryIndex:
             mmap: memory-map the codes and floats read-only (default) instead of reading them
                 into memory. Searching streams the mapped codes; rescoring reads only the
                 candidates' float rows. A later :meth:`add` copies the arrays into memory.
+            verify: compare each data file's CRC-32 with the one the header recorded at save time
+                (default). This reads every byte once (about 4 GB/s when the files are in the page
+                cache); ``verify=False`` skips it, e.g. to open a huge memory-mapped index without
+                reading it. The cheap checks (npy headers, shapes, dtypes, file sizes) run either
+                way. Indexes saved before checksums were recorded have none: they load without the
+                checksum and size checks, whatever ``verify`` says.
 
         Raises:
-            ValueError: missing files, an unknown format or version, or arrays that disagree
-                with the header.
+            ValueError: naming the file: missing files, an unreadable or inconsistent header, an
+                unknown format or version, a data file that is empty, not ``.npy``, truncated, or
+                whose checksum does not match, or arrays that disagree with the header.
         """
         path = os.fspath(path)
         hpath = os.path.join(path, _HEADER)
         if not os.path.isfile(hpath):
             raise ValueError(f"{path!r} is not a saved BinaryIndex (missing {_HEADER})")
         try:
-            with open(hpath) as f:
-                header = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{hpath!r}: unreadable header ({exc})") from exc
+            with open(hpath, "rb") as f:
+                header = json.loads(f.read())  # bytes: json detects the encoding, bad bytes raise here
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{hpath!r}: unreadable header ({type(exc).__name__}: {exc})") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise ValueError(f"{hpath!r}: not a {FORMAT_NAME} header")
         if header.get("version") != FORMAT_VERSION:
@@ -318,23 +379,63 @@ class BinaryIndex:
         try:
             dim, bits, ntotal = int(header["dim"]), int(header["bits"]), int(header["ntotal"])
             has_floats = bool(header["has_floats"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{hpath!r}: incomplete header ({exc})") from exc
-        index = cls(dim, bits)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{hpath!r}: incomplete header ({type(exc).__name__}: {exc})") from exc
+        try:
+            index = cls(dim, bits)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{hpath!r}: invalid header ({exc})") from exc
         if ntotal < 0 or header.get("nbytes", index.nbytes) != index.nbytes:
             raise ValueError(f"{hpath!r}: inconsistent header {header}")
+        files = header.get("files")  # absent in indexes saved before checksums were recorded
+        if files is not None and not isinstance(files, dict):
+            raise ValueError(f"{hpath!r}: invalid header: 'files' must be an object, got {files!r}")
         mode = "r" if mmap else None
 
         def read(name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
             fpath = os.path.join(path, name)
             if not os.path.isfile(fpath):
                 raise ValueError(f"{path!r}: missing {name}")
+            dtype = np.dtype(dtype)
+            try:
+                fshape, fortran, fdtype, offset = _npy_layout(fpath)
+                size = os.path.getsize(fpath)
+            except OSError as exc:
+                raise ValueError(f"{fpath!r}: unreadable ({exc})") from exc
+            except ValueError as exc:
+                raise ValueError(f"{fpath!r}: {exc}") from None
+            if fdtype != dtype or fshape != shape or fortran:
+                raise ValueError(f"{fpath!r}: expected C-contiguous {dtype} {shape}, "
+                                 f"got {'Fortran-ordered ' if fortran else ''}{fdtype} {fshape}")
+            need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if size != need:
+                raise ValueError(f"{fpath!r}: {'truncated' if size < need else 'trailing bytes'}: the file has "
+                                 f"{size} bytes, its npy header describes {need}")
+            if files is not None:
+                record = files.get(name)
+                try:
+                    want_size, want_crc = int(record["size"]), int(record["crc32"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{hpath!r}: invalid header: no size and crc32 for {name} "
+                                     f"in 'files' ({exc!r})") from exc
+                if size != want_size:
+                    raise ValueError(f"{fpath!r}: the file has {size} bytes, but {_HEADER} recorded {want_size} "
+                                     "(damaged, or not the file saved with this header)")
+                if verify:
+                    try:
+                        crc = _file_crc32(fpath)
+                    except OSError as exc:
+                        raise ValueError(f"{fpath!r}: unreadable ({exc})") from exc
+                    if crc != want_crc:
+                        raise ValueError(f"{fpath!r}: checksum mismatch (CRC-32 {crc:#010x}, {_HEADER} recorded "
+                                         f"{want_crc:#010x}): the file is damaged or not the one saved with this "
+                                         "header")
             try:
                 arr = np.load(fpath, mmap_mode=mode, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 raise ValueError(f"{fpath!r}: unreadable ({exc})") from exc
-            if arr.dtype != np.dtype(dtype) or arr.shape != shape or not arr.flags.c_contiguous:
-                raise ValueError(f"{fpath!r}: expected C-contiguous {np.dtype(dtype)} {shape}, "
+            if arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+                raise ValueError(f"{fpath!r}: expected C-contiguous {dtype} {shape}, "
                                  f"got {arr.dtype} {arr.shape}")
             return arr
 

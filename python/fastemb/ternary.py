@@ -491,7 +491,7 @@ def native_matmul_float(C: Any, x: np.ndarray, tw: TernaryWeight, bias: Optional
 
 def _pick_backend(isa: Optional[str]) -> Tuple[Optional[Any], str]:
     """Test hook: None -> native kernels when built, else NumPy; 'numpy' -> the reference;
-    an ISA name ('serial', 'avx2', 'avx512') -> that native variant (RuntimeError if not built)."""
+    an ISA name ('serial', 'avx2', 'avx512'; ARM64: 'neon', 'dotprod') -> that native variant (RuntimeError if not built)."""
     if isa is None:
         return native_kernels(), ""
     if isa == "numpy":
@@ -534,7 +534,7 @@ def quantize_activations(x: np.ndarray, eps: float = EPS, *, _isa: Optional[str]
 
 
 def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", bias: Optional[np.ndarray] = None,
-                   eps: float = EPS, *, _isa: Optional[str] = None) -> np.ndarray:
+                   eps: float = EPS) -> np.ndarray:
     """``y = x W^T (+ bias)`` with ternary ``W = gamma W_q``: float32 ``[m, n]`` (``[n]`` for 1-D x).
 
     Args:
@@ -548,6 +548,13 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
         bias: optional ``[n]`` finite, added in float32.
         eps: the activation quantizer's floor of ``max|x|``.
     """
+    return _ternary_matmul(x, tw, activations, bias, eps, None)
+
+
+def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Optional[np.ndarray], eps: float,
+                    isa: Optional[str]) -> np.ndarray:
+    """:func:`ternary_matmul` on a chosen backend (test hook, kept out of the public signature):
+    ``isa`` None -> the default, 'numpy' -> the reference, an ISA name -> that native variant."""
     if not isinstance(tw, TernaryWeight):
         raise TypeError(f"tw must be a fastemb.TernaryWeight (see fastemb.quantize_ternary), got {type(tw).__name__}")
     x = _as_float_array("x", x, (1, 2))
@@ -572,7 +579,7 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
             raise ValueError(f"bias must have shape ({tw.n},), got {bias.shape}")
         b = np.ascontiguousarray(bias, dtype=np.float32)
         _check_finite("bias", b)
-    C, isa = _pick_backend(_isa)
+    C, isa = _pick_backend(isa)
     m = x2.shape[0]
     if m == 0 or tw.n == 0 or tw.k == 0:
         out = np.zeros((m, tw.n), np.float32)

@@ -7,6 +7,17 @@ Value checks on CUDA tensors (labels in range, finite inputs) run on the device 
 default and fail as a device-side assert, like torch's own indexing ops; ``set_cuda_checks("sync")``
 (or ``FASTEMB_CUDA_CHECKS=sync``) makes them raise the CPU's ``ValueError`` at one host read per call.
 """
+try:
+    import torch as _torch  # noqa: F401  (first, so that a missing torch gets the hint below)
+except ModuleNotFoundError as _exc:
+    if _exc.name != "torch":
+        raise
+    raise ModuleNotFoundError(
+        "fastemb.torch needs PyTorch (>= 2.4), which is not installed: install it with `pip install torch` "
+        "(see https://pytorch.org/get-started/locally/ for CUDA builds), or install fastemb with its torch extra "
+        "(`pip install \".[torch]\"` from a source checkout). The rest of fastemb works without torch.",
+        name="torch") from _exc
+
 from ._binary import binarize, hamming, sdc_scores, sdc_topk
 from ._centroid import centroid_aggregate, centroid_triplet_loss
 from ._checks import get_cuda_checks, set_cuda_checks

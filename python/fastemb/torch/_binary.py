@@ -21,7 +21,7 @@ from torch import Tensor
 from .. import _backend
 from . import _checks
 from .._reference import binary as _ref
-from ..binary import MODE_CODES
+from ..binary import MODE_CODES, pair_mismatch_message
 
 _INT32_MAX = 2 ** 31 - 1
 _INT32_MIN = -2 ** 31
@@ -76,9 +76,9 @@ def _check_pair(q: Tensor, d: Tensor, dim: int, mode: str) -> None:
     if q.device != d.device:
         raise ValueError(f"q is on {q.device} but d is on {d.device}")
     if q.shape[1] != d.shape[1]:
-        raise ValueError(f"q and d disagree on bits: q has {q.shape[1]}, d has {d.shape[1]}")
+        raise ValueError(pair_mismatch_message("bits", q.shape, d.shape))
     if q.shape[2] != d.shape[2]:
-        raise ValueError(f"q and d disagree on nbytes: q has {q.shape[2]}, d has {d.shape[2]}")
+        raise ValueError(pair_mismatch_message("nbytes", q.shape, d.shape))
     _check_int("dim", dim)
     nbytes = q.shape[2]
     if not 8 * (nbytes - 1) < dim <= 8 * nbytes:
@@ -281,7 +281,11 @@ def _as_codes3(name: str, t: Tensor) -> Tensor:
 
 
 def _pair(q: Tensor, d: Tensor, dim: Optional[int]) -> Tuple[Tensor, Tensor, int]:
+    q_shape, d_shape = getattr(q, "shape", ()), getattr(d, "shape", ())
     q, d = _as_codes3("q", q), _as_codes3("d", d)
+    for what, axis in (("bits", 1), ("nbytes", 2)):  # here, where the shapes as given are known
+        if q.shape[axis] != d.shape[axis]:
+            raise ValueError(pair_mismatch_message(what, q_shape, d_shape))
     if dim is None:
         dim = 8 * q.shape[2]
     return q, d, dim

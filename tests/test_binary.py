@@ -270,6 +270,74 @@ def test_every_isa_matches_reference(rng, isa, bits):
 
 
 @needs_native
+@pytest.mark.parametrize("isa", native_isas())
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_group_topk_edge_cases(rng, isa, bits):
+    # The query-group top-k kernels (avx512: 8 queries x 16-doc tiles; avx2: 3 queries x 64-doc
+    # byte-major tiles for the 1-bit XOR form): group remainders, partial tiles, odd dims, k > nd and
+    # many ties, each against the serial variant and the NumPy reference.
+    C = _backend.native()
+    nd = 203  # 3 full 64-doc tiles + 11, 12 full 16-doc tiles + 11
+    for dim in (1, 63, 65, 257):
+        q = codes(rng, 65, bits, dim, garbage_padding=True)
+        d = codes(rng, nd, bits, dim, garbage_padding=True)
+        d[100:140] = d[20]   # duplicated rows: ties broken by the lower id
+        q[5] = d[20]         # a query equal to those rows (the best score, tied 41 times)
+        s = ref.sdc_scores(q, d, dim)
+        for nq in (1, 3, 4, 8, 9, 65):
+            for k in (1, 10, nd + 5):
+                es, ei = full_sort_topk(s[:nq], k)
+                ts, ti = B.native_topk(C, q[:nq], d, k, dim, isa)
+                ss, si = B.native_topk(C, q[:nq], d, k, dim, "serial")
+                msg = f"{isa} bits={bits} dim={dim} nq={nq} k={k}"
+                np.testing.assert_array_equal(ts, ss, err_msg=msg)
+                np.testing.assert_array_equal(ti, si, err_msg=msg)
+                np.testing.assert_array_equal(ts, es, err_msg=msg)
+                np.testing.assert_array_equal(ti, ei, err_msg=msg)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", native_isas())
+def test_group_topk_long_rows(rng, isa):
+    # 1-bit rows of 8191 bytes are the longest the avx2 table kernel sums in 16 bits (the largest
+    # distance, 65528, is reached by the complement row); longer rows take the generic path.
+    C = _backend.native()
+    for dim in (65528, 65529, 66000):
+        q = codes(rng, 4, 1, dim, garbage_padding=True)
+        d = codes(rng, 67, 1, dim, garbage_padding=True)
+        d[3] = q[0]
+        d[7] = ~q[0]  # complement: every valid bit differs (padding bits are masked anyway)
+        s = ref.sdc_scores(q, d, dim)
+        assert s[0, 3] == dim and s[0, 7] == -dim
+        for k in (1, 5, 70):
+            es, ei = full_sort_topk(s, k)
+            ts, ti = B.native_topk(C, q, d, k, dim, isa)
+            np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} k={k}")
+            np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} k={k}")
+        # the worst match first: k = nd ranks the complement last
+        ts, ti = B.native_topk(C, q[:1], d, 67, dim, isa)
+        assert ti[0, -1] == 7 and ts[0, -1] == -dim
+
+
+@needs_native
+def test_one_bit_topk_thread_counts(rng):
+    # several corpus parts and query sub-blocks for the 1-bit group kernels; many ties (9 dims)
+    q, d = codes(rng, 70, 1, 9, garbage_padding=True), codes(rng, 5000, 1, 9, garbage_padding=True)
+    before = fastemb.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            fastemb.set_num_threads(threads)
+            results.append(fastemb.sdc_topk(q, d, 25, 9))
+    finally:
+        fastemb.set_num_threads(before)
+    es, ei = full_sort_topk(ref.sdc_scores(q, d, 9), 25)
+    for ts, ti in results:
+        np.testing.assert_array_equal(ts, es)
+        np.testing.assert_array_equal(ti, ei)
+
+
+@needs_native
 def test_extreme_scores_are_exact():
     # all-ones vs all-ones / all-zeros: |S| = dim * L^2 at its bound
     for bits in (1, 4):

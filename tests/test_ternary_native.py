@@ -134,6 +134,81 @@ def test_int8_extreme_activations_and_code_3(rng, isa):
     np.testing.assert_array_equal(bits(out), bits(ref_out))
 
 
+# Tile and loop tails of every variant (the AVX2 one: m = 1 takes 2 weight rows per tile and sums
+# 2 blocks in int16; m >= 2 takes 3 x 3 tiles and sums 4 blocks; m >= 16 the 16 x 6 GEMM micro-kernel
+# over 48-column panels): n = 1, 2, 3, 5 and odd n, k not a multiple of 256 and 1 to 9 blocks.
+TAIL_NK = [(1, 1), (2, 255), (3, 257), (5, 520), (97, 1000), (10, 2304)]
+
+
+@pytest.mark.parametrize("isa", native_isas())
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 128])
+def test_int8_tile_tails(rng, isa, m):
+    for idx, (n, k) in enumerate(TAIL_NK):
+        x, packed, gamma, bias = rand_problem(rng, m, n, k, per_row=bool(idx % 2), with_bias=bool((idx + m) % 2))
+        xq, xs = R.quantize_activations(x, kp=R.padded_k(k))
+        out, acc = n_int8(xq, xs, packed, k, gamma, bias, isa)
+        ref_out, ref_acc = R.matmul_int8(xq, xs, packed, k, gamma, bias)
+        msg = f"isa={isa} m={m} n={n} k={k}"
+        np.testing.assert_array_equal(acc, ref_acc, err_msg=msg)
+        np.testing.assert_array_equal(bits(out), bits(ref_out), err_msg=msg)
+
+
+@pytest.mark.parametrize("isa", native_isas())
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 16, 20])
+def test_int8_accumulator_bounds(isa, m):
+    # The largest int16 partial sums the SIMD variants allow: every code 3 (corrupt, decoded as
+    # weight 2) or 2 against activations all -128 or all 127, over 9 blocks (every int16 group
+    # full, plus a partial one); rows mix the cases.
+    n, k = 8, 2304
+    codes = np.array([3, 2, 3, 0, 1, 3, 2, 3], np.uint8)
+    packed = np.ascontiguousarray(np.repeat((codes * 0x55)[:, None], k // 4, axis=1))
+    xq = np.where(np.arange(m)[:, None] % 2 == 0, -128, 127).astype(np.int8) * np.ones((1, k), np.int8)
+    xs = np.full(m, 0.5, np.float32)
+    gamma = np.array([1.25], np.float32)
+    out, acc = n_int8(xq, xs, packed, k, gamma, None, isa)
+    ref_out, ref_acc = R.matmul_int8(xq, xs, packed, k, gamma)
+    assert np.abs(ref_acc).max() == 2 * 128 * k
+    np.testing.assert_array_equal(acc, ref_acc)
+    np.testing.assert_array_equal(bits(out), bits(ref_out))
+
+
+_FORCED_FORM = """
+import numpy as np
+from fastemb import _backend
+from fastemb._reference import ternary as R
+C = _backend.native()
+rng = np.random.default_rng(5)
+for isa in _backend.native_isas():
+    for m, n, k in [(1, 97, 1000), (3, 50, 520), (9, 7, 257), (15, 49, 300), (128, 13, 2304)]:
+        w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+        packed = R.pack(w)
+        kp = R.padded_k(k)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        xq, xs = R.quantize_activations(x, kp=kp)
+        gamma = rng.uniform(0.1, 2, n).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        acc = np.empty((m, n), np.int32)
+        C.ternary_matmul_int8(xq.ctypes.data, xs.ctypes.data, m, packed.ctypes.data, n, k, kp, gamma.ctypes.data, True,
+                              0, out.ctypes.data, acc.ctypes.data, isa)
+        ref_out, ref_acc = R.matmul_int8(xq, xs, packed, k, gamma)
+        assert (acc == ref_acc).all(), (isa, m, n, k)
+        assert (out.view(np.uint32) == ref_out.view(np.uint32)).all(), (isa, m, n, k)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("min_rows", ["1", "1000000"])
+def test_int8_forced_gemm_or_gemv(min_rows):
+    # FASTEMB_TERNARY_GEMM_MIN_ROWS (read once per process): 1 runs the GEMM form for every m
+    # (m = 1 included), 1000000 the GEMV form for m = 128; both must give the reference's bits.
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, FASTEMB_TERNARY_GEMM_MIN_ROWS=min_rows)
+    r = subprocess.run([sys.executable, "-c", _FORCED_FORM], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("isa", native_isas())
 def test_int8_k_zero_and_empty(isa):
     gamma = np.array([1.0], np.float32)

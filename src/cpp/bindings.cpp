@@ -32,7 +32,7 @@ namespace fastemb::bindings {
 Isa isa_from_name(const std::string& name) {
   if (name.empty()) return active_isa();
   Isa isa;
-  if (!parse_isa(name, &isa)) throw std::invalid_argument("isa must be one of serial, avx2, avx512, got '" + name + "'");
+  if (!parse_isa(name, &isa)) throw std::invalid_argument(std::string("isa must be one of ") + isa_names_for_arch() + ", got '" + name + "'");
   if (!isa_supported(isa)) throw std::invalid_argument("isa '" + name + "' is not supported by this CPU");
   return isa;
 }
@@ -50,7 +50,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
   m.def("supported_isas", [] {
     py::list out;
-    for (Isa isa : {Isa::serial, Isa::avx2, Isa::avx512})
+    for (Isa isa : kAllIsas)
       if (isa_supported(isa)) out.append(isa_name(isa));
     return out;
   });
@@ -68,6 +68,9 @@ PYBIND11_MODULE(_C, m) {
     out["avx512dq"] = f.avx512dq;
     out["avx512vpopcntdq"] = f.avx512vpopcntdq;
     out["avx512vnni"] = f.avx512vnni;
+    out["asimd"] = f.asimd;
+    out["asimddp"] = f.asimddp;
+    out["i8mm"] = f.i8mm;
     return out;
   });
   m.def("get_num_threads", &get_num_threads);

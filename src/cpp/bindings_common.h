@@ -9,7 +9,7 @@
 
 namespace fastemb::bindings {
 
-// "" = the active ISA; otherwise one of serial / avx2 / avx512 that this CPU supports
+// "" = the active ISA; otherwise one of serial / avx2 / avx512 (x86-64) / neon / dotprod (ARM64) that this CPU supports
 // (std::invalid_argument -> ValueError otherwise).
 Isa isa_from_name(const std::string& name);
 

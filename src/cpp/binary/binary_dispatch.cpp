@@ -23,6 +23,10 @@ FASTEMB_DECLARE_ISA(serial)
 FASTEMB_DECLARE_ISA(avx2)
 FASTEMB_DECLARE_ISA(avx512)
 #endif
+#if defined(FASTEMB_ARM64)
+FASTEMB_DECLARE_ISA(neon)
+FASTEMB_DECLARE_ISA(dotprod)
+#endif
 
 namespace {
 
@@ -38,6 +42,10 @@ IsaKernels kernels_for(Isa requested) {
 #if defined(FASTEMB_X86)
     case Isa::avx512: return {avx512::score_block, avx512::topk_block};
     case Isa::avx2: return {avx2::score_block, avx2::topk_block};
+#endif
+#if defined(FASTEMB_ARM64)
+    case Isa::dotprod: return {dotprod::score_block, dotprod::topk_block};
+    case Isa::neon: return {neon::score_block, neon::topk_block};
 #endif
     default: return {serial::score_block, serial::topk_block};
   }

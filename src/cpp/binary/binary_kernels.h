@@ -13,6 +13,9 @@
 //     S = 4 sum_{i,k} 2^(2u-i-k) popcnt(Pq_i & Pd_k) - 2 L (sumC_q + sumC_d) + dim L^2,
 //   with sumC computed while loading (query block once, doc tile once per query block).
 // All integer math is exact (int64 accumulators, int32 results bounded by the dispatcher).
+// The avx2 variant's top-k uses table kernels of its own instead (byte-major tiles, per-query
+// nibble tables, 3-query groups: see "AVX2 group top-k" below); the avx512 one, query-group tile
+// kernels with vpopcntq (tile_scores_group).
 #ifndef FASTEMB_ISA_NS
 #error "define FASTEMB_ISA_NS before including binary_kernels.h"
 #endif
@@ -24,6 +27,9 @@
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(FASTEMB_ARM_SIMD)  // ARM64 neon / dotprod variants (CMakeLists.txt)
+#include <arm_neon.h>
 #endif
 
 #include "binary/binary.h"
@@ -112,6 +118,40 @@ inline int64_t load_row(const Geo& g, const uint8_t* row, uint64_t* out, int64_t
   return sumc;
 }
 
+#if defined(FASTEMB_ARM_SIMD)
+// ---- ARM64 NEON pop_tile: vcntq_u8 byte counts of (q OP tile), a tile word (16 docs) in 8
+// q-registers of 2 docs each; byte counts (<= 8 per word) summed over up to 31 words, then widened
+// per doc (64-bit lane): dotprod: udot with ones (4 bytes -> u32) + vpadalq_u32; neon: vpaddlq
+// u8 -> u16 -> u32 + vpadalq_u32. Exact integers, the same as the serial loop.
+template <bool kXor>
+inline void pop_tile_neon(const uint64_t* __restrict q, const uint64_t* __restrict tile, int64_t nw, int64_t* out) {
+  static_assert(T == 16, "the NEON path holds a tile word in eight registers");
+  uint64x2_t acc[8];
+  for (int v = 0; v < 8; ++v) acc[v] = vdupq_n_u64(0);
+  for (int64_t w0 = 0; w0 < nw; w0 += 31) {
+    const int64_t w1 = min_i64(nw, w0 + 31);
+    uint8x16_t bytes[8];
+    for (int v = 0; v < 8; ++v) bytes[v] = vdupq_n_u8(0);
+    for (int64_t w = w0; w < w1; ++w) {
+      const uint64x2_t qv = vdupq_n_u64(q[w]);
+      for (int v = 0; v < 8; ++v) {
+        const uint64x2_t x = vld1q_u64(tile + w * T + 2 * v);
+        const uint64x2_t y = kXor ? veorq_u64(qv, x) : vandq_u64(qv, x);
+        bytes[v] = vaddq_u8(bytes[v], vcntq_u8(vreinterpretq_u8_u64(y)));
+      }
+    }
+    for (int v = 0; v < 8; ++v) {
+#if defined(__ARM_FEATURE_DOTPROD)
+      acc[v] = vpadalq_u32(acc[v], vdotq_u32(vdupq_n_u32(0), bytes[v], vdupq_n_u8(1)));
+#else
+      acc[v] = vpadalq_u32(acc[v], vpaddlq_u16(vpaddlq_u8(bytes[v])));
+#endif
+    }
+  }
+  for (int v = 0; v < 8; ++v) vst1q_s64(out + 2 * v, vreinterpretq_s64_u64(acc[v]));
+}
+#endif
+
 // out[j] = sum_{w < nw} popcnt(q[w] OP tile[w * T + j]) for j < T; OP = XOR or AND.
 template <bool kXor>
 inline void pop_tile(const uint64_t* __restrict q, const uint64_t* __restrict tile, int64_t nw, int64_t* out) {
@@ -158,6 +198,8 @@ inline void pop_tile(const uint64_t* __restrict q, const uint64_t* __restrict ti
     for (int v = 0; v < 4; ++v) acc[v] = _mm256_add_epi64(acc[v], _mm256_sad_epu8(bytes[v], zero));
   }
   for (int v = 0; v < 4; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * v), acc[v]);
+#elif defined(FASTEMB_ARM_SIMD)
+  pop_tile_neon<kXor>(q, tile, nw, out);
 #else
   for (int64_t j = 0; j < T; ++j) out[j] = 0;
   for (int64_t w = 0; w < nw; ++w) {
@@ -363,6 +405,383 @@ inline void heap_replace_top(int32_t* hs, int64_t* hi, int64_t n, int32_t s, int
   hi[i] = id;
 }
 
+#if defined(__AVX2__) && !(defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__))
+// ---- AVX2 group top-k for the XOR form with a single weight (Hamming, or sdc with bits = 1).
+//
+// Designed for AVX2, not the AVX-512 kernel narrowed: AVX2 has no vector popcount, and a nibble-LUT
+// popcount of (q XOR d) costs 8 ops per 32 bytes. Here the XOR is folded into per-query tables
+// (the fast-scan idea of the spec's option (c)): for code byte b of query q,
+//   tab_lo[x] = popcnt((x ^ (q_b & 15)) & valid_lo),  tab_hi[x] = popcnt((x ^ (q_b >> 4)) & valid_hi),
+// and the corpus tile is stored byte-major as nibble planes, lo[b][doc] = d_b & 15, hi[b][doc] = d_b >> 4,
+// so one code byte of 32 docs costs two vpshufb + two vpaddb per query: H = sum_b tab_lo[lo] + tab_hi[hi].
+// (Padding bits are masked inside the tables, so tile bytes need no masking.) A tile of 64 docs
+// (two vectors per byte) is loaded once for a group of 3 queries; byte sums (<= 8 per code byte)
+// are widened to 16 bits every 31 bytes, so a row of up to 8191 bytes sums exactly in 16 bits.
+// The scores are compared with each query's heap threshold in registers (one vpminuw/vpcmpeqw per
+// 16 docs), so a tile that improves no heap costs no scalar work.
+//
+// Chosen by measurement (single core of this Zen 4 at -mavx2, 64-bit words or bytes in L1/L2, ns per
+// query-doc pair at 256 / 1024 bits): these tables 0.39 / 1.7-1.8; vpshufb popcount of a
+// broadcast-XOR word-major tile with precomputed nibbles, byte sums + vpsadbw 0.60 / 2.0-2.6; the
+// same without precomputed nibbles (the old per-query kernel's inner loop) 0.66 / 2.4-3.1;
+// Harley-Seal CSA over the 16 words of a 1024-bit pair -- / 2.7; scalar popcnt on 64-bit words,
+// 8 queries per doc row 1.27-1.32 / 4.1-4.4. Harley-Seal needs >= 16 words per pair to fill its
+// tree and, on Zen (two vpshufb pipes), saves no ops over the byte sums. A whole topk_block (64
+// queries, k = 10, one thread) then takes 0.53 / 1.92 ns per pair against 1.26 / 3.28 on the
+// per-query path it replaces; sdc bits = 2 (512 dims) 2.3 against 7.6, bits = 4 (256 dims) 3.0
+// against 16. (-mavx2 code on an AVX-512 core, which runs it somewhat differently from an
+// AVX2-only core.)
+#define FASTEMB_BINARY_AVX2_LUT 1
+constexpr int64_t kLutTile = 64;            // docs per tile
+constexpr int kLutGroup = 3;                // queries per group
+constexpr int64_t kLutMaxRowBytes = 8191;   // H <= 8 * row bytes must fit 16 bits
+constexpr int64_t kLutPrefetch = 2;          // tiles ahead whose rows are prefetched (of 1, 2, 4, 8)
+
+template <int G>
+struct GroupSize {  // (a tag of our own: no std:: template here, see the top of the file)
+  static constexpr int value = G;
+};
+
+inline int bitrev4(int i) { return ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3); }
+
+// tab[(i - q0) * R + b][32] for the query rows [q0, q1) (R = row bytes, every plane's last byte masked).
+inline void lut_tables(const Geo& g, const uint8_t* q, int64_t q0, int64_t q1, uint8_t* tab) {
+  const int64_t R = g.bits * g.nbytes;
+  const unsigned last = (0xFFu << (8 - (g.dim - 8 * (g.nbytes - 1)))) & 0xFFu;
+  for (int64_t i = q0; i < q1; ++i) {
+    const uint8_t* row = q + i * R;
+    for (int64_t b = 0; b < R; ++b) {
+      const unsigned m = (b % g.nbytes == g.nbytes - 1) ? last : 0xFFu;
+      const unsigned v = row[b];
+      uint8_t* t = tab + ((i - q0) * R + b) * 32;
+      for (unsigned x = 0; x < 16; ++x) {
+        t[x] = static_cast<uint8_t>(__builtin_popcount((x ^ (v & 15u)) & (m & 15u)));
+        t[16 + x] = static_cast<uint8_t>(__builtin_popcount((x ^ (v >> 4)) & (m >> 4)));
+      }
+    }
+  }
+}
+
+// Docs [t0, t0 + cnt) -> lo/hi[b * 64 + j] for b < Rp (R rounded up to 16); docs j >= cnt are zero.
+// Rows are read 16 bytes at a time (bytes past a row's end land in b >= R, never used); a row too
+// close to the end of the corpus for that is copied to `bounce` first.
+inline void lut_load_tile(const Geo& g, const uint8_t* d, int64_t nd, int64_t t0, int64_t cnt, int64_t Rp,
+                          const uint8_t* zero_row, uint8_t* bounce, uint8_t* lo, uint8_t* hi) {
+  const int64_t R = g.bits * g.nbytes;
+  const uint8_t* rows[kLutTile];
+  for (int64_t j = 0; j < kLutTile; ++j) {
+    if (j >= cnt) {
+      rows[j] = zero_row;
+      continue;
+    }
+    const int64_t id = t0 + j;
+    if ((nd - id) * R >= Rp) {
+      rows[j] = d + id * R;
+    } else {
+      uint8_t* b = bounce + j * Rp;
+      std::memcpy(b, d + id * R, static_cast<size_t>(R));
+      std::memset(b + R, 0, static_cast<size_t>(Rp - R));
+      rows[j] = b;
+    }
+  }
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  for (int v = 0; v < 2; ++v) {
+    const uint8_t* const* r = rows + 32 * v;
+    for (int64_t c = 0; c < Rp; c += 16) {
+      // 16x16 byte transpose in each 128-bit lane (lane 0: docs 0..15, lane 1: docs 16..31); the
+      // unpack network leaves doc bitrev4(e) at byte e, so rows go in bit-reversed.
+      __m256i x[16], y[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        const int e = bitrev4(i);
+        x[i] = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[e] + c))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[16 + e] + c)), 1);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        y[2 * i] = _mm256_unpacklo_epi8(x[i], x[i + 8]);
+        y[2 * i + 1] = _mm256_unpackhi_epi8(x[i], x[i + 8]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        x[2 * i] = _mm256_unpacklo_epi16(y[i], y[i + 8]);
+        x[2 * i + 1] = _mm256_unpackhi_epi16(y[i], y[i + 8]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        y[2 * i] = _mm256_unpacklo_epi32(x[i], x[i + 8]);
+        y[2 * i + 1] = _mm256_unpackhi_epi32(x[i], x[i + 8]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        x[2 * i] = _mm256_unpacklo_epi64(y[i], y[i + 8]);
+        x[2 * i + 1] = _mm256_unpackhi_epi64(y[i], y[i + 8]);
+      }
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lo + (c + k) * kLutTile + 32 * v), _mm256_and_si256(x[k], low));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(hi + (c + k) * kLutTile + 32 * v),
+                           _mm256_and_si256(_mm256_srli_epi16(x[k], 4), low));
+      }
+    }
+  }
+}
+
+// Code bytes [b0, b1) of a tile (nibble planes lo / hi, 64 docs per byte) against G queries'
+// tables (tab + (r * R + b) * 32: 16 low-nibble then 16 high-nibble popcounts): byte sums, then
+// widened into the 16-bit sums s[(r * 2 + v) * 2 + half]. b1 - b0 byte steps must fit a byte sum.
+// Always inlined into the noinline kernels below (their accumulators stay in registers).
+template <int G>
+__attribute__((always_inline)) inline void lut_bytes(const uint8_t* tab, int64_t R, const uint8_t* lo,
+                                                     const uint8_t* hi, int64_t b0, int64_t b1, __m256i* s) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i by[G][2];
+#pragma GCC unroll 4
+  for (int r = 0; r < G; ++r) by[r][0] = by[r][1] = zero;
+  for (int64_t b = b0; b < b1; ++b) {
+    const __m256i l0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo + b * kLutTile));
+    const __m256i l1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo + b * kLutTile + 32));
+    const __m256i h0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi + b * kLutTile));
+    const __m256i h1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi + b * kLutTile + 32));
+#pragma GCC unroll 4
+    for (int r = 0; r < G; ++r) {
+      const uint8_t* t = tab + (r * R + b) * 32;
+      const __m256i tl = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+      const __m256i th = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t + 16)));
+      by[r][0] = _mm256_add_epi8(by[r][0], _mm256_shuffle_epi8(tl, l0));
+      by[r][1] = _mm256_add_epi8(by[r][1], _mm256_shuffle_epi8(tl, l1));
+      by[r][0] = _mm256_add_epi8(by[r][0], _mm256_shuffle_epi8(th, h0));
+      by[r][1] = _mm256_add_epi8(by[r][1], _mm256_shuffle_epi8(th, h1));
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < G; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) {
+      __m256i* o = s + (r * 2 + v) * 2;
+      _mm256_store_si256(o, _mm256_add_epi16(_mm256_load_si256(o), _mm256_unpacklo_epi8(by[r][v], zero)));
+      _mm256_store_si256(o + 1, _mm256_add_epi16(_mm256_load_si256(o + 1), _mm256_unpackhi_epi8(by[r][v], zero)));
+    }
+}
+
+// G queries (tables tab + r * R * 32) against a 64-doc tile. For query r, bit j of mask[r] is set when
+// doc j is "in": H_j <= lim[r] (lim < 0: none), inverted when `invert` (Hamming mode ranks by H
+// itself); ANDed with `valid`. When mask[r] != 0, h[r * 64 + j] = H_j for every j.
+// `acc` is scratch for the 16-bit sums, [G][vector][docs {0-7,16-23} | {8-15,24-31}][16], 32-byte
+// aligned. It is kept in memory on purpose: held in registers (GCC -O3 does that with local arrays),
+// its 12 vectors push the tile vectors of the hot loop to the stack (0.53 -> 1.0 ns per pair).
+// (noinline: inlined into topk_lut at -O3, GCC hoists values of the caller across the hot loop
+// and spills its tile vectors.)
+template <int G>
+__attribute__((noinline)) void lut_group(const uint8_t* tab, int64_t R, const uint8_t* lo, const uint8_t* hi,
+                                         const int64_t* lim, bool invert, uint64_t valid, uint64_t* mask, uint16_t* h,
+                                         uint16_t* acc) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i* s = reinterpret_cast<__m256i*>(acc);  // s[(r * 2 + v) * 2 + half]
+#pragma GCC unroll 16
+  for (int e = 0; e < 4 * G; ++e) _mm256_store_si256(s + e, zero);
+  for (int64_t b0 = 0; b0 < R; b0 += 31) {
+    const int64_t b1 = min_i64(R, b0 + 31);
+    lut_bytes<G>(tab, R, lo, hi, b0, b1, s);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < G; ++r) {
+    uint64_t le = 0;
+    if (lim[r] >= 0) {
+      const __m256i lv = _mm256_set1_epi16(static_cast<short>(static_cast<uint16_t>(min_i64(lim[r], 65535))));
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; ++v) {
+        const __m256i s0 = _mm256_load_si256(s + (r * 2 + v) * 2), s1 = _mm256_load_si256(s + (r * 2 + v) * 2 + 1);
+        const __m256i a = _mm256_cmpeq_epi16(_mm256_min_epu16(s0, lv), s0);
+        const __m256i c = _mm256_cmpeq_epi16(_mm256_min_epu16(s1, lv), s1);
+        // packs keeps lanes: lane 0 = docs 0-7, 8-15; lane 1 = docs 16-23, 24-31 -> bit j = doc j.
+        le |= uint64_t(uint32_t(_mm256_movemask_epi8(_mm256_packs_epi16(a, c)))) << (32 * v);
+      }
+    }
+    const uint64_t m = (invert ? ~le : le) & valid;
+    mask[r] = m;
+    if (m) {
+      for (int v = 0; v < 2; ++v) {
+        const __m256i s0 = _mm256_load_si256(s + (r * 2 + v) * 2), s1 = _mm256_load_si256(s + (r * 2 + v) * 2 + 1);
+        __m256i* o = reinterpret_cast<__m256i*>(h + r * kLutTile + 32 * v);
+        _mm256_storeu_si256(o, _mm256_permute2x128_si256(s0, s1, 0x20));      // docs 0-15
+        _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(s0, s1, 0x31));  // docs 16-31
+      }
+    }
+  }
+}
+
+// ---- The same scheme for sdc with bits = B > 1, in the XOR form (binary_math.h):
+//   wx = sum_{i,k} 2^(2u-i-k) popcnt(Pq_i ^ Pd_k) = sum_k 2^(u-k) sum_b T_b[d_kb],
+//   T_b[x] = sum_i 2^(u-i) popcnt((x ^ q_ib) & valid)   (per nibble, <= 4 L),   S = dim L^2 - 2 wx.
+// The tables do not depend on the doc plane k, so one table per query and plane byte serves all B doc
+// planes. Byte sums (<= 8 L per step) are widened to 16 bits every 255 / (8 L) bytes, those to 32
+// bits (shifted by u - k) every 65535 / (8 L) bytes and at the end of each plane.
+inline void lut_tables_sdc(const Geo& g, const uint8_t* q, int64_t q0, int64_t q1, uint8_t* tab) {
+  const int64_t R = g.bits * g.nbytes;
+  const unsigned last = (0xFFu << (8 - (g.dim - 8 * (g.nbytes - 1)))) & 0xFFu;
+  for (int64_t i = q0; i < q1; ++i) {
+    const uint8_t* row = q + i * R;
+    for (int64_t b = 0; b < g.nbytes; ++b) {
+      const unsigned m = b == g.nbytes - 1 ? last : 0xFFu;
+      uint8_t* t = tab + ((i - q0) * g.nbytes + b) * 32;
+      for (unsigned x = 0; x < 16; ++x) {
+        unsigned lo = 0, hi = 0;
+        for (int pl = 0; pl < g.bits; ++pl) {
+          const unsigned v = row[pl * g.nbytes + b];
+          lo += static_cast<unsigned>(__builtin_popcount((x ^ (v & 15u)) & (m & 15u))) << (g.bits - 1 - pl);
+          hi += static_cast<unsigned>(__builtin_popcount((x ^ (v >> 4)) & (m >> 4))) << (g.bits - 1 - pl);
+        }
+        t[x] = static_cast<uint8_t>(lo);
+        t[16 + x] = static_cast<uint8_t>(hi);
+      }
+    }
+  }
+}
+
+// G queries (tables tab + r * nbytes * 32) against a 64-doc tile of B-plane rows. Bit j of mask[r]:
+// wx_j <= lim[r] (lim = -1: none), ANDed with `valid`. When mask[r] != 0, w[r * 64 + e] = wx of doc
+// j for e = lut_sdc_slot(j). acc16 / acc32: scratch (kept in memory, see lut_group), 32-byte aligned.
+inline int lut_sdc_slot(int j) { return (j >> 5) * 32 + ((j & 15) >> 2) * 8 + (j & 3) + ((j & 16) ? 4 : 0); }
+
+template <int G>
+__attribute__((noinline)) void lut_group_sdc(const uint8_t* tab, int bits, int64_t nbytes, const uint8_t* lo,
+                                             const uint8_t* hi, const int64_t* lim, uint64_t valid, uint64_t* mask,
+                                             int32_t* w, uint16_t* acc16, int32_t* acc32) {
+  const __m256i zero = _mm256_setzero_si256();
+  const int64_t L = (int64_t(1) << bits) - 1;
+  const int64_t F = 255 / (8 * L);            // byte steps per widening to 16 bits (2..10)
+  const int64_t C = (65535 / (8 * L)) / F * F;  // bytes per widening to 32 bits
+  __m256i* s = reinterpret_cast<__m256i*>(acc16);  // s[(r * 2 + v) * 2 + half], 16-bit
+  __m256i* a = reinterpret_cast<__m256i*>(acc32);  // a[(r * 2 + v) * 4 + e], 32-bit, docs 4e.. | 16+4e..
+#pragma GCC unroll 8
+  for (int e = 0; e < 8 * G; ++e) _mm256_store_si256(a + e, zero);
+  for (int k = 0; k < bits; ++k) {
+    const uint8_t* lk = lo + k * nbytes * kLutTile;
+    const uint8_t* hk = hi + k * nbytes * kLutTile;
+    const __m128i sh = _mm_cvtsi32_si128(bits - 1 - k);
+    for (int64_t c0 = 0; c0 < nbytes; c0 += C) {
+      const int64_t c1 = min_i64(nbytes, c0 + C);
+#pragma GCC unroll 16
+      for (int e = 0; e < 4 * G; ++e) _mm256_store_si256(s + e, zero);
+      for (int64_t b0 = c0; b0 < c1; b0 += F) {
+        const int64_t b1 = min_i64(c1, b0 + F);
+        lut_bytes<G>(tab, nbytes, lk, hk, b0, b1, s);
+      }
+#pragma GCC unroll 8
+      for (int e = 0; e < 2 * G; ++e) {  // (r, v): 16-bit halves -> 32-bit, weighted by 2^(u-k)
+        const __m256i h0 = _mm256_load_si256(s + 2 * e), h1 = _mm256_load_si256(s + 2 * e + 1);
+        const __m256i x[4] = {_mm256_unpacklo_epi16(h0, zero), _mm256_unpackhi_epi16(h0, zero),
+                              _mm256_unpacklo_epi16(h1, zero), _mm256_unpackhi_epi16(h1, zero)};
+#pragma GCC unroll 4
+        for (int f = 0; f < 4; ++f)
+          _mm256_store_si256(a + 4 * e + f,
+                             _mm256_add_epi32(_mm256_load_si256(a + 4 * e + f), _mm256_sll_epi32(x[f], sh)));
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < G; ++r) {
+    const __m256i lv = _mm256_set1_epi32(static_cast<int>(lim[r] > INT32_MAX ? INT32_MAX : lim[r]));  // lim >= -1
+    uint64_t le = 0;
+#pragma GCC unroll 8
+    for (int e = 0; e < 8; ++e) {  // e = v * 4 + f: docs 32 v + 4 f + (0..3 | 16..19)
+      const __m256i gtv = _mm256_cmpgt_epi32(_mm256_load_si256(a + r * 8 + e), lv);
+      const unsigned gt = unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(gtv)));
+      const uint64_t m8 = ~gt & 0xFFu;
+      const int base = (e >> 2) * 32 + (e & 3) * 4;
+      le |= ((m8 & 0xFu) << base) | ((m8 >> 4) << (base + 16));
+    }
+    const uint64_t m = le & valid;
+    mask[r] = m;
+    if (m)
+      for (int e = 0; e < 8; ++e)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + r * kLutTile + 8 * e), _mm256_load_si256(a + r * 8 + e));
+  }
+}
+
+// topk_block on the table kernels: lut_group (Hamming, or sdc with bits = 1; rows of at most
+// kLutMaxRowBytes bytes) or lut_group_sdc (sdc with bits > 1). Same integers, and the same heap updates
+// in the same doc order, as the generic path.
+void topk_lut(const Problem& p, const Geo& g, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int64_t k,
+              int32_t* hs, int64_t* hi, int64_t* hn) {
+  const bool multi = g.and_form;  // sdc with bits > 1
+  const int64_t R = g.bits * g.nbytes, Rp = (R + 15) / 16 * 16, nqb = q1 - q0;
+  const int64_t tab_row = (multi ? g.nbytes : R) * 32;  // table bytes per query
+  Buf<uint8_t> tab(nqb * tab_row), lo(Rp * kLutTile), hib(Rp * kLutTile), zero(Rp), bounce(kLutTile * Rp);
+  std::memset(zero.p, 0, static_cast<size_t>(Rp));
+  if (multi)
+    lut_tables_sdc(g, p.q, q0, q1, tab.p);
+  else
+    lut_tables(g, p.q, q0, q1, tab.p);
+  const bool sdc = g.mode == Mode::sdc;          // S = dim L^2 - 2 wx (wx = H for bits = 1); Hamming: S = H
+  const int64_t top = g.dim * g.L * g.L;         // dim L^2
+  alignas(32) uint16_t hv[kLutGroup * kLutTile], acc16[kLutGroup * 64];
+  alignas(32) int32_t wv[kLutGroup * kLutTile], acc32[kLutGroup * kLutTile];
+  uint64_t mask[kLutGroup];
+  int64_t lim[kLutGroup];
+  // The largest wx that still beats query i's heap (sdc: top - 2 wx > thr); Hamming: the largest H
+  // that does not (H > thr beats it), the kernel inverts. A heap that is not full admits everything.
+  auto limit = [&](int64_t i) -> int64_t {
+    const bool full = hn[i] >= k;
+    const int64_t thr = full ? static_cast<int64_t>(hs[i * k]) : 0;
+    if (sdc) {
+      if (!full) return INT64_MAX;
+      const int64_t x = top - thr;
+      return x <= 0 ? -1 : (x - 1) / 2;
+    }
+    return full ? (thr < 0 ? -1 : thr) : -1;
+  };
+  for (int64_t t0 = d0; t0 < d1; t0 += kLutTile) {
+    const int64_t cnt = min_i64(kLutTile, d1 - t0);
+    lut_load_tile(g, p.d, p.nd, t0, cnt, Rp, zero.p, bounce.p, lo.p, hib.p);
+    // The rows kLutPrefetch tiles ahead, fetched while this one is scored: the transpose reads 32
+    // rows at a stride, which the hardware prefetchers follow poorly (~7% of the time at 256 bits
+    // and 64 queries; with one query most of it). (Loading several tiles per pass over the tables,
+    // to serve those from L1, gained nothing.)
+    const int64_t ahead = t0 + kLutPrefetch * kLutTile;
+    for (int64_t off = 0; off < min_i64(kLutTile, d1 - ahead) * R; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p.d + ahead * R + off), _MM_HINT_T0);
+    const uint64_t valid = cnt >= kLutTile ? ~0ull : ((1ull << cnt) - 1);
+    // Offers the docs in `candidates` (bit j = doc t0 + j, increasing) to query i's heap; r is the
+    // query's row in the group's outputs.
+    auto offer = [&](int64_t i, int r, uint64_t candidates) {
+      int32_t* s = hs + i * k;
+      int64_t* id = hi + i * k;
+      int64_t n = hn[i];
+      while (candidates) {
+        const int j = __builtin_ctzll(candidates);
+        candidates &= candidates - 1;
+        const int64_t x = multi ? int64_t(wv[r * kLutTile + lut_sdc_slot(j)]) : int64_t(hv[r * kLutTile + j]);
+        const int32_t v = static_cast<int32_t>(sdc ? top - 2 * x : x);
+        if (n < k) {
+          heap_push(s, id, n, v, t0 + j);
+          ++n;
+        } else if (v > s[0]) {
+          heap_replace_top(s, id, n, v, t0 + j);
+        }
+      }
+      hn[i] = n;
+    };
+    auto group = [&](auto gsize, int64_t i) {
+      constexpr int G = decltype(gsize)::value;
+      for (int r = 0; r < G; ++r) lim[r] = limit(i + r);
+      if (multi)
+        lut_group_sdc<G>(tab.p + i * tab_row, g.bits, g.nbytes, lo.p, hib.p, lim, valid, mask, wv, acc16, acc32);
+      else
+        lut_group<G>(tab.p + i * tab_row, R, lo.p, hib.p, lim, !sdc, valid, mask, hv, acc16);
+      for (int r = 0; r < G; ++r)
+        if (mask[r]) offer(i + r, r, mask[r]);
+    };
+    int64_t i = 0;
+    for (; i + kLutGroup <= nqb; i += kLutGroup) group(GroupSize<kLutGroup>(), i);
+    if (nqb - i == 2) group(GroupSize<2>(), i);
+    if (nqb - i == 1) group(GroupSize<1>(), i);
+  }
+}
+#endif
+
 }  // namespace
 
 // out[(i - q0) * ld + (j - d0)] = score(i, j) for queries [q0, q1) and docs [d0, d1).
@@ -393,6 +812,13 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   const Geo g = make_geo(p);
   const int64_t nqb = q1 - q0;
   if (nqb <= 0 || d1 <= d0) return;
+#if defined(FASTEMB_BINARY_AVX2_LUT)
+  // AVX2: the table kernels, except for one or two queries in the 1-bit XOR form (the direct scan
+  // below) and 1-bit rows too long for 16-bit sums. (Multi-bit sdc takes them even for one query:
+  // 1M x 4 x 256-bit codes, one thread: 26 against 36-59 ns per doc.)
+  if (g.and_form || (nqb > kDirectMaxQueries && g.bits * g.nbytes <= kLutMaxRowBytes))
+    return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+#endif
   Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
   Buf<int64_t> sumcq(nqb);
   int64_t sumcd[T], sc[T];

@@ -22,6 +22,9 @@ FASTEMB_DECLARE_ISA(serial)
 FASTEMB_DECLARE_ISA(avx2)
 FASTEMB_DECLARE_ISA(avx512)
 #endif
+#if defined(FASTEMB_ARM64)
+FASTEMB_DECLARE_ISA(neon)
+#endif
 
 namespace {
 
@@ -37,6 +40,10 @@ IsaKernels kernels_for(Isa isa) {
 #if defined(FASTEMB_X86)
     case Isa::avx512: return {avx512::row_norms, avx512::forward, avx512::backward};
     case Isa::avx2: return {avx2::row_norms, avx2::forward, avx2::backward};
+#endif
+#if defined(FASTEMB_ARM64)
+    case Isa::dotprod:  // no dotprod variant: the shared kernels gain nothing from sdot
+    case Isa::neon: return {neon::row_norms, neon::forward, neon::backward};
 #endif
     default: return {serial::row_norms, serial::forward, serial::backward};
   }

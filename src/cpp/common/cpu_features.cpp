@@ -7,6 +7,20 @@
 #if defined(FASTEMB_X86)
 #include <cpuid.h>
 #endif
+#if defined(FASTEMB_ARM64) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+#elif defined(FASTEMB_ARM64) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace fastemb {
 namespace {
@@ -46,6 +60,23 @@ CpuFeatures detect() {
   }
   f.fma = f.fma && ymm_ok;
   f.f16c = f.f16c && ymm_ok;
+#elif defined(FASTEMB_ARM64) && defined(__linux__)
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.asimd = hw & HWCAP_ASIMD;
+  f.asimddp = f.asimd && (hw & HWCAP_ASIMDDP);
+  f.i8mm = f.asimd && (hw2 & HWCAP2_I8MM);
+#elif defined(FASTEMB_ARM64) && defined(__APPLE__)
+  // Apple silicon: AdvSIMD is always there; the optional features are sysctl flags (untested here).
+  auto flag = [](const char* name) {
+    int v = 0;
+    size_t len = sizeof(v);
+    return sysctlbyname(name, &v, &len, nullptr, 0) == 0 && v != 0;
+  };
+  f.asimd = true;
+  f.asimddp = flag("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = flag("hw.optional.arm.FEAT_I8MM");
+#elif defined(FASTEMB_ARM64)
+  f.asimd = true;  // AdvSIMD is part of the ARMv8-A baseline
 #endif
   return f;
 }
@@ -58,7 +89,7 @@ struct IsaState {
     if (const char* env = std::getenv("FASTEMB_FORCE_ISA"); env && *env) {
       Isa forced;
       if (!parse_isa(env, &forced)) {
-        error = std::string("FASTEMB_FORCE_ISA=") + env + " is not one of serial, avx2, avx512";
+        error = std::string("FASTEMB_FORCE_ISA=") + env + " is not one of " + isa_names_for_arch();
       } else if (!isa_supported(forced)) {
         error = std::string("FASTEMB_FORCE_ISA=") + env + " is not supported by this CPU";
       } else {
@@ -89,6 +120,10 @@ bool isa_supported(Isa isa) {
     case Isa::avx2: return f.avx2 && f.fma && f.f16c;
     case Isa::avx512: return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx2 && f.fma && f.f16c;
 #endif
+#if defined(FASTEMB_ARM64)
+    case Isa::neon: return f.asimd;
+    case Isa::dotprod: return f.asimd && f.asimddp;
+#endif
     default: return false;
   }
   (void)f;
@@ -99,12 +134,22 @@ const char* isa_name(Isa isa) {
     case Isa::serial: return "serial";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::neon: return "neon";
+    case Isa::dotprod: return "dotprod";
   }
   return "unknown";
 }
 
+const char* isa_names_for_arch() {
+#if defined(FASTEMB_ARM64)
+  return "serial, neon, dotprod";
+#else
+  return "serial, avx2, avx512";
+#endif
+}
+
 bool parse_isa(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::serial, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : kAllIsas) {
     if (name == isa_name(isa)) {
       *out = isa;
       return true;
@@ -114,6 +159,8 @@ bool parse_isa(const std::string& name, Isa* out) {
 }
 
 Isa best_isa() {
+  if (isa_supported(Isa::dotprod)) return Isa::dotprod;
+  if (isa_supported(Isa::neon)) return Isa::neon;
   if (isa_supported(Isa::avx512)) return Isa::avx512;
   if (isa_supported(Isa::avx2)) return Isa::avx2;
   return Isa::serial;

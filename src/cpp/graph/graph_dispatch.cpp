@@ -35,6 +35,9 @@ FASTEMB_DECLARE_ISA(serial)
 FASTEMB_DECLARE_ISA(avx2)
 FASTEMB_DECLARE_ISA(avx512)
 #endif
+#if defined(FASTEMB_ARM64)
+FASTEMB_DECLARE_ISA(neon)
+#endif
 #undef FASTEMB_DECLARE_ISA
 
 namespace {
@@ -59,6 +62,12 @@ Kernels kernels_for(Isa isa) {
     case Isa::avx2:
       return {avx2::random_rows, avx2::project_dense, avx2::project_csr, avx2::build_table, avx2::propagate,
               avx2::accumulate, avx2::propagate_random};
+#endif
+#if defined(FASTEMB_ARM64)
+    case Isa::dotprod:  // no dotprod variant: the shared float kernels gain nothing from sdot
+    case Isa::neon:
+      return {neon::random_rows, neon::project_dense, neon::project_csr, neon::build_table, neon::propagate,
+              neon::accumulate, neon::propagate_random};
 #endif
     default:
       return {serial::random_rows, serial::project_dense, serial::project_csr, serial::build_table, serial::propagate,

@@ -2,9 +2,11 @@
 //
 // Threads split the output columns (weight rows) into contiguous tasks; every output element is
 // computed by one task in a fixed order, so results are the same bits for any thread count.
-// Integer path: m < kGemmMinRows (or no VNNI) -> GEMV form (weights streamed once per 8 activation
-// rows); otherwise the AVX-512 VNNI GEMM form (activations repacked here, weight panels decoded once
-// per task). The crossover was measured on the Zen 4 VM (BENCHMARKS.md, "Ternary matmul").
+// Integer path: m < kGemmMinRows (or a variant without one) -> GEMV form; otherwise the GEMM form
+// of the AVX-512 VNNI or AVX2 variant (activations repacked here, weight panels decoded once per
+// task). The crossover (16 rows) was measured on the Zen 4 VM (BENCHMARKS.md, "Ternary matmul") and,
+// for AVX2, with FASTEMB_FORCE_ISA=avx2 there (GEMV and GEMM within noise at 16 rows, GEMM ahead
+// from 32).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -33,6 +35,10 @@ FASTEMB_DECLARE_ISA(serial)
 FASTEMB_DECLARE_ISA(avx2)
 FASTEMB_DECLARE_ISA(avx512)
 #endif
+#if defined(FASTEMB_ARM64)
+FASTEMB_DECLARE_ISA(neon)
+FASTEMB_DECLARE_ISA(dotprod)
+#endif
 #undef FASTEMB_DECLARE_ISA
 
 namespace {
@@ -51,7 +57,11 @@ IsaKernels kernels_for(Isa requested) {
   switch (kernel_isa(requested)) {
 #if defined(FASTEMB_X86)
     case Isa::avx512: return {avx512::quantize_rows, avx512::int8_gemv, avx512::int8_gemm, avx512::float_rows, true};
-    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemm, avx2::float_rows, false};
+    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemm, avx2::float_rows, true};
+#endif
+#if defined(FASTEMB_ARM64)
+    case Isa::dotprod: return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemm, dotprod::float_rows, false};
+    case Isa::neon: return {neon::quantize_rows, neon::int8_gemv, neon::int8_gemm, neon::float_rows, false};
 #endif
     default: return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemm, serial::float_rows, false};
   }

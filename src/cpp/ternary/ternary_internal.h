@@ -7,10 +7,11 @@
 
 namespace fastemb::ternary {
 
-// Output columns per GEMM task (AVX-512 VNNI path): the decoded weight panel is kGemmCols rows of
-// the weight matrix; a multiple of every micro-kernel width (16, 12, 8, 6).
+// Output columns per GEMM task (AVX-512 VNNI and AVX2 paths): the decoded weight panel is kGemmCols
+// rows of the weight matrix; a multiple of every micro-kernel width (16, 12, 8, 6).
 constexpr int64_t kGemmCols = 48;
-// Activation rows are packed for the GEMM path in groups of 16 (one zmm of int32 accumulators).
+// Activation rows are packed for the GEMM path in groups of 16 (one zmm of int32 accumulators; two
+// ymm on AVX2).
 constexpr int64_t kGemmRowGroup = 16;
 
 struct Int8Work {

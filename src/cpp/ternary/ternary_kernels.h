@@ -9,16 +9,19 @@
 //   shifted right by 2s and masked with 3, give the u8 codes of 64 (32) consecutive weights, aligned
 //   with the activations b*256 + 64s ...; the products are summed with
 //     AVX-512 VNNI: vpdpbusd (u8 codes x s8 activations -> int32 lanes), or
-//     AVX2: vpmaddubsw (-> s16 pairs, |pair| <= 2*3*128) summed over one block (8 products per
-//           lane, |sum| <= 6144: no saturation), then vpmaddwd with ones -> int32,
+//     AVX2: vpmaddubsw (-> s16 pairs, |pair| <= 2*3*128) summed in int16 over a few blocks (no
+//           saturation, bounds at gemv1_tile), then vpmaddwd with ones -> int32 (the AVX2 tiles,
+//           their own loop order and prefetch are described at gemv1_tile),
 //   and acc = sum(c x) - sum(x) (sum_x computed once per activation row by the dispatcher). Each
 //   decoded code vector meets MR activation rows, each activation load NR weight rows.
-// Integer path, GEMM form (int8_gemm, AVX-512 VNNI; m >= the crossover): a panel of kGemmCols
+// Integer path, GEMM form (int8_gemm, AVX-512 VNNI and AVX2; m >= the crossover): a panel of kGemmCols
 //   weight rows is decoded once to u8 codes [col][kp]; activations come repacked by the dispatcher
 //   as [row group of 16][kp/4][16][4] so that one zmm holds 4 consecutive k of 16 rows. The
 //   micro-kernel keeps MV x NJ zmm accumulators (MV groups of 16 rows x NJ weight columns):
 //   per 4 k, MV activation loads, NJ code broadcasts (vpbroadcastd), MV*NJ vpdpbusd. K is blocked
 //   by 256 (activation tile <= 16 KB in L1) with accumulators parked in a per-task int32 tile.
+//   AVX2 keeps the data flow with a 16-row x 6-column ymm micro-kernel (vpmaddubsw into int16,
+//   vpmaddwd into the int32 tile every 128 k; see gemm2_micro).
 // Both forms produce the exact int32 sums; the epilogue is ternary_math.h's int8_output.
 // Float path (float_rows): each weight row is decoded once to float (-1, 0, 1) in a scratch row,
 //   then dotted with every activation row (fixed order: 4 x 16 lane accumulators, then a fixed
@@ -34,6 +37,9 @@
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(FASTEMB_ARM_SIMD)  // ARM64 neon / dotprod variants (CMakeLists.txt)
+#include <arm_neon.h>
 #endif
 
 #include "ternary/ternary.h"
@@ -259,54 +265,192 @@ inline void gemv_tile<1, 1>(const Int8Work& a, int64_t i0, int64_t j0) {
   store_int8(a, i0, j0, _mm512_reduce_add_epi32(t) - a.sum_x[i0]);
 }
 #elif defined(__AVX2__)
+// AVX2 GEMV (no AVX-512 narrowed: the op count per 256 weights is what limits a 256-bit core).
+//
+// One activation row (gemv1_tile, the m = 1 case): the codes are not shifted down one by one; of a
+// 32-byte load w (4 x 32 codes) and w4 = w >> 4 (one vpsrlw), sub-vector s is
+//   s = 0: w & 0x03 -> c,   s = 1: w & 0x0c -> 4c,   s = 2: w4 & 0x03 -> c,   s = 3: w4 & 0x0c -> 4c,
+// so 1 shift + 4 ands per 128 weights (instead of 3 + 4). vpmaddubsw (u8 codes x s8 activations)
+// of the scale-1 vectors goes to the int16 accumulator lo, of the scale-4 ones to hi. Bounds (codes
+// <= 3, |x| <= 128; code 3 is never packed but is decoded like the reference): one vpmaddubsw lane
+// |c x + c' x'| <= 768 (lo) / 3072 (hi); per 256-weight block 4 of each are summed per lane, so
+// over kGroup1 = 2 blocks |lo| <= 6144 and |hi| <= 24576 < 2^15. Every hi lane is a multiple of 4,
+// so hi >> 2 (vpsraw) is exact; then vpmaddwd(lo + (hi >> 2), 1) -> int32 every 2 blocks.
+// Per weight row and 256 weights: 2 loads, 2 shifts, 8 ands, 8 vpmaddubsw, 8 vpaddw, ~2 to flush.
+//
+// Several activation rows (gemvm_tile, m >= 2): each decoded code vector ((w >> 2s) & 3, amortized
+// over MR rows) meets MR activation vectors; one int16 accumulator per (row, weight row) takes
+// 8 vpmaddubsw per block (|sum| <= 8 * 768 = 6144), flushed with vpmaddwd every kGroupM = 4 blocks
+// (24576 < 2^15).
+//
+// Memory: weight rows [j0, j1) of a task are contiguous; a tile of NR rows is read as NR streams.
+// Besides the hardware prefetchers, each block step prefetches NR lines at a linear cursor
+// kPrefetch2 bytes ahead of the bytes consumed so far (clamped to the task's rows), so that the
+// next tile's lines are in flight while this one runs, whatever the row length.
+constexpr int64_t kGroup1 = 2;
+constexpr int64_t kGroupM = 4;
+// Tile shapes and prefetch distance, measured on the Zen 4 VM with FASTEMB_FORCE_ISA=avx2 (cold
+// weights, 2 threads): m = 1 takes 2 weight rows per tile (1, 3, 4 measured equal or slower); m >= 2
+// takes 3 activation rows x 3 weight rows (4 x 2, 2 x 4, 8 x 1 within noise or slower); the
+// prefetch cursor runs 2 KB ahead (1 KB and 8-16 KB slower; without it 2-3x slower on that VM,
+// whose hardware prefetchers did little for these streams).
+constexpr int kNR1 = 2, kMRM = 3, kNRM = 3;
+constexpr int64_t kPrefetch2 = 2048;
+
+inline int32_t hsum_epi32(__m256i v) {
+  const __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  const __m128i y = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(y, _mm_shuffle_epi32(y, 0xb1)));
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// An empty asm that "changes" v: the accumulator chains stay chains. Without it GCC 12
+// reassociates the int16 sums into trees of partial products and spills most of them to the stack
+// (measured 1.3-1.5x slower). No instruction is emitted.
+#define FT2_PIN(v) __asm__("" : "+x"(v))
+
+// Prefetches `lines` cache lines from p, not past end (end = null: none). Compared as integers:
+// written with pointer comparisons and an early return for null, GCC 12 -O2 dropped every
+// prefetch of the calling loops.
+inline void prefetch_lines(const uint8_t* p, const uint8_t* end, int lines) {
+  const uintptr_t e = reinterpret_cast<uintptr_t>(end);
+  for (int l = 0; l < lines; ++l) {
+    const uint8_t* q = p + 64 * l;
+    if (reinterpret_cast<uintptr_t>(q) < e) _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T0);
+  }
+}
+
+// int32 sums parked in memory between flushes (they are touched once per group of blocks), so
+// that the registers hold the int16 accumulators, the codes and the activations.
+template <int N>
+struct Acc32 {
+  alignas(32) int32_t v[N][8];
+  Acc32() { std::memset(v, 0, sizeof(v)); }
+  void add(int e, __m256i x) {
+    __m256i* p = reinterpret_cast<__m256i*>(v[e]);
+    _mm256_store_si256(p, _mm256_add_epi32(_mm256_load_si256(p), x));
+  }
+  int32_t sum(int e) const { return hsum_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(v[e]))); }
+};
+
+template <int NR>
+inline void gemv1_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf_end) {
+  const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
+  const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c), ones = _mm256_set1_epi16(1);
+  const uint8_t* wr = a.w.packed + j0 * rs;
+  const int8_t* xr = a.xq + i0 * kp;
+  const uint8_t* pf = wr + kPrefetch2;
+  Acc32<NR> acc;
+  for (int64_t b0 = 0; b0 < nb; b0 += kGroup1) {
+    const int64_t b1 = min_i64(nb, b0 + kGroup1);
+    __m256i lo[NR], hi[NR];
+    for (int r = 0; r < NR; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; ++b) {
+      prefetch_lines(pf + NR * 64 * b, pf_end, NR);
+      for (int h = 0; h < 2; ++h) {
+        const int8_t* x = xr + 256 * b + 32 * h;
+        const uint8_t* w = wr + 64 * b + 32 * h;
+        for (int r = 0; r < NR; ++r) {
+          const __m256i v = load256(w + r * rs), v4 = _mm256_srli_epi16(v, 4);
+          const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m03), load256(x));
+          const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(v4, m03), load256(x + 128));
+          lo[r] = _mm256_add_epi16(lo[r], _mm256_add_epi16(p0, p2));
+          FT2_PIN(lo[r]);
+          const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, m0c), load256(x + 64));
+          const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(v4, m0c), load256(x + 192));
+          hi[r] = _mm256_add_epi16(hi[r], _mm256_add_epi16(p1, p3));
+          FT2_PIN(hi[r]);
+        }
+      }
+    }
+    for (int r = 0; r < NR; ++r)
+      acc.add(r, _mm256_madd_epi16(_mm256_add_epi16(lo[r], _mm256_srai_epi16(hi[r], 2)), ones));
+  }
+  for (int r = 0; r < NR; ++r) store_int8(a, i0, j0 + r, acc.sum(r) - a.sum_x[i0]);
+}
+
+template <int MR, int NR>
+inline void gemvm_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf_end) {
+  const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
+  const __m256i m03 = _mm256_set1_epi8(0x03), ones = _mm256_set1_epi16(1);
+  const uint8_t* wr = a.w.packed + j0 * rs;
+  const int8_t* xr = a.xq + i0 * kp;
+  const uint8_t* pf = wr + kPrefetch2;
+  Acc32<MR * NR> acc;
+  for (int64_t b0 = 0; b0 < nb; b0 += kGroupM) {
+    const int64_t b1 = min_i64(nb, b0 + kGroupM);
+    __m256i s16[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < NR; ++r) s16[i][r] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; ++b) {
+      prefetch_lines(pf + NR * 64 * b, pf_end, NR);
+      for (int h = 0; h < 2; ++h) {
+        const int8_t* x = xr + 256 * b + 32 * h;
+        __m256i v[NR];
+        for (int r = 0; r < NR; ++r) v[r] = load256(wr + r * rs + 64 * b + 32 * h);
+        for (int s = 0; s < 4; ++s) {
+          __m256i c[NR];
+          for (int r = 0; r < NR; ++r) c[r] = _mm256_and_si256(s ? _mm256_srli_epi16(v[r], 2 * s) : v[r], m03);
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv = load256(x + i * kp + 64 * s);
+            for (int r = 0; r < NR; ++r) {
+              s16[i][r] = _mm256_add_epi16(s16[i][r], _mm256_maddubs_epi16(c[r], xv));
+              FT2_PIN(s16[i][r]);
+            }
+          }
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < NR; ++r) acc.add(i * NR + r, _mm256_madd_epi16(s16[i][r], ones));
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) store_int8(a, i0 + i, j0 + r, acc.sum(i * NR + r) - a.sum_x[i0 + i]);
+}
+
+#define FASTEMB_TERNARY_AVX2_GEMV 1
+#elif defined(FASTEMB_ARM_SIMD) && defined(__ARM_FEATURE_DOTPROD)
+// ARM64 dotprod: a 16-byte slice h of a block's 64 weight bytes, shifted right by 2s and masked
+// with 3, gives the codes of weights b*256 + 64s + 16h ...; minus 1 they are the signed weights
+// (-1, 0, 1), so sdot (vdotq_s32: s8 x s8, 4 products per int32 lane) sums w x directly, exactly
+// (no sum_x correction, the serial variant's integers). MR activation rows x NR weight rows.
+// (The plain neon variant runs the serial loop below, auto-vectorized.)
 template <int MR, int NR>
 inline void gemv_tile(const Int8Work& a, int64_t i0, int64_t j0) {
   const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
-  const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-  __m256i acc[MR][NR];
+  const uint8x16_t mask = vdupq_n_u8(3);
+  const int8x16_t one = vdupq_n_s8(1);
+  int32x4_t acc[MR][NR];
   const uint8_t* wr[NR];
   const int8_t* xr[MR];
   for (int r = 0; r < NR; ++r) wr[r] = a.w.packed + (j0 + r) * rs;
   for (int i = 0; i < MR; ++i) xr[i] = a.xq + (i0 + i) * kp;
   for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_si256();
-  constexpr int64_t pf = kPrefetchBytes;
+    for (int r = 0; r < NR; ++r) acc[i][r] = vdupq_n_s32(0);
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i s16[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int r = 0; r < NR; ++r) s16[i][r] = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      __m256i wv[NR];
-      for (int r = 0; r < NR; ++r) {
-        wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + 64 * b + 32 * h));
-        if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wr[r] + 64 * b + pf), _MM_HINT_T0);
-      }
-#define FASTEMB_TERNARY_STEP(S)                                                                              \
-  {                                                                                                           \
-    __m256i xv[MR];                                                                                           \
-    for (int i = 0; i < MR; ++i)                                                                              \
-      xv[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[i] + 256 * b + 64 * (S) + 32 * h));      \
-    for (int r = 0; r < NR; ++r) {                                                                            \
-      const __m256i c = _mm256_and_si256((S) ? _mm256_srli_epi16(wv[r], 2 * (S)) : wv[r], mask);             \
-      for (int i = 0; i < MR; ++i) s16[i][r] = _mm256_add_epi16(s16[i][r], _mm256_maddubs_epi16(c, xv[i]));  \
-    }                                                                                                         \
+    for (int h = 0; h < 4; ++h) {
+      uint8x16_t wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = vld1q_u8(wr[r] + 64 * b + 16 * h);
+#define FASTEMB_TERNARY_SDOT_STEP(S)                                                                     \
+  {                                                                                                      \
+    int8x16_t xv[MR];                                                                                    \
+    for (int i = 0; i < MR; ++i) xv[i] = vld1q_s8(xr[i] + 256 * b + 64 * (S) + 16 * h);                 \
+    for (int r = 0; r < NR; ++r) {                                                                       \
+      const uint8x16_t c = vandq_u8((S) ? vshrq_n_u8(wv[r], 2 * (S) + ((S) == 0)) : wv[r], mask);       \
+      const int8x16_t wt = vsubq_s8(vreinterpretq_s8_u8(c), one);                                        \
+      for (int i = 0; i < MR; ++i) acc[i][r] = vdotq_s32(acc[i][r], wt, xv[i]);                          \
+    }                                                                                                    \
   }
-      FASTEMB_TERNARY_STEP(0)
-      FASTEMB_TERNARY_STEP(1)
-      FASTEMB_TERNARY_STEP(2)
-      FASTEMB_TERNARY_STEP(3)
-#undef FASTEMB_TERNARY_STEP
+      FASTEMB_TERNARY_SDOT_STEP(0)
+      FASTEMB_TERNARY_SDOT_STEP(1)
+      FASTEMB_TERNARY_SDOT_STEP(2)
+      FASTEMB_TERNARY_SDOT_STEP(3)
+#undef FASTEMB_TERNARY_SDOT_STEP
     }
-    for (int i = 0; i < MR; ++i)
-      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_add_epi32(acc[i][r], _mm256_madd_epi16(s16[i][r], ones));
   }
   for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) {
-      const __m128i v = _mm_add_epi32(_mm256_castsi256_si128(acc[i][r]), _mm256_extracti128_si256(acc[i][r], 1));
-      const __m128i v2 = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
-      const __m128i v3 = _mm_add_epi32(v2, _mm_shuffle_epi32(v2, 0xb1));
-      store_int8(a, i0 + i, j0 + r, _mm_cvtsi128_si32(v3) - a.sum_x[i0 + i]);
-    }
+    for (int r = 0; r < NR; ++r) store_int8(a, i0 + i, j0 + r, vaddvq_s32(acc[i][r]));
 }
 template <int MR>
 constexpr int gemv_nr() { return MR <= 2 ? 4 : (MR <= 4 ? 2 : 1); }
@@ -334,6 +478,39 @@ template <int MR>
 constexpr int gemv_nr() { return 1; }
 #endif
 
+#if defined(FASTEMB_TERNARY_AVX2_GEMV)
+// AVX2: one activation row -> gemv1_tile over kNR1 weight rows at a time. Several rows -> for each
+// tile of kNRM weight rows, every group of (up to) kMRM activation rows in turn: the tile's weights
+// come from DRAM once (the prefetch runs in the first group's pass) and from L1 for the others.
+static_assert(kMRM == 3, "gemvm_groups handles remainders of 1 and 2 rows");
+
+template <int NR>
+inline void gemvm_groups(const Int8Work& a, int64_t j, const uint8_t* pf_end) {
+  int64_t i = 0;
+  for (; i + kMRM <= a.m; i += kMRM) gemvm_tile<kMRM, NR>(a, i, j, i == 0 ? pf_end : nullptr);
+  const uint8_t* pe = i == 0 ? pf_end : nullptr;
+  switch (a.m - i) {
+    case 2: gemvm_tile<2, NR>(a, i, j, pe); break;
+    case 1: gemvm_tile<1, NR>(a, i, j, pe); break;
+    default: break;
+  }
+}
+
+void int8_gemv_impl(const Int8Work& a, int64_t j0, int64_t j1) {
+  const int64_t rs = a.w.kp / 4;
+  const uint8_t* pf_end = a.w.packed + j1 * rs;
+  // The tiles prefetch kPrefetch2 bytes ahead of themselves: start the task's first bytes now.
+  prefetch_lines(a.w.packed + j0 * rs, pf_end, static_cast<int>(kPrefetch2 / 64));
+  int64_t j = j0;
+  if (a.m == 1) {
+    for (; j + kNR1 <= j1; j += kNR1) gemv1_tile<kNR1>(a, 0, j, pf_end);
+    for (; j < j1; ++j) gemv1_tile<1>(a, 0, j, pf_end);
+    return;
+  }
+  for (; j + kNRM <= j1; j += kNRM) gemvm_groups<kNRM>(a, j, pf_end);
+  for (; j < j1; ++j) gemvm_groups<1>(a, j, pf_end);
+}
+#else
 template <int MR>
 inline void gemv_rows(const Int8Work& a, int64_t i0, int64_t j0, int64_t j1) {
   constexpr int NR = gemv_nr<MR>();
@@ -356,6 +533,8 @@ void int8_gemv_impl(const Int8Work& a, int64_t j0, int64_t j1) {
     default: break;
   }
 }
+
+#endif
 
 // ---- integer GEMM form (AVX-512 VNNI) -----------------------------------------------------------
 
@@ -492,6 +671,99 @@ void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
       for (int64_t c = 0; c < ncols; ++c) store_int8(a, r0 + i, j0 + c, ct.p[c * ldc + i] - a.sum_x[r0 + i]);
   }
 }
+#elif defined(FASTEMB_TERNARY_AVX2_GEMV)
+// ---- integer GEMM form (AVX2) -------------------------------------------------------------------
+// The same data flow as the VNNI form (decoded panel of kGemmCols weight rows, activations repacked
+// by the dispatcher as [k block][group of 16 rows][64 k-groups of 4][16 rows][4 bytes]), with a
+// micro-kernel built for 16 ymm registers and no vpdpbusd: per 4 k, one 16-row group is 2 ymm
+// (rows 0-7, 8-15; x0, x1), the 4 codes of a weight column are broadcast (vpbroadcastd from the
+// panel), and vpmaddubsw (u8 codes x s8 activations) gives per row 2 int16 pair sums, added into
+// int16 accumulators: 12 of them (2 row vectors x 6 columns) + 2 activations + 1 broadcast = 15
+// registers; per 4 k: 2 loads, 6 broadcasts, 12 vpmaddubsw, 12 vpaddw. Bounds: one lane
+// |c x + c' x'| <= 2 * 3 * 128 = 768 (codes <= 3), so 32 steps (128 k) sum to <= 24576 < 2^15;
+// then vpmaddwd with ones adds each row's two pair sums into the int32 tile (ct, [col][row]).
+constexpr int64_t kMc2 = 256;         // activation rows per pass (int32 tile 48 x 256 = 48 KB)
+constexpr int64_t kFlushSteps = 32;   // k-groups of 4 between int16 -> int32 flushes
+static_assert(kBlock == 256, "the GEMM form blocks k by one packed block");
+
+#define G2_J6(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define G2_ZERO(j) __m256i c0_##j = _mm256_setzero_si256(), c1_##j = _mm256_setzero_si256();
+#define G2_COL(j)                                                                          \
+  {                                                                                        \
+    const __m256i w = _mm256_set1_epi32(static_cast<int>(load_u32(pb + (j) * 256 + 4 * q))); \
+    c0_##j = _mm256_add_epi16(c0_##j, _mm256_maddubs_epi16(w, x0));                        \
+    FT2_PIN(c0_##j);                                                                       \
+    c1_##j = _mm256_add_epi16(c1_##j, _mm256_maddubs_epi16(w, x1));                        \
+    FT2_PIN(c1_##j);                                                                       \
+  }
+#define G2_FLUSH(j)                                                                            \
+  {                                                                                            \
+    __m256i* p0 = reinterpret_cast<__m256i*>(ct + (j) * ldc);                                  \
+    _mm256_store_si256(p0, _mm256_add_epi32(_mm256_load_si256(p0), _mm256_madd_epi16(c0_##j, ones))); \
+    _mm256_store_si256(p0 + 1, _mm256_add_epi32(_mm256_load_si256(p0 + 1), _mm256_madd_epi16(c1_##j, ones))); \
+  }
+
+// One k block (64 k-groups of 4) of one 16-row group (xb: [64][64 bytes]) x 6 weight columns
+// (pb: codes [col][256]); the int32 sums are added into ct[j * ldc + 0..15].
+__attribute__((noinline)) void gemm2_micro(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t q0 = 0; q0 < 64; q0 += kFlushSteps) {
+    G2_J6(G2_ZERO)
+    for (int64_t q = q0; q < q0 + kFlushSteps; ++q) {
+      const __m256i x0 = load256(xb + 64 * q);
+      const __m256i x1 = load256(xb + 64 * q + 32);
+      G2_J6(G2_COL)
+    }
+    G2_J6(G2_FLUSH)
+  }
+}
+
+void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
+  static_assert(kGemmCols % 6 == 0, "panel width");
+  const int64_t kp = a.w.kp, rs = kp / 4, nb = kp / kBlock;
+  const int64_t all_groups = (a.m + 15) / 16;
+  const int64_t ncols = j1 - j0;
+  // Decoded panel: [k block][kGemmCols cols][256 codes]; columns past j1 get code 1 (weight 0).
+  Buf<uint8_t> panel(nb * kGemmCols * 256);
+  const __m256i mask = _mm256_set1_epi8(3);
+  for (int64_t c = 0; c < kGemmCols; ++c) {
+    const uint8_t* src = a.w.packed + (j0 + c) * rs;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = panel.p + (b * kGemmCols + c) * 256;
+      if (c >= ncols) {
+        std::memset(dst, 1, 256);
+        continue;
+      }
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = load256(src + 64 * b + 32 * h);
+        for (int sh = 0; sh < 4; ++sh)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * sh + 32 * h),
+                             _mm256_and_si256(sh ? _mm256_srli_epi16(v, 2 * sh) : v, mask));
+      }
+    }
+  }
+  const int64_t mc_rows = min_i64(kMc2, all_groups * 16);
+  Buf<int32_t> ct(kGemmCols * mc_rows);
+  for (int64_t r0 = 0; r0 < a.m; r0 += kMc2) {
+    const int64_t rows = min_i64(kMc2, a.m - r0);
+    const int64_t groups = (rows + 15) / 16;
+    const int64_t ldc = groups * 16;
+    std::memset(ct.p, 0, sizeof(int32_t) * static_cast<size_t>(kGemmCols * ldc));
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* pb = panel.p + b * kGemmCols * 256;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int8_t* xb = a.xpack + (b * all_groups + r0 / 16 + g) * 4096;
+        for (int64_t jc = 0; jc < kGemmCols; jc += 6) gemm2_micro(xb, pb + jc * 256, ct.p + jc * ldc + 16 * g, ldc);
+      }
+    }
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t c = 0; c < ncols; ++c) store_int8(a, r0 + i, j0 + c, ct.p[c * ldc + i] - a.sum_x[r0 + i]);
+  }
+}
+#undef G2_J6
+#undef G2_ZERO
+#undef G2_COL
+#undef G2_FLUSH
 #endif
 
 // ---- float path ---------------------------------------------------------------------------------
@@ -557,7 +829,7 @@ void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int6
 void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_impl(a, j0, j1); }
 
 bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1) {
-#if defined(FASTEMB_TERNARY_VNNI)
+#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV)
   int8_gemm_impl(a, j0, j1);
   return true;
 #else
@@ -572,4 +844,5 @@ void float_rows(const FloatWork& a, int64_t j0, int64_t j1) { float_rows_impl(a,
 
 }  // namespace fastemb::ternary::FASTEMB_ISA_NS
 
+#undef FT2_PIN
 #pragma GCC diagnostic pop

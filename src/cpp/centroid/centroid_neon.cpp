@@ -1,0 +1,3 @@
+// The centroid kernels compiled for the 'neon' ISA (ARM64 baseline AdvSIMD; flags set in CMakeLists.txt).
+#define FASTEMB_ISA_NS neon
+#include "centroid/centroid_kernels.h"

@@ -1,0 +1,3 @@
+// The ternary kernels compiled for the 'neon' ISA (ARM64 baseline AdvSIMD; flags set in CMakeLists.txt).
+#define FASTEMB_ISA_NS neon
+#include "ternary/ternary_kernels.h"

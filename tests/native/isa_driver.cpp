@@ -1,0 +1,421 @@
+// Native ISA test driver: for every kernel family, runs every ISA variant this CPU has (x86-64:
+// avx2 / avx512; ARM64: neon / dotprod) against the serial variant on random inputs (several sizes,
+// odd ones, empty, one row) and checks that the outputs are the same bits. Plain C++, linked
+// against fastemb_core only (no Python): CMake option FASTEMB_ISA_DRIVER=ON builds it; .ci/arm64
+// cross-compiles it for aarch64 and runs it under qemu-aarch64.
+//
+// One exception, by design (ternary.h): the ternary float path sums in each kernel's own order, so
+// its x86 SIMD variants are checked within a tolerance; the ARM variants run the serial float loop
+// and must match it bit for bit.
+//
+// Usage: fastemb_isa_driver [--threads N]. Prints "<passed> passed, <failed> failed"; exit 1 on
+// any mismatch. FASTEMB_FORCE_ISA does not restrict it (it always tests every supported variant).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "binary/binary.h"
+#include "centroid/centroid.h"
+#include "common/cpu_features.h"
+#include "common/float16.h"
+#include "common/thread_pool.h"
+#include "graph/graph.h"
+#include "ternary/ternary.h"
+
+using namespace fastemb;
+
+namespace {
+
+int g_passed = 0, g_failed = 0, g_rejected = 0;  // rejected: serial and variant threw the same error
+std::mt19937_64 g_rng(20240613);
+std::vector<Isa> g_variants;  // supported, not serial
+
+using Bytes = std::vector<uint8_t>;
+
+template <class T>
+void put(Bytes& o, const std::vector<T>& v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+  o.insert(o.end(), p, p + v.size() * sizeof(T));
+}
+
+double uniform(double lo, double hi) { return lo + (hi - lo) * (double(g_rng() >> 11) * 0x1.0p-53); }
+int64_t randint(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(g_rng() % uint64_t(hi - lo + 1)); }
+
+// Runs `run` on serial and on every variant; the result (or the exception text) must be equal.
+// `close`, when given, replaces byte equality for the named x86 float exception.
+void check(const std::string& name, const std::function<Bytes(Isa)>& run,
+           const std::function<bool(Isa, const Bytes&, const Bytes&)>& close = nullptr) {
+  auto call = [&](Isa isa, std::string* err) {
+    try {
+      return run(isa);
+    } catch (const std::exception& e) {
+      *err = e.what();
+      return Bytes();
+    }
+  };
+  std::string ref_err;
+  const Bytes ref = call(Isa::serial, &ref_err);
+  for (Isa isa : g_variants) {
+    std::string err;
+    const Bytes got = call(isa, &err);
+    bool ok = err == ref_err && got.size() == ref.size();
+    if (ok) ok = close ? close(isa, ref, got) : std::memcmp(got.data(), ref.data(), ref.size()) == 0;
+    if (ok) {
+      ++g_passed;
+      if (!ref_err.empty()) ++g_rejected;
+      continue;
+    }
+    ++g_failed;
+    size_t at = 0;
+    while (at < ref.size() && at < got.size() && ref[at] == got[at]) ++at;
+    std::printf("FAIL %s [%s vs serial]: first differing byte %zu of %zu%s%s%s%s\n", name.c_str(), isa_name(isa), at,
+                ref.size(), ref_err.empty() ? "" : " serial threw: ", ref_err.c_str(), err.empty() ? "" : " variant threw: ",
+                err.c_str());
+  }
+}
+
+// ---- binary ---------------------------------------------------------------------------------------
+
+void test_binary() {
+  struct Case { int bits; int64_t dim, nq, nd; };
+  const Case cases[] = {{1, 256, 37, 1000}, {1, 1024, 9, 333}, {1, 100, 2, 517}, {1, 7, 1, 1}, {1, 1, 3, 17},
+                        {2, 64, 8, 129},    {3, 200, 11, 250}, {4, 33, 5, 70},    {1, 512, 0, 10}, {2, 96, 4, 0},
+                        {1, 520, 64, 2000}, {1, 8200, 3, 40}};
+  for (const Case& c : cases) {
+    const int64_t nbytes = (c.dim + 7) / 8;
+    std::vector<uint8_t> q(static_cast<size_t>(c.nq * c.bits * nbytes)), d(static_cast<size_t>(c.nd * c.bits * nbytes));
+    for (auto& v : q) v = static_cast<uint8_t>(g_rng());
+    for (auto& v : d) v = static_cast<uint8_t>(g_rng());
+    // A few duplicate docs: ties broken by id.
+    for (int64_t j = 1; j < c.nd; j += 7)
+      std::memcpy(d.data() + j * c.bits * nbytes, d.data(), static_cast<size_t>(c.bits * nbytes));
+    for (int mode = 0; mode < 2; ++mode) {
+      binary::Problem p{q.data(), c.nq, d.data(), c.nd, c.bits, nbytes, c.dim, static_cast<binary::Mode>(mode)};
+      const std::string tag = "binary bits=" + std::to_string(c.bits) + " dim=" + std::to_string(c.dim) +
+                              " nq=" + std::to_string(c.nq) + " nd=" + std::to_string(c.nd) + " mode=" + std::to_string(mode);
+      check(tag + " scores", [&](Isa isa) {
+        std::vector<int32_t> out(static_cast<size_t>(c.nq * c.nd), 0x5a5a5a5a);
+        binary::scores_isa(isa, p, out.data());
+        Bytes b;
+        put(b, out);
+        return b;
+      });
+      for (int64_t k : {int64_t(1), int64_t(10), c.nd + 3}) {
+        if (k < 1) continue;
+        check(tag + " topk k=" + std::to_string(k), [&](Isa isa) {
+          std::vector<int32_t> s(static_cast<size_t>(c.nq * k));
+          std::vector<int64_t> ids(static_cast<size_t>(c.nq * k));
+          binary::topk_isa(isa, p, k, s.data(), ids.data());
+          Bytes b;
+          put(b, s);
+          put(b, ids);
+          return b;
+        });
+      }
+    }
+  }
+}
+
+// ---- centroid -------------------------------------------------------------------------------------
+
+Bytes make_x(centroid::DType dt, int64_t count) {
+  Bytes b;
+  for (int64_t i = 0; i < count; ++i) {
+    const double v = uniform(-2.0, 2.0);
+    switch (dt) {
+      case centroid::DType::f64: { const double x = v; const auto* p = reinterpret_cast<const uint8_t*>(&x); b.insert(b.end(), p, p + 8); break; }
+      case centroid::DType::f32: { const float x = float(v); const auto* p = reinterpret_cast<const uint8_t*>(&x); b.insert(b.end(), p, p + 4); break; }
+      case centroid::DType::f16: { const uint16_t x = float_to_half_bits(float(v)); const auto* p = reinterpret_cast<const uint8_t*>(&x); b.insert(b.end(), p, p + 2); break; }
+      case centroid::DType::bf16: { const uint16_t x = float_to_bf16_bits(float(v)); const auto* p = reinterpret_cast<const uint8_t*>(&x); b.insert(b.end(), p, p + 2); break; }
+    }
+  }
+  return b;
+}
+
+void test_centroid() {
+  struct Shape { int64_t n, d, k; };
+  const Shape shapes[] = {{300, 17, 7}, {1, 3, 1}, {0, 8, 3}, {129, 64, 4}, {2000, 5, 2}, {50, 1, 60}};
+  const centroid::DType dtypes[] = {centroid::DType::f32, centroid::DType::f64, centroid::DType::f16, centroid::DType::bf16};
+  int combo = 0;
+  for (const Shape& s : shapes)
+    for (centroid::DType dt : dtypes)
+      for (int reduce = 0; reduce < 4; ++reduce) {
+        ++combo;
+        const bool extreme = reduce >= 2;
+        const int normalize = combo % 4;
+        const bool weighted = !extreme && combo % 3 == 0;
+        const bool loo = !extreme && combo % 5 == 1;
+        const bool use_offsets = combo % 7 == 2;
+        const bool labels32 = combo % 2 == 0;
+        const size_t es = dt == centroid::DType::f64 ? 8 : (dt == centroid::DType::f32 ? 4 : 2);
+        const size_t as = dt == centroid::DType::f64 ? 8 : 4;
+        const Bytes x = make_x(dt, s.n * s.d);
+        std::vector<int64_t> lab64(static_cast<size_t>(s.n));
+        std::vector<int32_t> lab32(static_cast<size_t>(s.n));
+        for (int64_t i = 0; i < s.n; ++i) lab32[i] = static_cast<int32_t>(lab64[i] = randint(0, s.k - 1));
+        std::vector<int64_t> offsets(static_cast<size_t>(s.k + 1), 0);
+        for (int64_t g = 1; g < s.k; ++g) offsets[g] = randint(offsets[g - 1], s.n);
+        offsets[s.k] = s.n;
+        Bytes w = make_x(as == 8 ? centroid::DType::f64 : centroid::DType::f32, s.n);
+        centroid::Problem p;
+        p.x = x.data();
+        p.dtype = dt;
+        p.n = s.n;
+        p.d = s.d;
+        if (use_offsets) p.offsets = offsets.data();
+        else if (labels32) p.labels = lab32.data(), p.labels_int32 = true;
+        else p.labels = lab64.data();
+        p.k = s.k;
+        p.weights = weighted ? w.data() : nullptr;
+        p.reduce = static_cast<centroid::Reduce>(reduce);
+        p.normalize = normalize;
+        p.leave_one_out = loo;
+        const int64_t rows = loo ? s.n : s.k;
+        const std::string tag = "centroid n=" + std::to_string(s.n) + " d=" + std::to_string(s.d) + " k=" +
+                                std::to_string(s.k) + " dtype=" + std::to_string(int(dt)) + " reduce=" + std::to_string(reduce) +
+                                " normalize=" + std::to_string(normalize) + (weighted ? " weighted" : "") + (loo ? " loo" : "") +
+                                (use_offsets ? " offsets" : "");
+        const Bytes grad = make_x(dt, rows * s.d);
+        check(tag, [&](Isa isa) {
+          Bytes out(rows * s.d * es, 0xa5), wsum(s.k * as, 0xa5), norm(rows * as, 0xa5);
+          std::vector<int64_t> counts(static_cast<size_t>(s.k), -7), arg(static_cast<size_t>(extreme ? s.k * s.d : 0), -7);
+          centroid::ForwardOutputs o{out.data(), counts.data(), wsum.data(), extreme ? arg.data() : nullptr,
+                                     (normalize & centroid::kNormalizePost) ? norm.data() : nullptr};
+          centroid::forward_isa(isa, p, o);
+          Bytes gx(s.n * s.d * es, 0xa5), gw(s.n * as, 0xa5);
+          centroid::BackwardInputs in{grad.data(), out.data(), counts.data(), wsum.data(), o.arg, o.out_norm};
+          centroid::BackwardOutputs go{gx.data(), weighted ? gw.data() : nullptr};
+          centroid::backward_isa(isa, p, in, go);
+          Bytes b = out;
+          put(b, counts);
+          put(b, arg);
+          b.insert(b.end(), wsum.begin(), wsum.end());
+          b.insert(b.end(), norm.begin(), norm.end());
+          b.insert(b.end(), gx.begin(), gx.end());
+          b.insert(b.end(), gw.begin(), gw.end());
+          return b;
+        });
+      }
+}
+
+// ---- ternary --------------------------------------------------------------------------------------
+
+void test_ternary() {
+  struct Case { int64_t m, n, k; };
+  const Case cases[] = {{1, 17, 256}, {1, 50, 300}, {2, 13, 1000}, {3, 9, 5},   {5, 33, 512},  {8, 16, 768},
+                        {9, 7, 257},  {17, 48, 512}, {40, 97, 300}, {0, 5, 64}, {4, 1, 1},     {1, 64, 2560}};
+  const ternary::DType dtypes[] = {ternary::DType::f32, ternary::DType::f64, ternary::DType::f16, ternary::DType::bf16};
+  int combo = 0;
+  for (const Case& c : cases) {
+    ++combo;
+    const int64_t kp = ternary::padded_k(c.k);
+    std::vector<uint8_t> packed(static_cast<size_t>(c.n * kp / 4), 0);
+    for (int64_t j = 0; j < c.n; ++j)
+      for (int64_t col = 0; col < kp; ++col) {
+        const int code = col < c.k ? static_cast<int>(randint(0, 2)) : 1;
+        const int64_t b = col / 256, s = (col % 256) / 64, t = col % 64;
+        packed[j * (kp / 4) + 64 * b + t] |= static_cast<uint8_t>(code << (2 * s));
+      }
+    std::vector<float> scale(static_cast<size_t>(c.n)), bias(static_cast<size_t>(c.n));
+    for (auto& v : scale) v = float(uniform(0.01, 2.0));
+    for (auto& v : bias) v = float(uniform(-1.0, 1.0));
+    const bool per_row = combo % 2 == 0;
+    const ternary::Weights w{packed.data(), c.n, c.k, kp, scale.data(), per_row};
+    const float* bp = combo % 3 ? bias.data() : nullptr;
+    const std::string tag = "ternary m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k);
+    for (ternary::DType dt : dtypes) {
+      const centroid::DType cdt = static_cast<centroid::DType>(static_cast<int>(dt));  // same codes
+      const Bytes x = make_x(cdt, c.m * c.k);
+      check(tag + " quantize dtype=" + std::to_string(int(dt)), [&](Isa isa) {
+        std::vector<int8_t> xq(static_cast<size_t>(c.m * kp), 99);
+        std::vector<float> xs(static_cast<size_t>(c.m), -1.f);
+        ternary::quantize_activations_isa(isa, x.data(), dt, c.m, c.k, kp, 1e-5f, xq.data(), xs.data());
+        Bytes b;
+        put(b, xq);
+        put(b, xs);
+        return b;
+      });
+    }
+    // Integer path on the same activations for every variant (serial-quantized).
+    const Bytes xf = make_x(centroid::DType::f32, c.m * c.k);
+    std::vector<int8_t> xq(static_cast<size_t>(c.m * kp));
+    std::vector<float> xs(static_cast<size_t>(c.m));
+    ternary::quantize_activations_isa(Isa::serial, xf.data(), ternary::DType::f32, c.m, c.k, kp, 1e-5f, xq.data(), xs.data());
+    check(tag + " matmul_int8", [&](Isa isa) {
+      std::vector<float> out(static_cast<size_t>(c.m * c.n), -3.f);
+      std::vector<int32_t> acc(static_cast<size_t>(c.m * c.n), -3);
+      ternary::matmul_int8_isa(isa, xq.data(), xs.data(), c.m, w, bp, out.data(), acc.data());
+      Bytes b;
+      put(b, out);
+      put(b, acc);
+      return b;
+    });
+    auto float_close = [&](Isa isa, const Bytes& ref, const Bytes& got) {
+      if (isa == Isa::neon || isa == Isa::dotprod || isa == Isa::serial)
+        return std::memcmp(ref.data(), got.data(), ref.size()) == 0;
+      const float* r = reinterpret_cast<const float*>(ref.data());
+      const float* g = reinterpret_cast<const float*>(got.data());
+      for (size_t i = 0; i < ref.size() / 4; ++i)
+        if (!(std::fabs(r[i] - g[i]) <= 1e-4f * (1.f + std::fabs(r[i])) * std::sqrt(float(c.k)))) return false;
+      return true;
+    };
+    check(tag + " matmul_float", [&](Isa isa) {
+      std::vector<float> out(static_cast<size_t>(c.m * c.n), -3.f);
+      ternary::matmul_float_isa(isa, reinterpret_cast<const float*>(xf.data()), c.m, w, bp, out.data());
+      Bytes b;
+      put(b, out);
+      return b;
+    }, float_close);
+  }
+}
+
+// ---- graph ----------------------------------------------------------------------------------------
+
+struct CsrOwned {
+  std::vector<int64_t> indptr;
+  std::vector<int64_t> idx64;
+  std::vector<int32_t> idx32;
+  std::vector<float> data;
+  graph::Csr csr;
+};
+
+CsrOwned random_csr(int64_t rows, int64_t cols, double density, bool i32, bool with_data) {
+  CsrOwned c;
+  c.indptr.push_back(0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t deg = cols > 0 ? randint(0, std::max<int64_t>(0, int64_t(density * cols * 2))) : 0;
+    for (int64_t e = 0; e < deg; ++e) {
+      const int64_t col = randint(0, cols - 1);
+      c.idx64.push_back(col);
+      c.idx32.push_back(static_cast<int32_t>(col));
+      c.data.push_back(float(uniform(-1.0, 2.0)));
+    }
+    c.indptr.push_back(static_cast<int64_t>(c.idx64.size()));
+  }
+  c.csr.indptr = c.indptr.data();
+  c.csr.indices = i32 ? static_cast<const void*>(c.idx32.data()) : static_cast<const void*>(c.idx64.data());
+  c.csr.indices_int32 = i32;
+  c.csr.data = with_data ? c.data.data() : nullptr;
+  c.csr.rows = rows;
+  c.csr.cols = cols;
+  return c;
+}
+
+std::vector<float> randf(int64_t count, double zero_frac = 0.0) {
+  std::vector<float> v(static_cast<size_t>(count));
+  for (auto& x : v) x = uniform(0, 1) < zero_frac ? 0.f : float(uniform(-1.0, 1.0));
+  return v;
+}
+
+void test_graph() {
+  const int64_t ds[] = {1, 16, 37, 128};
+  const int64_t ns[] = {1, 9, 200};
+  int combo = 0;
+  for (int64_t d : ds)
+    for (int64_t n : ns) {
+      ++combo;
+      const double s = combo % 2 ? 3.0 : std::sqrt(double(n) + 1);
+      graph::RandomSpec r;
+      r.seed = 1000 + combo;
+      r.threshold = static_cast<uint64_t>(std::floor(9007199254740992.0 / s));
+      r.value = float(std::sqrt(s / double(d)));
+      r.d = d;
+      const std::string tag = "graph n=" + std::to_string(n) + " d=" + std::to_string(d);
+      const std::vector<float> scale = randf(n);
+      check(tag + " random_rows", [&](Isa isa) {
+        std::vector<float> out(static_cast<size_t>(n * d));
+        graph::random_rows_isa(isa, r, 5, n, combo % 3 ? scale.data() : nullptr, out.data());
+        Bytes b;
+        put(b, out);
+        return b;
+      });
+      const int64_t n_in = n + 3;
+      const std::vector<float> x = randf(n * n_in, 0.3);
+      check(tag + " project_dense", [&](Isa isa) {
+        std::vector<float> out(static_cast<size_t>(n * d));
+        graph::project_dense_isa(isa, r, x.data(), n, n_in, out.data());
+        Bytes b;
+        put(b, out);
+        return b;
+      });
+      const CsrOwned xc = random_csr(n, n_in, 0.2, combo % 2 == 0, combo % 3 != 0);
+      check(tag + " project_csr", [&](Isa isa) {
+        std::vector<float> out(static_cast<size_t>(n * d));
+        graph::project_csr_isa(isa, r, xc.csr, out.data());
+        Bytes b;
+        put(b, out);
+        return b;
+      });
+      const CsrOwned a = random_csr(n, n, 0.1, combo % 2 == 1, combo % 4 != 0);
+      const std::vector<float> prev = randf(n * d), acc0 = randf(n * d);
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool normalize = variant & 1, prop_norm = variant & 2, init = variant == 3;
+        check(tag + " propagate v=" + std::to_string(variant), [&](Isa isa) {
+          std::vector<float> cur(static_cast<size_t>(n * d)), accum = acc0;
+          graph::propagate_isa(isa, a.csr, scale.data(), prev.data(), d, cur.data(), normalize, prop_norm, 0.7f,
+                               accum.data(), init);
+          Bytes b;
+          put(b, cur);
+          put(b, accum);
+          return b;
+        });
+        check(tag + " propagate_random v=" + std::to_string(variant), [&](Isa isa) {
+          std::vector<float> cur(static_cast<size_t>(n * d)), accum = acc0;
+          graph::propagate_random_isa(isa, r, scale.data(), a.csr, scale.data(), cur.data(), normalize, prop_norm,
+                                      0.3f, variant ? accum.data() : nullptr, init);
+          Bytes b;
+          put(b, cur);
+          put(b, accum);
+          return b;
+        });
+      }
+      check(tag + " accumulate", [&](Isa isa) {
+        std::vector<float> accum = acc0;
+        graph::accumulate_isa(isa, prev.data(), n, d, combo % 2 == 0, 0.25f, accum.data());
+        Bytes b;
+        put(b, accum);
+        return b;
+      });
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--threads") threads = std::atoi(argv[i + 1]);
+  set_num_threads(threads);
+  std::string names;
+  for (Isa isa : kAllIsas)
+    if (isa != Isa::serial && isa_supported(isa)) {
+      g_variants.push_back(isa);
+      names += std::string(names.empty() ? "" : ", ") + isa_name(isa);
+    }
+  if (!active_isa_error().empty()) std::printf("active ISA error: %s\n", active_isa_error().c_str());
+  const CpuFeatures& f = cpu_features();
+  std::printf("fastemb isa driver: active ISA %s; variants checked against serial: %s\n", isa_name(active_isa()),
+              names.empty() ? "(none)" : names.c_str());
+  std::printf("cpu: avx2=%d avx512f=%d vpopcntdq=%d vnni=%d asimd=%d asimddp=%d i8mm=%d; kernels: binary=%s ternary=%s\n",
+              f.avx2, f.avx512f, f.avx512vpopcntdq, f.avx512vnni, f.asimd, f.asimddp, f.i8mm,
+              isa_name(binary::kernel_isa(best_isa())), isa_name(ternary::kernel_isa(best_isa())));
+  test_binary();
+  const int b = g_passed + g_failed;
+  test_centroid();
+  const int c = g_passed + g_failed;
+  test_ternary();
+  const int t = g_passed + g_failed;
+  test_graph();
+  std::printf("checks per family: binary %d, centroid %d, ternary %d, graph %d\n", b, c - b, t - c, g_passed + g_failed - t);
+  std::printf("(%d of the passed checks are inputs both variants reject with the same error)\n", g_rejected);
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  if (g_variants.empty()) std::printf("note: no SIMD variant on this CPU; nothing was compared\n");
+  return g_failed == 0 ? 0 : 1;
+}

@@ -493,7 +493,7 @@ def write_plot(result: Dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise RuntimeError("--plot needs matplotlib: pip install matplotlib (or pip install 'fastemb[bench]')") from e
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib (or pip install '.[bench]' from the fastemb source checkout)") from e
     rows = [r for r in result["table"] if r.get("speedup")]
     if not rows:
         raise RuntimeError("--plot: no kernel has both a fastemb and a peer result")
@@ -628,7 +628,7 @@ def main(args: argparse.Namespace, argv_text: Optional[str] = None, out: Any = N
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            sys.stderr.write("fastemb bench: --plot needs matplotlib (pip install matplotlib, or 'fastemb[bench]')\n")
+            sys.stderr.write("fastemb bench: --plot needs matplotlib (pip install matplotlib, or pip install '.[bench]' from the fastemb source checkout)\n")
             return 2
     if args.from_json:
         result = load_result(args.from_json)
@@ -637,7 +637,7 @@ def main(args: argparse.Namespace, argv_text: Optional[str] = None, out: Any = N
     from importlib import util
 
     if util.find_spec("pytest") is None or util.find_spec("pytest_benchmark") is None:
-        sys.stderr.write("fastemb bench: needs pytest and pytest-benchmark: pip install 'fastemb[bench]' "
+        sys.stderr.write("fastemb bench: needs pytest and pytest-benchmark: pip install '.[bench]' (fastemb source checkout) "
                          "(or pip install pytest pytest-benchmark)\n")
         return 2
     bench_dir = args.bench_dir or find_bench_dir()

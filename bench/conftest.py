@@ -138,6 +138,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "fastemb_backend": info["backend"],
         "fastemb_isa": info["isa"],
         "fastemb_supported_isas": info["supported_isas"],
+        "fastemb_forced_isa": info.get("forced_isa"),
+        "fastemb_kernel_isas": info.get("kernel_isas"),
         "fastemb_threads": info["num_threads"],
         "torch_version": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),

@@ -165,6 +165,12 @@ def test_unknown_family_is_an_error():
     assert bench_cli._families(None) == list(bench_cli.FAMILIES)
 
 
+def test_isa_flag_rejects_what_the_build_or_cpu_lacks(capsys):
+    assert fastemb_main(["bench", "--isa", "sse9", "--family", "centroid", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--isa 'sse9' is not available here" in err and "supported:" in err
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(RuntimeError, match="needs matplotlib"):
@@ -202,6 +208,9 @@ def quick_run(tmp_path_factory):
 def test_quick_run_json(quick_run):
     _, result, _, _ = quick_run
     assert result["format"] == bench_cli.RESULT_FORMAT and result["quick"] is True
+    assert result["isa"] == (os.environ.get("FASTEMB_FORCE_ISA") or None)
+    mi = result["families"]["centroid"]["pytest_benchmark"]["machine_info"]["fastemb_bench"]
+    assert set(mi["fastemb_kernel_isas"]) == set(bench_cli.FAMILIES) or mi["fastemb_backend"] != "native"
     assert set(result["families"]) == set(bench_cli.FAMILIES)
     assert set(result["peers"]) == {d for d, _ in bench_cli.PEER_PACKAGES}
     for fam, info in result["families"].items():
@@ -227,7 +236,7 @@ def test_quick_run_json(quick_run):
 def test_quick_run_table_and_progress(quick_run):
     p, result, md, _ = quick_run
     out = p.stdout
-    assert out.startswith("Machine") and "memory bandwidth" in out and "ISA" in out
+    assert out.startswith("Machine") and "memory bandwidth" in out and "ISA" in out and "kernels:" in out
     for fam in bench_cli.FAMILIES:
         head, cells = bench_cli.family_table(result["table"], fam)
         assert head[:3] == HEAD_START and head[-4:] == HEAD_END and cells

@@ -379,6 +379,13 @@ LEGEND = ("Times are medians of one run. A peer cell is `median (peer time / fas
 # ---------------------------------------------------------------------------------------------------
 # Machine block
 
+def _supported_isas() -> List[str]:
+    """The CPU kernel variants this build and CPU can run (empty without the native module)."""
+    from . import info
+
+    return list(info().get("supported_isas") or [])
+
+
 def machine_summary(result: Dict[str, Any]) -> Dict[str, Any]:
     """CPU, fastemb build, threads and the best bandwidth measured across the families' sessions."""
     fams = result.get("families", {})
@@ -418,7 +425,9 @@ def machine_lines(result: Dict[str, Any]) -> List[Tuple[str, str]]:
     return [
         ("CPU", f"{m.get('cpu_model', '?')} ({m.get('cpus_usable', '?')} usable of {m.get('cpu_count', '?')} cores)"),
         ("fastemb", f"{m.get('fastemb_version', '?')}, backend {m.get('fastemb_backend', '?')}, ISA "
-                    f"{m.get('fastemb_isa', '?')} (supported: {', '.join(m.get('fastemb_supported_isas') or [])})"),
+                    f"{m.get('fastemb_isa', '?')}{' (forced)' if m.get('fastemb_forced_isa') else ''} (supported: "
+                    f"{', '.join(m.get('fastemb_supported_isas') or [])}); kernels: "
+                    + (", ".join(f"{k} {v}" for k, v in (m.get('fastemb_kernel_isas') or {}).items()) or "?")),
         ("threads", f"fastemb {m.get('fastemb_threads', '?')}, torch {m.get('torch_threads', '-')}"),
         ("memory bandwidth", bwtext),
         ("python / numpy / torch", f"{m.get('python', '?')} / {m.get('numpy_version', '?')} / "
@@ -587,6 +596,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes (< 2 min on 2 cores); not for judging speed")
     p.add_argument("--scale", type=float, default=None, help="FASTEMB_BENCH_SCALE for every family (overrides --quick)")
     p.add_argument("--threads", type=int, default=None, help="threads for fastemb and every peer (default: usable cores)")
+    p.add_argument("--isa", default=None,
+                   help="pin fastemb's CPU kernel variant (FASTEMB_FORCE_ISA: serial, avx2, avx512; ARM64: neon, "
+                        "dotprod); recorded in the results. On a CPU with a wider ISA this only approximates a CPU "
+                        "that lacks it")
     p.add_argument("--json", metavar="PATH", help="write the raw pytest-benchmark JSON of each family plus the table")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the speed-ups (needs matplotlib)")
     p.add_argument("--markdown", metavar="PATH", help="write the machine block and the tables as markdown")
@@ -657,6 +670,13 @@ def main(args: argparse.Namespace, argv_text: Optional[str] = None, out: Any = N
                      + (", quick" if args.quick else "") + (f"; peers not installed (skipped): {', '.join(missing)}"
                                                             if missing else ""))
     extra_env = {}
+    if args.isa is not None:
+        supported = _supported_isas()
+        if args.isa not in supported:
+            sys.stderr.write(f"fastemb bench: --isa {args.isa!r} is not available here (supported: "
+                             f"{', '.join(supported) or 'none: the native module is not built'})\n")
+            return 2
+        extra_env["FASTEMB_FORCE_ISA"] = args.isa
     if args.quick and "FASTEMB_BENCH_BW_MB" not in os.environ:
         extra_env["FASTEMB_BENCH_BW_MB"] = str(QUICK_BW_MB)
     result: Dict[str, Any] = {
@@ -664,6 +684,7 @@ def main(args: argparse.Namespace, argv_text: Optional[str] = None, out: Any = N
         "command": argv_text or "python -m fastemb bench",
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "quick": bool(args.quick), "threads": threads, "bench_dir": bench_dir, "peers": peers, "families": {},
+        "isa": args.isa or os.environ.get("FASTEMB_FORCE_ISA") or None,
     }
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="fastemb-bench-") as tmp:

@@ -508,7 +508,7 @@ def _quantize_rows(x: np.ndarray, kp: int, eps: float, C: Optional[Any], isa: st
     return _ref.quantize_activations(x, eps, kp)
 
 
-def quantize_activations(x: np.ndarray, eps: float = EPS, *, _isa: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+def quantize_activations(x: np.ndarray, eps: float = EPS) -> Tuple[np.ndarray, np.ndarray]:
     """Per-row absmax int8 quantization (BitNet): ``s = 127 / max(max|x|, eps)``,
     ``x_q = clamp(round(x s), -128, 127)`` in float32, round half to even.
 
@@ -520,12 +520,17 @@ def quantize_activations(x: np.ndarray, eps: float = EPS, *, _isa: Optional[str]
         ``(x_q int8 [m, k], s float32 [m])`` (``[k]`` and ``[1]`` for 1-D ``x``). The matmul uses
         ``x ~ x_q / s``.
     """
+    return _quantize_activations(x, eps, None)
+
+
+def _quantize_activations(x: np.ndarray, eps: float, isa: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_activations` on a chosen backend (test hook, kept out of the public signature)."""
     x = _as_float_array("x", x, (1, 2))
     eps = _check_eps(eps)
     one = x.ndim == 1
     x2 = x.reshape(1, -1) if one else x
     _check_finite("x", x2)
-    C, isa = _pick_backend(_isa)
+    C, isa = _pick_backend(isa)
     k = x2.shape[1]
     xq, s = _quantize_rows(x2, _ref.padded_k(k) if C is not None else k, eps, C, isa)
     if xq.shape[1] != k:

@@ -362,6 +362,37 @@ def test_fastrp_memory_three_buffers(rng, kw):
     assert peak < 3 * buffer + 100 * n + 40 * edges[0].size, peak / buffer
 
 
+def _no_allocation(*args, **kwargs):
+    raise AssertionError("fastrp allocated its buffers although the memory check should have refused")
+
+
+@pytest.mark.parametrize("preset", ["paper", "gds"])
+def test_fastrp_memory_error_names_sizes(monkeypatch, preset):
+    """2 nodes x dim 10**9: the three float32 buffers (24 GB, + 16 GB of float64 column statistics with
+    standardize) are checked against the machine's memory before any is allocated (the OOM killer used to end
+    the process); the machine's memory is pinned at 1 GB here, and nothing may be allocated."""
+    monkeypatch.setattr(G, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(fastemb._backend, "aligned_empty", _no_allocation)
+    edges = (np.array([0, 1]), np.array([1, 0]))
+    with pytest.raises(MemoryError) as e:
+        fastemb.fastrp(edges, 10**9, preset=preset)
+    msg = str(e.value)
+    need = "40.0 GB" if preset == "paper" else "24.0 GB"
+    assert f"needs {need}" in msg and "3 float32 [2, 1000000000] buffers of 8.0 GB each" in msg, msg
+    assert "1.0 GB available" in msg and ("standardize" in msg) == (preset == "paper"), msg
+    with pytest.raises(MemoryError, match=r"7 float32 \[2, 1000000000\] buffers"):  # + the 4 iterations
+        fastemb.fastrp(edges, 10**9, return_iterations=True)
+    # what the machine really has: positive on Linux, and far below 3 buffers of 2 x 10**12 float32
+    monkeypatch.undo()
+    monkeypatch.setattr(fastemb._backend, "aligned_empty", _no_allocation)
+    avail = G.available_memory()
+    if sys.platform.startswith("linux"):
+        assert isinstance(avail, int) and avail > 0
+    if avail is not None:
+        with pytest.raises(MemoryError, match=r"float32 \[2, 1000000000000\] buffers of 8.0 TB each"):
+            fastemb.fastrp(edges, 10**12, preset="gds")
+
+
 # ---- graph input forms --------------------------------------------------------------------------
 
 def test_graph_input_forms_agree(rng):

@@ -11,9 +11,16 @@
 # build/gpu-prebuild is reused, so a rebuild after an edit takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${1:-$(command -v python3.12 || echo "$HOME/.pyenv/versions/3.12.1/bin/python")}
+# A Python that really runs (a pyenv shim named python3.12 exists but fails when 3.12 is not selected).
+PY=${1:-}
+if [ -z "$PY" ]; then
+  for c in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python; do
+    if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then PY=$c; break; fi
+  done
+  [ -n "$PY" ] || { echo "gpu_prebuild: no working Python 3.12 found; pass its path as the first argument" >&2; exit 1; }
+fi
 ARCH=${2:-90}
-VENV=build/gpu-prebuild-venv
+VENV="$PWD/build/gpu-prebuild-venv"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q pybind11 "cmake>=3.31.10,<4" ninja

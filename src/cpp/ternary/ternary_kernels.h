@@ -580,11 +580,39 @@ void int8_gemv_impl(const Int8Work& a, int64_t j0, int64_t j1) {
 
 #endif
 
+// ---- integer GEMM forms: what both share ------------------------------------------------------
+
+#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV)
+constexpr int64_t kMc = 256;  // activation rows per pass (int32 tile 48 x 256 = 48 KB)
+static_assert(kBlock == 256, "the GEMM forms block k by one packed block");
+
+// The decoded panel of the kGemmCols weight rows from j0: [k block][col][256 u8 codes], the code of
+// packed byte t, bits 2s..2s+1, at 64 s + t; columns past ncols get code 1 (weight 0).
+// decode64(src, dst) writes the 256 codes of one 64-byte packed block (the ISA's shifts and masks).
+template <class Decode64>
+inline void decode_panel(const Int8Work& a, int64_t j0, int64_t ncols, int64_t nb, uint8_t* panel, Decode64 decode64) {
+  const int64_t rs = a.w.kp / 4;
+  for (int64_t c = 0; c < kGemmCols; ++c) {
+    const uint8_t* src = a.w.packed + (j0 + c) * rs;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = panel + (b * kGemmCols + c) * 256;
+      if (c >= ncols) std::memset(dst, 1, 256);
+      else decode64(src + 64 * b, dst);
+    }
+  }
+}
+
+// Rows [r0, r0 + rows) of the int32 tile ct ([col][ldc]) -> the outputs of columns [j0, j0 + ncols).
+inline void store_gemm_tile(const Int8Work& a, int64_t r0, int64_t rows, int64_t j0, int64_t ncols, const int32_t* ct,
+                            int64_t ldc) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < ncols; ++c) store_int8(a, r0 + i, j0 + c, ct[c * ldc + i] - a.sum_x[r0 + i]);
+}
+#endif
+
 // ---- integer GEMM form (AVX-512 VNNI) -----------------------------------------------------------
 
 #if defined(FASTEMB_TERNARY_VNNI)
-constexpr int64_t kMc = 256;  // activation rows per pass (int32 tile 48 x 256 = 48 KB)
-static_assert(kBlock == 256, "the GEMM form blocks k by one packed block");
 
 // Micro-kernel over one k block (256 k = 64 groups of 4): MV groups of 16 activation rows (xb: the
 // block's [group][64][64 bytes], group stride 4096) x NJ weight columns (pb: decoded codes
@@ -662,27 +690,18 @@ inline void gemm_cols(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t 
 }
 
 void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
-  const int64_t kp = a.w.kp, rs = kp / 4, nb = kp / kBlock;
+  const int64_t nb = a.w.kp / kBlock;
   const int64_t all_groups = (a.m + 15) / 16;
   const int64_t ncols = j1 - j0;
-  // Decoded panel: [k block][kGemmCols cols][256 codes]; columns past j1 get code 1 (weight 0).
   Buf<uint8_t> panel(nb * kGemmCols * 256);
   const __m512i mask = _mm512_set1_epi8(3);
-  for (int64_t c = 0; c < kGemmCols; ++c) {
-    const uint8_t* src = a.w.packed + (j0 + c) * rs;
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = panel.p + (b * kGemmCols + c) * 256;
-      if (c >= ncols) {
-        std::memset(dst, 1, 256);
-        continue;
-      }
-      const __m512i v = _mm512_loadu_si512(src + 64 * b);
-      _mm512_store_si512(dst, _mm512_and_si512(v, mask));
-      _mm512_store_si512(dst + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
-      _mm512_store_si512(dst + 128, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
-      _mm512_store_si512(dst + 192, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
-    }
-  }
+  decode_panel(a, j0, ncols, nb, panel.p, [mask](const uint8_t* src, uint8_t* dst) {
+    const __m512i v = _mm512_loadu_si512(src);
+    _mm512_store_si512(dst, _mm512_and_si512(v, mask));
+    _mm512_store_si512(dst + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
+    _mm512_store_si512(dst + 128, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+    _mm512_store_si512(dst + 192, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
+  });
   const int64_t mc_rows = min_i64(kMc, all_groups * 16);
   Buf<int32_t> ct(kGemmCols * mc_rows);
   for (int64_t r0 = 0; r0 < a.m; r0 += kMc) {
@@ -711,8 +730,7 @@ void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
         }
       }
     }
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t c = 0; c < ncols; ++c) store_int8(a, r0 + i, j0 + c, ct.p[c * ldc + i] - a.sum_x[r0 + i]);
+    store_gemm_tile(a, r0, rows, j0, ncols, ct.p, ldc);
   }
 }
 #elif defined(FASTEMB_TERNARY_AVX2_GEMV)
@@ -726,9 +744,7 @@ void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
 // registers; per 4 k: 2 loads, 6 broadcasts, 12 vpmaddubsw, 12 vpaddw. Bounds: one lane
 // |c x + c' x'| <= 2 * 3 * 128 = 768 (codes <= 3), so 32 steps (128 k) sum to <= 24576 < 2^15;
 // then vpmaddwd with ones adds each row's two pair sums into the int32 tile (ct, [col][row]).
-constexpr int64_t kMc2 = 256;         // activation rows per pass (int32 tile 48 x 256 = 48 KB)
 constexpr int64_t kFlushSteps = 32;   // k-groups of 4 between int16 -> int32 flushes
-static_assert(kBlock == 256, "the GEMM form blocks k by one packed block");
 
 #define G2_J6(M) M(0) M(1) M(2) M(3) M(4) M(5)
 #define G2_ZERO(j) __m256i c0_##j = _mm256_setzero_si256(), c1_##j = _mm256_setzero_si256();
@@ -764,32 +780,23 @@ __attribute__((noinline)) void gemm2_micro(const int8_t* xb, const uint8_t* pb, 
 
 void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
   static_assert(kGemmCols % 6 == 0, "panel width");
-  const int64_t kp = a.w.kp, rs = kp / 4, nb = kp / kBlock;
+  const int64_t nb = a.w.kp / kBlock;
   const int64_t all_groups = (a.m + 15) / 16;
   const int64_t ncols = j1 - j0;
-  // Decoded panel: [k block][kGemmCols cols][256 codes]; columns past j1 get code 1 (weight 0).
   Buf<uint8_t> panel(nb * kGemmCols * 256);
   const __m256i mask = _mm256_set1_epi8(3);
-  for (int64_t c = 0; c < kGemmCols; ++c) {
-    const uint8_t* src = a.w.packed + (j0 + c) * rs;
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = panel.p + (b * kGemmCols + c) * 256;
-      if (c >= ncols) {
-        std::memset(dst, 1, 256);
-        continue;
-      }
-      for (int h = 0; h < 2; ++h) {
-        const __m256i v = load256(src + 64 * b + 32 * h);
-        for (int sh = 0; sh < 4; ++sh)
-          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * sh + 32 * h),
-                             _mm256_and_si256(sh ? _mm256_srli_epi16(v, 2 * sh) : v, mask));
-      }
+  decode_panel(a, j0, ncols, nb, panel.p, [mask](const uint8_t* src, uint8_t* dst) {
+    for (int h = 0; h < 2; ++h) {
+      const __m256i v = load256(src + 32 * h);
+      for (int sh = 0; sh < 4; ++sh)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * sh + 32 * h),
+                           _mm256_and_si256(sh ? _mm256_srli_epi16(v, 2 * sh) : v, mask));
     }
-  }
-  const int64_t mc_rows = min_i64(kMc2, all_groups * 16);
+  });
+  const int64_t mc_rows = min_i64(kMc, all_groups * 16);
   Buf<int32_t> ct(kGemmCols * mc_rows);
-  for (int64_t r0 = 0; r0 < a.m; r0 += kMc2) {
-    const int64_t rows = min_i64(kMc2, a.m - r0);
+  for (int64_t r0 = 0; r0 < a.m; r0 += kMc) {
+    const int64_t rows = min_i64(kMc, a.m - r0);
     const int64_t groups = (rows + 15) / 16;
     const int64_t ldc = groups * 16;
     std::memset(ct.p, 0, sizeof(int32_t) * static_cast<size_t>(kGemmCols * ldc));
@@ -800,8 +807,7 @@ void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
         for (int64_t jc = 0; jc < kGemmCols; jc += 6) gemm2_micro(xb, pb + jc * 256, ct.p + jc * ldc + 16 * g, ldc);
       }
     }
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t c = 0; c < ncols; ++c) store_int8(a, r0 + i, j0 + c, ct.p[c * ldc + i] - a.sum_x[r0 + i]);
+    store_gemm_tile(a, r0, rows, j0, ncols, ct.p, ldc);
   }
 }
 #undef G2_J6

@@ -434,10 +434,7 @@ class BinaryIndex:
                 arr = np.load(fpath, mmap_mode=mode, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 raise ValueError(f"{fpath!r}: unreadable ({exc})") from exc
-            if arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
-                raise ValueError(f"{fpath!r}: expected C-contiguous {dtype} {shape}, "
-                                 f"got {arr.dtype} {arr.shape}")
-            return arr
+            return arr  # dtype, shape and order were checked on its npy header above
 
         index._codes = _Rows.wrap(read(_CODES, (ntotal, bits, index.nbytes), np.uint8))
         index._floats = _Rows.wrap(read(_FLOATS, (ntotal, dim), np.float32)) if has_floats else None

@@ -989,7 +989,8 @@ def _fastrp_oracle(A: "sp.csr_matrix", dim, seed, preset, features=None, feature
     data = A.data.astype(np.float32)
     return ref_graph.fastrp(A.indptr.astype(np.int64), A.indices.astype(np.int64), data, n, dim, p["weights"],
                             p["beta"], s, seed, p["normalize"], p["propagate_normalized"], p["self_influence"],
-                            features, fd, fs, p["standardize"], p["min_degree"], return_iterations)
+                            features, fd, fs, p["standardize"], p["min_degree"], return_iterations,
+                            degree=p["degree"], feature_scaling=p["feature_scaling"])
 
 
 @FUZZ

@@ -47,19 +47,24 @@ def rownorm(x):
 
 
 def oracle(A, dim, *, weights, beta, s, seed=0, normalize=True, propagate_normalized=False, self_influence=0.0,
-           standardize=True, min_degree=0.0, features=None, feature_dim=0, feature_s=None):
+           standardize=True, min_degree=0.0, features=None, feature_dim=0, feature_s=None, degree="weighted",
+           feature_scaling="shared"):
     """The spec in float64 with scipy, given the same R (materialized from the reference generator)."""
     A = sp.csr_matrix(A, dtype=np.float64)
     n = A.shape[0]
-    deg = np.asarray(A.sum(axis=1)).ravel()
-    threshold, value = ref.random_spec(s, dim)
+    if degree == "count":  # the relationship count: stored entries per row (weights ignored)
+        deg = np.diff(A.indptr).astype(np.float64)
+    else:
+        deg = np.asarray(A.sum(axis=1)).ravel()
+    block = feature_scaling == "block" and feature_dim > 0
+    threshold, value = ref.random_spec(s, dim - feature_dim if block and feature_dim < dim else dim)
     R = ref.random_rows(seed, threshold, value, dim, 0, n).astype(np.float64)
     scale0 = np.ones(n)
     scale0[deg > 0] = deg[deg > 0] ** beta
     init = R * scale0[:, None]
     if feature_dim:
         f = np.asarray(features, np.float64)
-        ft, fv = ref.random_spec(feature_s, dim)
+        ft, fv = ref.random_spec(feature_s, feature_dim if block else dim)
         Rf = ref.random_rows(seed ^ ref.FEATURE_SEED_XOR, ft, fv, feature_dim, 0, f.shape[1]).astype(np.float64)
         init[:, dim - feature_dim:] = f @ Rf
     den = np.maximum(deg, min_degree)
@@ -216,6 +221,8 @@ CASES = [
     dict(preset="paper", propagate_normalized=True, s=3, standardize=False),
     dict(preset="gds", weights=[0.0, 0.0, 0.0]),  # nothing accumulated: the native path zero-fills at the end
     dict(preset="paper", weights=[2.5, 0.0, 1.0]),  # the first (fused) step initializes accum
+    dict(preset="paper", degree="count", beta=-0.5),  # the relationship count in deg^beta and D^-1
+    dict(preset="gds", degree="weighted", beta=0.4),  # the gds preset's earlier rule
 ]
 
 
@@ -272,15 +279,16 @@ def test_fastrp_features(rng, sparse_features):
     f = rng.standard_normal((90, 13)).astype(np.float32)
     f[rng.random(f.shape) < 0.5] = 0
     feats = sp.csr_matrix(f) if sparse_features else f
-    for preset in ("paper", "gds"):
-        kw = dict(features=feats, feature_ratio=0.25, seed=9, self_influence=0.7)
+    for preset, scaling in (("paper", None), ("gds", None), ("paper", "block"), ("gds", "shared")):
+        kw = dict(features=feats, feature_ratio=0.25, seed=9, self_influence=0.7, feature_scaling=scaling)
         got = fastemb.fastrp(A, 40, preset=preset, **kw)
-        want = reference_fastrp(A, 40, preset, seed=9, self_influence=0.7, features=f, feature_ratio=0.25)
+        opt = {} if scaling is None else {"feature_scaling": scaling}
+        want = reference_fastrp(A, 40, preset, seed=9, self_influence=0.7, features=f, feature_ratio=0.25, **opt)
         if G.PRESETS[preset]["standardize"]:
             assert_ulps(got, want)
         else:
             np.testing.assert_array_equal(got, want)
-        p = {**G.PRESETS[preset], "self_influence": 0.7}
+        p = {**G.PRESETS[preset], "self_influence": 0.7, **opt}
         p["s"], fs = G.resolve_s(p["s"], 90), G.resolve_s(p["s"], 13)
         assert_oracle_close(got, oracle(A, 40, seed=9, features=f, feature_dim=10, feature_s=fs, **p))
         # the features change the result; without them it differs
@@ -495,8 +503,10 @@ def test_fastrp_property(n, data, dim, preset, beta, weighted, seed):
     assert e.shape == (n, dim) and np.isfinite(e).all()
     A = sp.csr_matrix((np.ones(m) if w is None else w.astype(np.float64), (src, dst)), shape=(n, n))
     A.sum_duplicates()
+    # degree='count' (gds) counts parallel edges: the edges as given, not the merged entries
+    counts = np.bincount(src, minlength=n)
     np.testing.assert_array_equal(e, reference_fastrp(A, dim, preset, beta=beta, seed=seed, standardize=False,
-                                                      self_influence=0.5))
+                                                      self_influence=0.5, counts=counts))
     es = fastemb.fastrp(edges, dim, num_nodes=n, preset=preset, beta=beta, seed=seed, standardize=True)
     assert np.isfinite(es).all()
     assert np.all(np.abs(es.astype(np.float64).mean(0)) < 1e-4 * max(1.0, np.abs(es).max()))

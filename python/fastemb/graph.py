@@ -36,11 +36,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Chen et al. reference code (BlogCatalog hyperparameters): unnormalized U_i propagate, V_i = rowL2(U_i),
     # E = sum alpha_i V_i, then column standardization (sklearn ``scale``).
     "paper": dict(weights=(0.0, 0.0, 1.0, 6.67), beta=-0.64, s="sqrt", normalize=True, propagate_normalized=False,
-                  self_influence=0.0, standardize=True, min_degree=0.0),
-    # Neo4j GDS: s = 3, the normalized vectors propagate with 1/max(deg, 1), no column scaling.
+                  self_influence=0.0, standardize=True, min_degree=0.0, degree="weighted", feature_scaling="shared"),
+    # Neo4j GDS (FastRP.java): s = 3, the normalized vectors propagate with 1/max(deg, 1), no column scaling; the
+    # degree is the relationship count (weights ignored), and the random and the feature columns are each scaled
+    # by sqrt(3 / their own width).
     "gds": dict(weights=(0.0, 1.0, 1.0), beta=0.0, s=3.0, normalize=True, propagate_normalized=True,
-                self_influence=0.0, standardize=False, min_degree=1.0),
+                self_influence=0.0, standardize=False, min_degree=1.0, degree="count", feature_scaling="block"),
 }
+
+DEGREES = ("weighted", "count")
+FEATURE_SCALINGS = ("shared", "block")
 
 
 # ---- argument checks ------------------------------------------------------------------------
@@ -103,12 +108,15 @@ def _check_dtype(dtype: Any) -> None:
 @dataclass
 class Csr:
     """A validated CSR matrix for the kernels: indptr int64 [rows + 1], indices int32/int64 [nnz] in
-    [0, cols), data float32 [nnz] or None (all ones), all C-contiguous."""
+    [0, cols), data float32 [nnz] or None (all ones), all C-contiguous. ``counts``: int64 [rows], the number of
+    relationships (edges as given) of each row when merging duplicate edges made it differ from the stored
+    entries per row, else None (``degree='count'`` reads it)."""
     indptr: np.ndarray
     indices: np.ndarray
     data: Optional[np.ndarray]
     rows: int
     cols: int
+    counts: Optional[np.ndarray] = None
 
     @property
     def indices_int32(self) -> bool:
@@ -180,9 +188,11 @@ def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: 
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     indices = np.ascontiguousarray((ukey % n).astype(_index_dtype(n)))
+    # merged duplicates: keep each row's relationship count (GDS's degree counts parallel relationships)
+    counts = np.bincount(src, minlength=n).astype(np.int64) if starts.shape[0] != m else None
     if data is not None:
         data = _weights_array("graph: summed edge weights", data, data.shape[0])
-    return Csr(indptr, indices, data, n, n)
+    return Csr(indptr, indices, data, n, n, counts)
 
 
 def _csr_arrays(name: str, indptr: Any, indices: Any, data: Any, rows: int, cols: int) -> Csr:
@@ -234,7 +244,12 @@ def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = Fal
             w = _check_edge_weights(coo.data, coo.data.shape[0])
             return _edges_to_csr(np.asarray(coo.row), np.asarray(coo.col), w, n, True)
         csr = graph if graph.format == "csr" else graph.tocsr()  # other formats: converted once (scipy)
-        return _csr_arrays("graph", csr.indptr, csr.indices, csr.data, n, n)
+        out = _csr_arrays("graph", csr.indptr, csr.indices, csr.data, n, n)
+        if graph.format == "coo":  # scipy sums a COO matrix's duplicate entries: keep the relationship counts
+            counts = np.bincount(np.asarray(graph.row, dtype=np.int64), minlength=n).astype(np.int64)
+            if not np.array_equal(counts, np.diff(out.indptr)):
+                out.counts = counts
+        return out
     if isinstance(graph, np.ndarray):
         raise TypeError("graph: a dense numpy array is ambiguous; pass a scipy.sparse matrix, a CSR tuple "
                         "(indptr, indices[, data], num_nodes) or an edge list tuple (src, dst[, weights])")
@@ -637,10 +652,12 @@ class FastRPPlan:
     propagate_normalized: bool
     self_influence: float
     standardize: bool
-    initial_scale: np.ndarray      # float32 [N]: deg^beta (degree 0 -> 1)
+    initial_scale: np.ndarray      # float32 [N]: deg^beta (degree 0 -> 1); deg as chosen by ``degree``
     propagation_scale: np.ndarray  # float32 [N]: 1 / max(deg, min_degree) (0 where that is 0)
     feature_dim: int
-    feature_spec: Optional[Tuple[int, int, np.float32, int]]
+    feature_spec: Optional[Tuple[int, int, np.float32, int]]  # (seed, threshold, value, feature_dim)
+    # ``value`` above is the magnitude of the random (first dim - feature_dim) columns: sqrt(s / dim), or with
+    # feature_scaling='block' and features sqrt(s / (dim - feature_dim)).
 
 
 def _resolve(preset: Optional[str], **given: Any) -> Dict[str, Any]:
@@ -662,17 +679,27 @@ def _check_weights(weights: Any) -> Tuple[float, ...]:
     return tuple(_check_real(f"weights[{i}]", v) for i, v in enumerate(w))
 
 
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)} (or None for the preset's), "
+                         f"got {value!r}")
+    return value
+
+
 def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normalize=None, propagate_normalized=None,
                 self_influence=None, feature_ratio: float = 0.0, num_features: Optional[int] = None,
-                standardize=None, min_degree=None, seed: int = 0, dtype: Any = "float32",
-                preset: Optional[str] = None, num_nodes: Optional[int] = None, symmetrize: bool = False) -> FastRPPlan:
+                standardize=None, min_degree=None, degree=None, feature_scaling=None, seed: int = 0,
+                dtype: Any = "float32", preset: Optional[str] = None, num_nodes: Optional[int] = None,
+                symmetrize: bool = False) -> FastRPPlan:
     """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz))."""
     dim = _check_int("dim", dim, 1)
     seed = check_seed(seed)
     _check_dtype(dtype)
     p = _resolve(preset, weights=weights, beta=beta, s=s, normalize=normalize,
                  propagate_normalized=propagate_normalized, self_influence=self_influence, standardize=standardize,
-                 min_degree=min_degree)
+                 min_degree=min_degree, degree=degree, feature_scaling=feature_scaling)
+    degree_v = _check_choice("degree", p["degree"], DEGREES)
+    scaling_v = _check_choice("feature_scaling", p["feature_scaling"], FEATURE_SCALINGS)
     w = _check_weights(p["weights"])
     beta_v = _check_real("beta", p["beta"])
     si = _check_real("self_influence", p["self_influence"])
@@ -688,20 +715,24 @@ def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normal
     csr = as_graph(graph, num_nodes, symmetrize)
     n = csr.rows
     s_v = resolve_s(p["s"], n)
-    threshold, value = random_spec(s_v, dim)
     feature_dim = int(math.floor(dim * fr))
     feature_spec = None
     if num_features is None:
         if fr > 0:
             raise ValueError("feature_ratio > 0 needs features")
+        feature_dim = 0
     else:
         if feature_dim < 1:
             raise ValueError(f"feature_ratio: floor(dim * feature_ratio) = {feature_dim} columns; with features it "
                              "must give at least one column")
         f_s = resolve_s(p["s"], num_features)
-        f_threshold, f_value = random_spec(f_s, dim)
+        f_threshold, f_value = _ref.random_spec(f_s, _ref.feature_width(dim, feature_dim, scaling_v))
         feature_spec = (seed ^ _ref.FEATURE_SEED_XOR, f_threshold, f_value, feature_dim)
-    deg = _ref.degrees(csr.indptr, csr.data, n)
+    threshold, value = _ref.random_spec(s_v, _ref.base_width(dim, feature_dim, scaling_v))
+    if degree_v == "count":
+        deg = _ref.relationship_counts(csr.indptr, csr.counts)
+    else:
+        deg = _ref.degrees(csr.indptr, csr.data, n)
     return FastRPPlan(csr, dim, w, seed, threshold, value, norm, pn, si, std, _ref.initial_scale(deg, beta_v),
                       _ref.propagation_scale(deg, md), feature_dim, feature_spec)
 
@@ -814,6 +845,8 @@ def fastrp(
     feature_ratio: float = 0.0,
     standardize: Optional[bool] = None,
     min_degree: Optional[float] = None,
+    degree: Optional[str] = None,
+    feature_scaling: Optional[str] = None,
     seed: int = 0,
     dtype: Any = "float32",
     return_iterations: bool = False,
@@ -834,7 +867,8 @@ def fastrp(
             Edge weights must be finite and >= 0 (NaN raises). Unweighted edges weigh 1.
         dim: embedding dimension d >= 1.
         weights: ``alpha_1..alpha_q``, the weight of the i-th power V_i (q = len(weights) iterations).
-        beta: normalization strength: the initial vectors are scaled by deg^beta (degree 0: scale 1).
+        beta: normalization strength: the initial vectors are scaled by deg^beta (degree 0: scale 1; deg as chosen
+            by ``degree``).
         s: sparsity of the random matrix: ``'sqrt'`` (sqrt(N), the reference code's choice), 3, or any
             number >= 1.
         normalize: V_i = rowL2(U_i) (rows of zeros stay zero) instead of U_i.
@@ -842,13 +876,29 @@ def fastrp(
         self_influence: w_0: adds ``w_0 * r_n / ||r_n||`` of the initial vectors r_n (GDS nodeSelfInfluence).
         features: optional node features [N, f] (dense float array or scipy.sparse). The last
             ``floor(dim * feature_ratio)`` columns of every initial vector are then the random projection of the
-            node's features (sparsity ``s``, 'sqrt' meaning sqrt(f); magnitude sqrt(s/dim); no degree scaling;
-            an independent stream ``seed ^ 0x6A09E667F3BCC909``), so unseen nodes can be embedded from features.
+            node's features (sparsity ``s``, 'sqrt' meaning sqrt(f); magnitude per ``feature_scaling``; no degree
+            scaling; an independent stream ``seed ^ 0x6A09E667F3BCC909``), so unseen nodes can be embedded from
+            features.
         feature_ratio: share of the columns given to features, in [0, 1]; > 0 requires features.
         standardize: subtract each column's mean and divide by its population std (a zero std counts as 1;
             sklearn ``scale``). Statistics in float64 over fixed 4096-row blocks.
         min_degree: the propagation divides by max(deg, min_degree) (0 where that is 0): 0 for the paper's
             D^-1 A, 1 for GDS's 1/max(deg, 1).
+        degree: the deg of ``beta`` and of the propagation's 1/max(deg, min_degree):
+            * ``'weighted'``: the weighted out-degree (row sums of A; M = D^-1 A is the transition matrix);
+            * ``'count'``: the number of relationships (out-edges as given: parallel edges and zero-weight
+              edges counted, weights ignored; a scipy matrix's stored entries), as Neo4j GDS's FastRP.
+            With ``normalize`` the propagation's scale cancels in the row normalization; deg^beta does not, on
+            weighted graphs with beta != 0.
+            Unweighted graphs: the same.
+        feature_scaling: the magnitudes of the two blocks of the initial vectors with ``features``:
+            * ``'shared'``: random and feature columns alike sqrt(s/dim) (one magnitude for every column, so the
+              blocks' expected squared norms are in the ratio of their widths);
+            * ``'block'``: the random columns sqrt(s/(dim - f_d)), the feature columns sqrt(s_f/f_d), with f_d the
+              feature columns and s_f the features' sparsity (each block on its own preserves squared norms in
+              expectation, whatever feature_ratio; Neo4j GDS's sqrt(3)/sqrt(width)).
+            Without features, or with f_d = dim/2, the two differ by one factor for every initial vector, which
+            ``normalize`` cancels: the same result either way then (up to float32 rounding).
         seed: int in [0, 2^64). Same seed, same bits (any thread count).
         dtype: only float32 (float64 raises ValueError).
         return_iterations: also return the q matrices V_1..V_q as one float32 array [q, N, d]. Costs q*N*d*4 bytes
@@ -857,8 +907,13 @@ def fastrp(
         preset: ``'paper'`` (default when None) or ``'gds'``; sets the defaults of every argument above that is
             left as None (see :data:`PRESETS`):
             * paper: weights (0, 0, 1, 6.67), beta -0.64, s 'sqrt', normalize, propagate U_i, standardize,
-              min_degree 0;
-            * gds: weights (0, 1, 1), beta 0, s 3, normalize, propagate V_i, no standardization, min_degree 1.
+              min_degree 0, degree 'weighted', feature_scaling 'shared';
+            * gds: weights (0, 1, 1), beta 0, s 3, normalize, propagate V_i, no standardization, min_degree 1,
+              degree 'count', feature_scaling 'block' -- Neo4j GDS's FastRP (FastRP.java: iterationWeights,
+              normalizationStrength, nodeSelfInfluence, propertyRatio, relationshipWeightProperty) up to the random
+              numbers, which come from fastemb's generator. ``preset='gds', degree='weighted',
+              feature_scaling='shared'`` is this preset's earlier behaviour, which differed from GDS on weighted
+              graphs with beta != 0 and with features at feature_ratio != 0.5.
         progress: show a tqdm progress bar over the iterations (warns if tqdm is not installed).
         num_nodes: N for an edge list (checked against the other forms when given).
         symmetrize: use A + A^T (undirected graph from one direction of each edge; a self loop counts twice).
@@ -887,8 +942,8 @@ def fastrp(
     plan = plan_fastrp(graph, dim, weights=weights, beta=beta, s=s, normalize=normalize,
                        propagate_normalized=propagate_normalized, self_influence=self_influence,
                        feature_ratio=feature_ratio, num_features=num_features, standardize=standardize,
-                       min_degree=min_degree, seed=seed, dtype=dtype, preset=preset, num_nodes=num_nodes,
-                       symmetrize=symmetrize)
+                       min_degree=min_degree, degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype,
+                       preset=preset, num_nodes=num_nodes, symmetrize=symmetrize)
     n = plan.graph.rows
     f = None
     if features is not None:

@@ -184,6 +184,28 @@ def degrees(indptr: np.ndarray, data: Optional[np.ndarray], n: int) -> np.ndarra
     return np.bincount(rows, weights=np.asarray(data, np.float32).astype(np.float64), minlength=n).astype(np.float32)
 
 
+def relationship_counts(indptr: np.ndarray, counts: Optional[np.ndarray] = None) -> np.ndarray:
+    """Unweighted out-degrees (the relationship count, GDS's ``graph.degree``) as float32: ``counts`` when given
+    (edges as given, before duplicates were merged), else the stored entries per row."""
+    if counts is not None:
+        return np.asarray(counts).astype(np.float32)
+    return np.diff(np.asarray(indptr, dtype=np.int64)).astype(np.float32)
+
+
+def base_width(dim: int, feature_dim: int, feature_scaling: str) -> int:
+    """The width whose sqrt(s / width) is the magnitude of the random columns: dim ('shared'), or the random
+    block's own width dim - feature_dim ('block'; dim when there are no random columns, which is then unused)."""
+    if feature_scaling == "block" and 0 < feature_dim < dim:
+        return dim - feature_dim
+    return dim
+
+
+def feature_width(dim: int, feature_dim: int, feature_scaling: str) -> int:
+    """The width whose sqrt(s_f / width) is the magnitude of the feature projection: dim ('shared') or
+    feature_dim ('block')."""
+    return feature_dim if feature_scaling == "block" and feature_dim > 0 else dim
+
+
 def initial_scale(deg: np.ndarray, beta: float) -> np.ndarray:
     """deg^beta in float32 (float64 power, rounded once); degree 0 gives 1."""
     deg = np.asarray(deg, np.float32)
@@ -204,19 +226,22 @@ FEATURE_SEED_XOR = 0x6A09E667F3BCC909  # the feature projection's stream: seed ^
 def fastrp(indptr, indices, data, n: int, dim: int, weights, beta: float, s: float, seed: int = 0,
            normalize: bool = True, propagate_normalized: bool = False, self_influence: float = 0.0,
            features: Optional[np.ndarray] = None, feature_dim: int = 0, feature_s: float = 3.0,
-           standardize: bool = True, min_degree: float = 0.0, return_iterations: bool = False):
+           standardize: bool = True, min_degree: float = 0.0, return_iterations: bool = False,
+           degree: str = "weighted", feature_scaling: str = "shared", counts: Optional[np.ndarray] = None):
     """Readable FastRP on CSR (indptr, indices, data) [n, n] with the rules of fastemb.fastrp.
 
-    Initial vectors: random_rows * deg^beta; the last ``feature_dim`` columns replaced by the projection of
-    ``features`` (dense [n, f], seed ^ FEATURE_SEED_XOR, sparsity ``feature_s``, magnitude sqrt(feature_s/dim)).
-    Then E = self_influence * rowL2(initial) + sum_i weights[i] * V_i, V_i from propagate; optional column
-    standardization. Returns E (and the [q, n, dim] V_i when return_iterations).
+    deg: the weighted out-degree (``degree='weighted'``) or the relationship count (``'count'``: ``counts`` when
+    given, else the stored entries per row). Initial vectors: random_rows * deg^beta (magnitude sqrt(s/w),
+    w = base_width); the last ``feature_dim`` columns replaced by the projection of ``features`` (dense [n, f],
+    seed ^ FEATURE_SEED_XOR, sparsity ``feature_s``, magnitude sqrt(feature_s/w_f), w_f = feature_width). Then
+    E = self_influence * rowL2(initial) + sum_i weights[i] * V_i, V_i from propagate with 1/max(deg, min_degree);
+    optional column standardization. Returns E (and the [q, n, dim] V_i when return_iterations).
     """
-    threshold, value = random_spec(s, dim)
-    deg = degrees(indptr, data, n)
+    threshold, value = random_spec(s, base_width(dim, feature_dim, feature_scaling))
+    deg = relationship_counts(indptr, counts) if degree == "count" else degrees(indptr, data, n)
     prev = random_rows(seed, threshold, value, dim, 0, n, initial_scale(deg, beta))
     if feature_dim:
-        f_threshold, f_value = random_spec(feature_s, dim)
+        f_threshold, f_value = random_spec(feature_s, feature_width(dim, feature_dim, feature_scaling))
         f_seed = (seed % (1 << 64)) ^ FEATURE_SEED_XOR
         prev[:, dim - feature_dim :] = project_dense(f_seed, f_threshold, f_value, feature_dim, features)
     scale = propagation_scale(deg, min_degree)

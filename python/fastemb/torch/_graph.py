@@ -6,7 +6,8 @@
   ``torch.ops.fastemb.sparse_random_projection_backward`` with R materialized in row blocks from the same
   generator (never whole). float64 inputs are computed as a blockwise dense product in float64 (this is what
   makes a float64 gradcheck possible); float32 uses the sparse kernel.
-* :func:`fastrp`: FastRP on a torch sparse CSR/COO adjacency or a PyG-style ``edge_index``.
+* :func:`fastrp`: FastRP on a torch sparse CSR/COO adjacency, a PyG-style ``edge_index`` or a
+  ``torch_geometric.data.Data`` (duck-typed: torch_geometric is never imported here).
 
 CUDA: when ``fastemb._C_cuda`` has the graph kernels they run on the device (data pointers + the current
 stream). Without them, float32 work is moved to the CPU, computed there and moved back (same bits as the CPU
@@ -14,6 +15,7 @@ path; a host round trip of the inputs and the result).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -256,13 +258,67 @@ class CudaOps:
         self.mod.graph_standardize_columns(_ptr(x), x.shape[0], x.shape[1], _ptr(mean), _ptr(std), self.stream)
 
 
+def _is_graph_data(graph: Any) -> bool:
+    """A PyTorch Geometric ``Data`` (or any object with an ``edge_index`` attribute): duck-typed, so that
+    torch_geometric is never imported here."""
+    return not isinstance(graph, Tensor) and hasattr(graph, "edge_index")
+
+
+def _data_num_nodes(data: Any) -> Tuple[Optional[int], bool]:
+    """The Data's node count and whether it is known (stored ``num_nodes`` or the rows of ``x``) rather than
+    guessed from ``edge_index`` (PyG's guess, max index + 1, is fastemb's own default; PyG warns when it guesses,
+    which is why the guess is not asked for)."""
+    try:
+        stored = "num_nodes" in data  # torch_geometric Data: stored attributes only
+    except TypeError:  # another object with attributes
+        n = getattr(data, "num_nodes", None)
+        return (None, False) if n is None else (int(n), True)
+    if stored:
+        n = data.num_nodes
+        if n is not None:
+            return int(n), True
+    x = getattr(data, "x", None)
+    if isinstance(x, Tensor) and x.dim() >= 1:
+        return int(x.shape[0]), True
+    return None, False
+
+
+def _from_graph_data(data: Any, num_nodes: Optional[int], edge_weight: Optional[Tensor], features: Optional[Tensor],
+                     feature_ratio: Any) -> Tuple[Tensor, Optional[int], Optional[Tensor], Optional[Tensor]]:
+    """(edge_index, num_nodes, edge_weight, features) of a PyG-style Data, merged with the explicit arguments."""
+    edge_index = getattr(data, "edge_index", None)
+    if edge_index is None:
+        raise ValueError(f"graph: the {type(data).__name__} has no edge_index")
+    data_weight = getattr(data, "edge_weight", None)
+    if data_weight is not None:
+        if edge_weight is not None:
+            raise ValueError(f"edge_weight: given twice (the {type(data).__name__} has edge_weight)")
+        edge_weight = data_weight
+    n, known = _data_num_nodes(data)
+    if num_nodes is None:
+        num_nodes = n
+    elif known and int(num_nodes) != n:
+        raise ValueError(f"num_nodes={num_nodes} disagrees with the {type(data).__name__}'s {n} nodes")
+    if features is None and isinstance(feature_ratio, numbers.Real) and not isinstance(feature_ratio, bool) \
+            and feature_ratio > 0:
+        features = getattr(data, "x", None)
+        if features is None:
+            raise ValueError(f"feature_ratio > 0 needs node features: the {type(data).__name__} has no x "
+                             "(pass features=)")
+    return edge_index, num_nodes, edge_weight, features
+
+
 def _host_graph(graph: Any, num_nodes: Optional[int],
                 edge_weight: Optional[Tensor]) -> Tuple[Any, torch.device, Optional[int]]:
     """The torch graph as a NumPy CSR tuple or edge list (host copy of the structure, O(nnz)), its device and
     its node count (None: num_nodes as given)."""
     if not isinstance(graph, Tensor):
-        raise TypeError("graph must be a torch sparse CSR/COO tensor or an edge_index tensor [2, E], "
-                        f"got {type(graph).__name__} (use fastemb.fastrp for scipy/NumPy graphs)")
+        hint = ""
+        if (type(graph).__module__ or "").startswith("torch_geometric"):
+            hint = "; a heterogeneous graph (HeteroData) must be converted first: data.to_homogeneous()"
+        raise TypeError("graph must be a torch sparse CSR/COO tensor, an edge_index tensor [2, E] or a "
+                        f"torch_geometric Data, got {type(graph).__name__} (use fastemb.fastrp for scipy/NumPy "
+                        f"graphs){hint}")
     device = graph.device
     if graph.layout == torch.sparse_csr:
         if edge_weight is not None:
@@ -303,7 +359,7 @@ def _host_graph(graph: Any, num_nodes: Optional[int],
 
 
 def fastrp(
-    graph: Tensor,
+    graph: Any,
     dim: int = 128,
     *,
     num_nodes: Optional[int] = None,
@@ -316,19 +372,32 @@ def fastrp(
     """FastRP on torch inputs; the result is a float32 tensor on the graph's device.
 
     Args:
-        graph: a square torch sparse CSR or COO adjacency tensor (out-neighbours in rows), or a PyG-style
+        graph: a square torch sparse CSR or COO adjacency tensor (out-neighbours in rows), a PyG-style
             ``edge_index`` int tensor [2, E] (``edge_index[0]`` = source) with ``num_nodes`` (default
-            max index + 1) and optional ``edge_weight`` [E]. Duplicate edges are summed. CPU or CUDA.
+            max index + 1) and optional ``edge_weight`` [E], or a ``torch_geometric.data.Data`` (any object with
+            an ``edge_index`` attribute; torch_geometric is not imported): its ``edge_index``, its ``edge_weight``
+            when set, its ``num_nodes`` (stored, else the rows of ``x``, else max index + 1; a ``num_nodes=``
+            argument must agree with a stored one) and, when ``feature_ratio > 0`` and ``features`` is not
+            given, its ``x`` as the node features (``x`` is ignored otherwise; ``edge_attr`` is never read).
+            Duplicate edges are summed. CPU or CUDA.
+
+            Direction: row ``edge_index[0][e]`` gathers from ``edge_index[1][e]`` (node i aggregates its
+            out-neighbours), the reverse of PyG's default message flow (``source_to_target``); for PyG's flow
+            on a directed graph pass ``edge_index.flip(0)``. Undirected graphs (both directions stored, PyG's
+            usual form) are unaffected.
         features: optional dense node features [N, f] (with ``feature_ratio=``).
         **kwargs: every other argument of :func:`fastemb.fastrp` (``weights``, ``beta``, ``s``, ``normalize``,
             ``propagate_normalized``, ``self_influence``, ``feature_ratio``, ``standardize``, ``min_degree``,
-            ``seed``, ``dtype``, ``preset``, ``symmetrize``).
+            ``degree``, ``feature_scaling``, ``seed``, ``dtype``, ``preset``, ``symmetrize``).
 
     The graph's structure is copied to the host once (degrees, validation and canonical CSR are computed there,
     O(N + nnz)). On CUDA the N x d work runs in ``fastemb._C_cuda``'s kernels when the build has them; otherwise
     everything is computed on the CPU and the result moved to the device (a documented fallback, same bits as
     the CPU). Not differentiable (the output is detached).
     """
+    if _is_graph_data(graph):
+        graph, num_nodes, edge_weight, features = _from_graph_data(graph, num_nodes, edge_weight, features,
+                                                                   kwargs.get("feature_ratio", 0.0))
     host, device, num_nodes = _host_graph(graph, num_nodes, edge_weight)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"graph: unsupported device {device}")

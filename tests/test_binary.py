@@ -414,3 +414,140 @@ def test_native_layer_rejects_bad_arguments(rng):
         C.binary_topk(A(q), 2, A(q), 2, 2, 2, 16, 0, A(out), A(out))
     with pytest.raises(ValueError, match="isa"):
         C.binary_scores(A(q), 2, A(q), 2, 2, 2, 16, 1, A(out), isa="sse9")
+
+
+# ---- threshold_rule: "ge" (bit = r >= 0, default) or "gt" (bit = r > 0, sentence-transformers ubinary) ----
+
+def rule_oracle(x, bits, rule, scale=None):
+    """The recurrence element by element in Python floats: d_0 from the sign of x, then the
+    residuals of y = x / s; sign(0) = +1 for "ge", -1 for "gt". Returns packed codes."""
+    x = np.asarray(x, dtype=np.float64)
+    n, m = x.shape
+    if scale is None:
+        s = np.abs(x).mean(axis=1) if m else np.zeros(n)  # the same doubles as fastemb (NumPy's sum order)
+        s = np.where(s > 0, s, 1.0)
+    else:
+        s = np.broadcast_to(np.asarray(scale, np.float64), (n,))
+    positive = (lambda v: v > 0) if rule == "gt" else (lambda v: v >= 0)
+    bits_out = np.zeros((n, bits, m), dtype=bool)
+    for r in range(n):
+        for j in range(m):
+            xv = float(x[r, j])
+            y = xv / float(s[r])
+            recon = 0.0
+            for i in range(bits):
+                c = positive(xv if i == 0 else y - recon)
+                bits_out[r, i, j] = c
+                recon += 2.0 ** -i if c else -(2.0 ** -i)
+    return np.packbits(bits_out, axis=-1, bitorder="big")
+
+
+def _with_zeros(rng, x):
+    """Puts exact 0.0 and -0.0 at random places (the only values the two rules treat apart at 1 bit)."""
+    x = x.copy()
+    mask = rng.random(x.shape) < 0.15
+    x[mask] = np.where(rng.random(int(mask.sum())) < 0.5, 0.0, -0.0).astype(x.dtype)
+    return x
+
+
+@pytest.mark.parametrize("rule", ["ge", "gt"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_binarize_threshold_rule_matches_oracle(rng, rule, bits):
+    for n, m in ((1, 1), (1, 7), (13, 45), (40, 384), (3, 130)):
+        for dtype in (np.float16, np.float32, np.float64):
+            x = (rng.standard_normal((n, m)) * np.exp(rng.standard_normal((n, 1)))).astype(dtype)
+            x = _with_zeros(rng, x)
+            if n > 2:
+                x[2] = 0.0  # all-zero row
+            got = fastemb.binarize(x, bits, threshold_rule=rule)
+            assert got.dtype == np.uint8 and got.shape == (n, bits, (m + 7) // 8)
+            np.testing.assert_array_equal(got, rule_oracle(x, bits, rule), err_msg=f"{dtype.__name__} {n}x{m}")
+            # plane 0 is np.packbits(x > 0) for "gt" (sentence-transformers ubinary), x >= 0 for "ge"
+            np.testing.assert_array_equal(got[:, 0], np.packbits(x > 0 if rule == "gt" else x >= 0, axis=-1))
+            if rule == "ge":
+                np.testing.assert_array_equal(got, fastemb.binarize(x, bits))  # the default rule
+    scale = rng.uniform(0.5, 2.0, 9)
+    x = _with_zeros(rng, rng.standard_normal((9, 20)))
+    np.testing.assert_array_equal(fastemb.binarize(x, bits, scale, threshold_rule=rule),
+                                  rule_oracle(x, bits, rule, scale))
+    assert fastemb.binarize(np.zeros((0, 9)), bits, threshold_rule=rule).shape == (0, bits, 2)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_threshold_rules_differ_only_midway_between_levels(rng, bits):
+    # x/s exactly midway between two levels -- a multiple of 2^-(bits-2) inside (-2, 2) -- gets the
+    # upper level x/s + 2^-(bits-1) under "ge" and the lower one under "gt"; every other value the same
+    grid = np.arange(-24, 25) / 8.0  # multiples of 1/8 in [-3, 3]: ties and non-ties at every bits
+    x = np.concatenate([grid, rng.uniform(-3, 3, 40)])[None, :]
+    b_ge = fastemb.unpack_codes(fastemb.binarize(x, bits, scale=1.0), x.shape[1]).astype(np.float64)[0]
+    b_gt = fastemb.unpack_codes(fastemb.binarize(x, bits, scale=1.0, threshold_rule="gt"),
+                                x.shape[1]).astype(np.float64)[0]
+    y = x[0]
+    step = 2.0 ** -(bits - 1)
+    tie = (np.abs(y) < 2) & (np.mod(y, 2.0 ** -(bits - 2)) == 0)
+    assert tie.sum() >= 1 and (~tie).sum() >= 40
+    np.testing.assert_array_equal(b_ge[tie], y[tie] + step)
+    np.testing.assert_array_equal(b_gt[tie], y[tie] - step)
+    np.testing.assert_array_equal(b_ge[~tie], b_gt[~tie])
+
+
+def test_binarize_plane0_is_the_sign_of_x_even_when_x_over_s_underflows():
+    # 5e-324 / (10/3) underflows to 0 in float64: plane 0 still follows x itself
+    x = np.array([[5e-324, -5e-324, 10.0, 0.0, -0.0]])
+    for bits in (1, 2):
+        np.testing.assert_array_equal(fastemb.binarize(x, bits, threshold_rule="gt")[:, 0], np.packbits(x > 0, axis=-1))
+        np.testing.assert_array_equal(fastemb.binarize(x, bits)[:, 0], np.packbits(x >= 0, axis=-1))
+    # a huge given scale makes every x/s underflow
+    np.testing.assert_array_equal(fastemb.binarize(x, 1, scale=1e300, threshold_rule="gt")[:, 0],
+                                  np.packbits(x > 0, axis=-1))
+
+
+def test_threshold_rule_bad_values():
+    x = np.ones((2, 5))
+    for bad in (1, None, True, b"gt"):
+        with pytest.raises(TypeError, match="threshold_rule"):
+            fastemb.binarize(x, 1, threshold_rule=bad)
+    for bad in ("GT", "ubinary", "", "lt"):
+        with pytest.raises(ValueError, match="threshold_rule"):
+            fastemb.binarize(x, 1, threshold_rule=bad)
+
+
+def test_int8_codes_get_a_conversion_hint(rng):
+    u = np.packbits(rng.standard_normal((4, 64)) > 0, axis=-1)
+    signed = (u.astype(np.int16) - 128).astype(np.int8)  # sentence-transformers precision="binary"
+    with pytest.raises(TypeError, match=r"uint8.*view\(np.uint8\) \^ 0x80"):
+        fastemb.hamming(signed, signed)
+    np.testing.assert_array_equal(signed.view(np.uint8) ^ 0x80, u)  # the conversion the message gives
+
+
+# ---- 1-bit codes packed by np.packbits(x > 0, axis=-1) (the ubinary layout) --------------------
+
+def sign_hamming(xq, xd):
+    """Hamming distances between the sign patterns x > 0 of float rows (no packing at all)."""
+    return ((xq[:, None, :] > 0) != (xd[None, :, :] > 0)).sum(axis=-1)
+
+
+@pytest.mark.parametrize("dim", [1, 7, 64, 67, 384])
+def test_packbits_codes_work_in_hamming_and_topk(rng, dim):
+    xq, xd = rng.standard_normal((9, dim)), rng.standard_normal((211, dim))
+    xq, xd = _with_zeros(rng, xq), _with_zeros(rng, xd)
+    q, d = np.packbits(xq > 0, axis=-1), np.packbits(xd > 0, axis=-1)  # 2-D uint8, zero padding bits
+    np.testing.assert_array_equal(q, fastemb.binarize(xq, 1, threshold_rule="gt")[:, 0])
+    want = sign_hamming(xq, xd)
+    np.testing.assert_array_equal(fastemb.hamming(q, d), want)
+    np.testing.assert_array_equal(fastemb.hamming(q, d, dim), want)
+    np.testing.assert_array_equal(fastemb.sdc_scores(q, d, dim), dim - 2 * want)
+    for k in (1, 10, 211, 300):
+        ts, ti = fastemb.sdc_topk(q, d, k, dim)
+        es, ei = full_sort_topk((dim - 2 * want).astype(np.int32), k)
+        np.testing.assert_array_equal(ts, es)
+        np.testing.assert_array_equal(ti, ei)
+    if _backend.native() is not None:
+        C = _backend.native()
+        q3, d3 = q[:, None, :], d[:, None, :]
+        for isa in native_isas():
+            np.testing.assert_array_equal(B.native_scores(C, q3, d3, dim, "hamming", isa), want, err_msg=isa)
+            ts, ti = B.native_topk(C, q3, d3, 10, dim, isa)
+            es, ei = full_sort_topk((dim - 2 * want).astype(np.int32), 10)
+            np.testing.assert_array_equal(ts, es, err_msg=isa)
+            np.testing.assert_array_equal(ti, ei, err_msg=isa)

@@ -359,3 +359,191 @@ def test_bad_inputs(rng):
         index.search(fastemb.binarize(x, 2), 3, rescore=2)
     with pytest.raises(TypeError, match="dtype"):
         index.search(x.astype(np.int32), 3)
+
+
+# ---- BinaryIndex.from_codes and threshold_rule ---------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+@pytest.mark.parametrize("dim", [1, 45, 64])
+def test_from_codes_equals_an_index_built_by_add(rng, bits, dim):
+    x = clustered(rng, 230, dim)
+    q = clustered(rng, 7, dim)
+    built = BinaryIndex(dim, bits)
+    built.add(x)
+    codes = fastemb.binarize(x, bits)
+    idx = BinaryIndex.from_codes(codes, floats=x)
+    assert (idx.dim, idx.bits, idx.ntotal, idx.has_floats, idx.threshold_rule) == (dim, bits, 230, True, "ge")
+    np.testing.assert_array_equal(idx.codes, codes)
+    np.testing.assert_array_equal(idx.floats, x)
+    for r in (1, 3):
+        for a, b in zip(idx.search(q, 6, rescore=r), built.search(q, 6, rescore=r)):
+            np.testing.assert_array_equal(a, b)
+    # dim / bits given explicitly agree; without floats: no rescoring
+    idx2 = BinaryIndex.from_codes(codes, dim=dim, bits=bits)
+    assert not idx2.has_floats and idx2.dim == dim
+    np.testing.assert_array_equal(idx2.search(q, 6)[1], built.search(q, 6)[1])
+    with pytest.raises(ValueError, match="cannot rescore"):
+        idx2.search(q, 6, rescore=2)
+    # the default dim without floats is 8 * nbytes
+    assert BinaryIndex.from_codes(codes).dim == 8 * codes.shape[-1]
+
+
+@pytest.mark.parametrize("dim", [20, 384])
+def test_from_codes_ubinary_layout_with_rescoring(rng, dim):
+    x = clustered(rng, 300, dim)
+    x[:, :3] = 0.0  # exact zeros: the rules disagree on them
+    q = clustered(rng, 8, dim)
+    q[:, -2:] = 0.0
+    codes = np.packbits(x > 0, axis=-1)  # what sentence-transformers' ubinary produces: 2-D uint8
+    idx = BinaryIndex.from_codes(codes, floats=x, threshold_rule="gt")
+    assert idx.threshold_rule == "gt" and idx.bits == 1 and "threshold_rule='gt'" in repr(idx)
+    qcodes = np.packbits(q > 0, axis=-1)
+    s, i = idx.search(q, 10)  # float queries are binarized with x > 0 like the corpus
+    es, ei = fastemb.sdc_topk(qcodes, codes, 10, dim=dim)
+    np.testing.assert_array_equal(s, es)
+    np.testing.assert_array_equal(i, ei)
+    s2, i2 = idx.search(qcodes, 10)  # code queries as given
+    np.testing.assert_array_equal(i2, ei)
+    for r in (2, 5):
+        got = idx.search(q, 10, rescore=r)
+        want = brute_rescore(x, codes[:, None, :], q, qcodes[:, None, :], 10, r, dim)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    # "ge" binarizes the zero columns of the queries the other way: a different candidate pool
+    ge = BinaryIndex.from_codes(codes, floats=x)
+    np.testing.assert_array_equal(ge.search(q, 10)[1],
+                                  fastemb.sdc_topk(np.packbits(q >= 0, axis=-1), codes, 10, dim=dim)[1])
+    # rows added as floats later are binarized with the index's rule
+    idx.add(x[:5])
+    np.testing.assert_array_equal(idx.codes[300:, 0], codes[:5])
+
+
+def test_from_codes_copy_semantics_and_memmap(rng, tmp_path):
+    dim = 40
+    x = rng.standard_normal((60, dim)).astype(np.float32)
+    codes = fastemb.binarize(x, 2)
+    q = x[:3].copy()
+    idx = BinaryIndex.from_codes(codes, floats=x)  # copy=True: later writes to the inputs do not matter
+    before = idx.search(q, 5, rescore=3)
+    codes_w, x_w = codes.copy(), x.copy()
+    view = BinaryIndex.from_codes(codes_w, floats=x_w, copy=False)
+    assert np.shares_memory(view.codes, codes_w) and np.shares_memory(view.floats, x_w)
+    assert not np.shares_memory(idx.codes, codes) and not np.shares_memory(idx.floats, x)
+    codes[:] = 0
+    x[:] = 0
+    for a, b in zip(idx.search(q, 5, rescore=3), before):
+        np.testing.assert_array_equal(a, b)
+    # copy=False on memory maps: used in place, streamed by the search
+    np.save(tmp_path / "c.npy", codes_w)
+    np.save(tmp_path / "f.npy", x_w)
+    mc, mf = np.load(tmp_path / "c.npy", mmap_mode="r"), np.load(tmp_path / "f.npy", mmap_mode="r")
+    mapped = BinaryIndex.from_codes(mc, floats=mf, copy=False)
+    assert np.shares_memory(mapped.codes, mc) and np.shares_memory(mapped.floats, mf)
+    for a, b in zip(mapped.search(x_w[:3], 5, rescore=3), before):
+        np.testing.assert_array_equal(a, b)
+    mapped.add(x_w[:2])  # the first add copies the read-only maps
+    assert mapped.ntotal == 62 and not np.shares_memory(mapped.codes, mc)
+    # float64 floats are converted to float32 (a copy even with copy=False); growing an owned index
+    idx64 = BinaryIndex.from_codes(codes_w, floats=x_w.astype(np.float64), copy=False)
+    assert idx64.floats.dtype == np.float32
+    np.testing.assert_array_equal(idx64.floats, x_w)
+    idx.add(x_w)
+    assert idx.ntotal == 120
+
+
+def test_from_codes_edge_sizes(rng):
+    dim = 13
+    empty = BinaryIndex.from_codes(np.zeros((0, 2), np.uint8), floats=np.zeros((0, dim), np.float32))
+    assert empty.ntotal == 0 and empty.dim == dim and empty.has_floats
+    s, i = empty.search(rng.standard_normal((2, dim)), 3, rescore=2)
+    assert (i == -1).all() and np.isneginf(s).all()
+    x = rng.standard_normal((1, dim))
+    one = BinaryIndex.from_codes(fastemb.binarize(x, 4), floats=x)
+    assert one.bits == 4
+    s, i = one.search(x, 2, rescore=2)
+    np.testing.assert_array_equal(i, [[0, -1]])
+    assert s[0, 0] == np.float32(np.dot(x[0].astype(np.float32).astype(np.float64), x[0]))
+    # non-contiguous codes are accepted (copied)
+    big = fastemb.binarize(rng.standard_normal((20, dim)), 2)
+    nc = BinaryIndex.from_codes(big[::2])
+    np.testing.assert_array_equal(nc.codes, big[::2])
+
+
+def test_from_codes_bad_inputs(rng):
+    dim = 30
+    x = rng.standard_normal((12, dim)).astype(np.float32)
+    c1, c2 = np.packbits(x > 0, axis=-1), fastemb.binarize(x, 2)
+    cases = [
+        (TypeError, "codes", dict(codes=c1.tolist())),
+        (TypeError, "codes.*uint8", dict(codes=c1.astype(np.int16))),
+        (TypeError, "codes.*0x80", dict(codes=c1.view(np.int8))),
+        (ValueError, "codes", dict(codes=c1[0])),
+        (ValueError, "codes", dict(codes=np.zeros((3, 5, 4), np.uint8))),
+        (ValueError, "codes", dict(codes=np.zeros((3, 0), np.uint8))),
+        (TypeError, "floats", dict(codes=c1, floats=x.tolist())),
+        (TypeError, "floats", dict(codes=c1, floats=x.astype(np.int32))),
+        (TypeError, "floats", dict(codes=c1, floats=x > 0)),
+        (ValueError, "floats.*rows", dict(codes=c1, floats=x[:11])),
+        (ValueError, "floats", dict(codes=c1, floats=x[0])),
+        (ValueError, "floats has dim 40", dict(codes=c1, floats=np.zeros((12, 40), np.float32))),
+        (ValueError, "dim=29 but floats", dict(codes=c1, floats=x, dim=29)),
+        (ValueError, "dim=33", dict(codes=c1, dim=33)),
+        (ValueError, "dim=24", dict(codes=c1, dim=24)),
+        (TypeError, "dim", dict(codes=c1, dim=30.0)),
+        (ValueError, "bits=2", dict(codes=c1, bits=2)),
+        (ValueError, "bits=1", dict(codes=c2, bits=1)),
+        (TypeError, "bits", dict(codes=c2, bits="2")),
+        (ValueError, "threshold_rule", dict(codes=c1, threshold_rule="ubinary")),
+        (TypeError, "threshold_rule", dict(codes=c1, threshold_rule=None)),
+        (TypeError, "copy", dict(codes=c1, copy="no")),
+        (ValueError, "overflow", dict(codes=np.zeros((1, 4, 2 ** 21), np.uint8))),
+    ]
+    for exc, match, kwargs in cases:
+        with pytest.raises(exc, match=match):
+            BinaryIndex.from_codes(**kwargs)
+    for bad in (np.nan, np.inf):
+        xb = x.copy()
+        xb[3, 4] = bad
+        with pytest.raises(ValueError, match="floats must be finite"):
+            BinaryIndex.from_codes(c1, floats=xb)
+    with pytest.raises(ValueError, match="floats must be finite"):  # float64 beyond float32's range
+        BinaryIndex.from_codes(c1, floats=np.full((12, dim), 1e300))
+    with pytest.raises(ValueError, match="threshold_rule"):
+        BinaryIndex(dim, 1, threshold_rule="x")
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_from_codes_save_load_round_trip_keeps_rule_and_floats(tmp_path, rng, mmap):
+    dim = 52
+    x = clustered(rng, 200, dim)
+    q = clustered(rng, 6, dim)
+    idx = BinaryIndex.from_codes(np.packbits(x > 0, axis=-1), floats=x, threshold_rule="gt")
+    idx.save(tmp_path / "st")
+    header = json.loads((tmp_path / "st" / "header.json").read_text())
+    assert header["threshold_rule"] == "gt" and header["has_floats"] and header["ntotal"] == 200
+    loaded = BinaryIndex.load(tmp_path / "st", mmap=mmap)
+    assert loaded.threshold_rule == "gt" and loaded.has_floats and loaded.dim == dim
+    np.testing.assert_array_equal(loaded.codes, idx.codes)
+    np.testing.assert_array_equal(loaded.floats, x)
+    for r in (1, 4):
+        for a, b in zip(loaded.search(q, 9, rescore=r), idx.search(q, 9, rescore=r)):
+            np.testing.assert_array_equal(a, b)
+    # codes only
+    BinaryIndex.from_codes(np.packbits(x > 0, axis=-1), dim=dim).save(tmp_path / "c")
+    c = BinaryIndex.load(tmp_path / "c", mmap=mmap)
+    assert not c.has_floats and c.threshold_rule == "ge" and c.ntotal == 200
+
+
+def test_header_threshold_rule_absent_or_bad(tmp_path, rng):
+    x = rng.standard_normal((20, 16)).astype(np.float32)
+    BinaryIndex.from_codes(np.packbits(x > 0, axis=-1), floats=x, threshold_rule="gt").save(tmp_path / "i")
+    hpath = tmp_path / "i" / "header.json"
+    header = json.loads(hpath.read_text())
+    del header["threshold_rule"]  # as saved before the option existed
+    hpath.write_text(json.dumps(header))
+    assert BinaryIndex.load(tmp_path / "i").threshold_rule == "ge"
+    for bad in ("lt", 3, None):
+        header["threshold_rule"] = bad
+        hpath.write_text(json.dumps(header))
+        with pytest.raises(ValueError, match="header.json.*threshold_rule"):
+            BinaryIndex.load(tmp_path / "i")

@@ -97,6 +97,38 @@ def test_two_dim_one_bit_codes_and_empty(rng):
     assert ft.sdc_scores(torch.from_numpy(q[:0]), torch.from_numpy(d)).shape == (0, 20)
 
 
+def _with_zeros(rng, x):
+    x = x.copy()
+    mask = rng.random(x.shape) < 0.15
+    x[mask] = np.where(rng.random(int(mask.sum())) < 0.5, 0.0, -0.0)
+    return x
+
+
+@pytest.mark.parametrize("rule", ["ge", "gt"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_binarize_threshold_rule_bit_exact(rng, rule, bits):
+    for n, m in ((1, 1), (1, 9), (23, 45), (17, 384)):
+        x = _with_zeros(rng, rng.standard_normal((n, m)) * np.exp(rng.standard_normal((n, 1))))
+        x[0, :2] = 0.0
+        if n > 2:
+            x[2] = 0.0
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            xt = torch.from_numpy(x).to(dtype)
+            got = ft.binarize(xt, bits, threshold_rule=rule).numpy()
+            np.testing.assert_array_equal(got, fastemb.binarize(xt.double().numpy(), bits, threshold_rule=rule),
+                                          err_msg=f"{dtype} {n}x{m}")
+            want0 = (xt > 0) if rule == "gt" else (xt >= 0)
+            np.testing.assert_array_equal(got[:, 0], np.packbits(want0.numpy(), axis=-1))
+    # values on the level boundaries (ties) and a given scale
+    x = rng.choice(np.arange(-16, 17) / 8.0, size=(30, 70))
+    for scale in (1.0, 0.5):
+        np.testing.assert_array_equal(ft.binarize(torch.from_numpy(x), bits, scale, threshold_rule=rule).numpy(),
+                                      fastemb.binarize(x, bits, scale, threshold_rule=rule))
+    x = np.array([[5e-324, -5e-324, 10.0, 0.0, -0.0]])  # x / s underflows: plane 0 follows x
+    np.testing.assert_array_equal(ft.binarize(torch.from_numpy(x), bits, threshold_rule=rule).numpy(),
+                                  fastemb.binarize(x, bits, threshold_rule=rule))
+
+
 def test_non_contiguous_inputs(rng):
     d = rand_codes(rng, 40, 2, 64)
     td = torch.from_numpy(d)[::2]
@@ -109,6 +141,7 @@ def test_non_contiguous_inputs(rng):
 def test_opcheck(rng):
     x = torch.from_numpy(rng.standard_normal((11, 37)).astype(np.float32))
     torch.library.opcheck(torch.ops.fastemb.binarize.default, (x, 3, None))
+    torch.library.opcheck(torch.ops.fastemb.binarize.default, (x, 2, None, "gt"))
     torch.library.opcheck(torch.ops.fastemb.binarize.default, (x, 2, torch.rand(11, dtype=torch.float64) + 0.5))
     q = torch.from_numpy(rand_codes(rng, 5, 2, 37))
     d = torch.from_numpy(rand_codes(rng, 23, 2, 37))
@@ -123,7 +156,8 @@ def test_torch_compile_fullgraph(rng):
         q = ft.binarize(xq, 2)
         s, i = ft.sdc_topk(q, d, 5)
         h = ft.hamming(q, d)
-        return s, i, h.sum(dim=1)
+        u = ft.hamming(ft.binarize(xq, 1, threshold_rule="gt"), d[:, :1])
+        return s, i, h.sum(dim=1), u
 
     compiled = torch.compile(search, fullgraph=True, backend="aot_eager")
     xq = torch.from_numpy(rng.standard_normal((6, 64)).astype(np.float32))
@@ -175,6 +209,14 @@ def test_bad_inputs(rng):
         ft.binarize(x, 1, -1.0)
     with pytest.raises(ValueError, match="scale"):
         ft.binarize(x, 1, torch.ones(3))
+    for bad in (1, None, b"gt"):
+        with pytest.raises(TypeError, match="threshold_rule"):
+            ft.binarize(x, 1, threshold_rule=bad)
+    for bad in ("GT", "ubinary", ""):
+        with pytest.raises(ValueError, match="threshold_rule"):
+            ft.binarize(x, 1, threshold_rule=bad)
+        with pytest.raises(ValueError, match="threshold_rule"):
+            torch.ops.fastemb.binarize(x, 1, None, bad)  # the op checks too
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="device"):
             ft.sdc_scores(q, d.cuda())
@@ -285,15 +327,16 @@ def test_cuda_topk_k_above_nd_padded(rng, nq, nd):
 
 @pytest.mark.cuda
 @cuda
+@pytest.mark.parametrize("rule", ["ge", "gt"])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
-def test_cuda_binarize_matches_cpu(rng, bits):
-    x = torch.from_numpy(rng.standard_normal((64, 300)))
+def test_cuda_binarize_matches_cpu(rng, bits, rule):
+    x = torch.from_numpy(_with_zeros(rng, rng.standard_normal((64, 300))))
     x[0] = 0.0
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         xd = x.to(dtype)
-        got = ft.binarize(xd.cuda(), bits)
+        got = ft.binarize(xd.cuda(), bits, threshold_rule=rule)
         assert got.is_cuda and got.dtype == torch.uint8
-        torch.testing.assert_close(got.cpu(), ft.binarize(xd, bits), rtol=0, atol=0)
+        torch.testing.assert_close(got.cpu(), ft.binarize(xd, bits, threshold_rule=rule), rtol=0, atol=0)
 
 
 @pytest.mark.cuda

@@ -5,6 +5,13 @@ bitorder='big'); for ``bits = 1`` a 2-D ``[n, nbytes]`` array (sentence-transfor
 faiss ``IndexBinaryFlat``) is accepted too. ``dim`` is the number of true dimensions per plane
 (default ``8 * nbytes``); bits past ``dim`` are padding and never change a score.
 
+sentence-transformers: ``quantize_embeddings(emb, precision="ubinary")`` is
+``np.packbits(emb > 0, axis=-1)``: the same bit order and zero padding as fastemb's codes, so
+those arrays go into :func:`hamming`, :func:`sdc_topk` and :meth:`fastemb.BinaryIndex.from_codes`
+unchanged, and ``binarize(emb, threshold_rule="gt")[:, 0]`` reproduces them bit for bit. Its
+signed ``precision="binary"`` codes are ``ubinary - 128`` as int8: ``codes.view(np.uint8) ^ 0x80``
+turns them back into ``ubinary`` codes (a new array, one pass over the bytes).
+
 Scores are exact integers: ``S(q, d) = sum_j (2 C_qj - L)(2 C_dj - L)`` with ``L = 2^bits - 1``
 and ``C_j`` the ``bits``-bit integer code of dimension ``j`` (``S = dim - 2 * Hamming`` at 1 bit).
 See shared/specs/sdc.md.
@@ -20,6 +27,7 @@ from . import _backend
 from ._reference import binary as _ref
 
 MODE_CODES = {"hamming": 0, "sdc": 1}
+THRESHOLD_RULES = _ref.THRESHOLD_RULES  # "ge": bit = (r >= 0), the default; "gt": bit = (r > 0)
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -38,6 +46,16 @@ def _check_bits(bits: Any) -> int:
     return bits
 
 
+def check_threshold_rule(threshold_rule: Any, name: str = "threshold_rule") -> str:
+    """Validates a binarization threshold rule: "ge" (``x >= 0`` -> 1) or "gt" (``x > 0`` -> 1)."""
+    if not isinstance(threshold_rule, str):
+        raise TypeError(f"{name} must be a str, \"ge\" or \"gt\", got {type(threshold_rule).__name__}")
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"{name} must be \"ge\" (bit = x >= 0, the default) or \"gt\" (bit = x > 0, "
+                         f"sentence-transformers ubinary), got {threshold_rule!r}")
+    return threshold_rule
+
+
 def as_codes(name: str, codes: Any) -> np.ndarray:
     """Validates a code array and returns it as C-contiguous uint8 ``[n, bits, nbytes]``.
 
@@ -46,7 +64,11 @@ def as_codes(name: str, codes: Any) -> np.ndarray:
     if not isinstance(codes, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of uint8 codes, got {type(codes).__name__}")
     if codes.dtype != np.uint8:
-        raise TypeError(f"{name} must have dtype uint8 (packed bits), got {codes.dtype}")
+        hint = ""
+        if codes.dtype == np.int8:
+            hint = ("; int8 codes such as sentence-transformers' precision=\"binary\" (ubinary - 128) convert "
+                    "with codes.view(np.uint8) ^ 0x80")
+        raise TypeError(f"{name} must have dtype uint8 (packed bits), got {codes.dtype}{hint}")
     if codes.ndim == 2:
         codes = codes.reshape(codes.shape[0], 1, codes.shape[1]) if codes.flags.c_contiguous else \
             codes[:, None, :]
@@ -130,17 +152,26 @@ def native_topk(C, q: np.ndarray, d: np.ndarray, k: int, dim: int, isa: str = ""
 
 # ---- public API -------------------------------------------------------------------------------
 
-def binarize(x: np.ndarray, bits: int = 1, scale: Any = None) -> np.ndarray:
+def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: str = "ge") -> np.ndarray:
     """Training-free recurrent binarization of float rows into ``bits``-bit codes.
 
     Each row is scaled by ``s = mean|x|`` (or ``scale``: a positive scalar or ``[n]`` array);
-    ``d_0 = sign(x/s)`` and ``d_i = sign(x/s - sum_{j<i} 2^-j d_j)`` with sign(0) = +1. An
-    all-zero row uses ``s = 1`` (no division by zero). Computed in float64 with NumPy on every backend.
+    ``d_0 = sign(x/s)`` and ``d_i = sign(x/s - sum_{j<i} 2^-j d_j)``. An all-zero row uses
+    ``s = 1`` (no division by zero). Computed in float64 with NumPy on every backend.
 
     Args:
         x: ``[n, m]`` real array without NaN or inf.
         bits: 1..4 bit planes.
         scale: optional positive finite scalar or ``[n]`` array replacing ``mean|x|``.
+        threshold_rule: the sign of zero, on every bit plane. ``"ge"`` (default): bit =
+            ``r >= 0``, sign(0) = +1. ``"gt"``: bit = ``r > 0``, sign(0) = -1; plane 0 then equals
+            sentence-transformers' ``quantize_embeddings(x, precision="ubinary")`` bit for bit
+            (``np.packbits(x > 0, axis=-1)``; ``-0.0`` gives 0 too), for any ``bits``. With
+            ``bits > 1`` the rule also decides a value exactly midway between two levels
+            (``x/s`` in ``{-1, 0, 1}`` at 2 bits, a multiple of 1/2 at 3 bits...): "ge" gives it
+            the upper level ``x/s + 2^-(bits-1)``, "gt" the lower ``x/s - 2^-(bits-1)``; all
+            other values get the same codes under both rules. Plane 0 compares ``x`` itself,
+            which has the sign of ``x/s`` (also where ``x/s`` underflows to zero).
 
     Returns:
         uint8 ``[n, bits, ceil(m / 8)]`` codes (padding bits zero).
@@ -152,6 +183,7 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [n, m], got shape {x.shape}")
     bits = _check_bits(bits)
+    threshold_rule = check_threshold_rule(threshold_rule)
     if x.dtype.kind == "f":
         if np.isnan(x).any():
             raise ValueError("x contains NaN")
@@ -167,7 +199,7 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None) -> np.ndarray:
         if not (np.isfinite(s).all() and (s > 0).all()):
             raise ValueError("scale must be positive and finite")
         scale = s
-    return _ref.binarize(x, bits, scale)
+    return _ref.binarize(x, bits, scale, threshold_rule)
 
 
 def pack_levels(levels: np.ndarray) -> np.ndarray:
@@ -200,7 +232,9 @@ def hamming(q: np.ndarray, d: np.ndarray, dim: Optional[int] = None) -> np.ndarr
     """int32 ``[nq, nd]`` Hamming distances: popcount of ``q XOR d`` over every bit plane.
 
     With ``dim``, only the first ``dim`` bits of each plane count (padding bits ignored); without
-    it, all ``8 * nbytes`` bits (padding bits are zero in codes from ``binarize``/``pack_levels``).
+    it, all ``8 * nbytes`` bits (padding bits are zero in codes from ``binarize``/``pack_levels``
+    and sentence-transformers ``ubinary``). 2-D ``[n, nbytes]`` codes (``ubinary``, faiss) are
+    1-bit codes, used as they are.
     """
     q, d, dim = prepare_pair(q, d, dim, mode="hamming")
     C = _backend.native()

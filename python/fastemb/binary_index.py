@@ -5,10 +5,15 @@ object: candidates come from the fused SDC top-k over the codes (:func:`fastemb.
 when the index keeps the float vectors, exact float dot products of the float query with the
 candidates re-rank them. See shared/specs/sdc.md.
 
+Codes made elsewhere go in with :meth:`BinaryIndex.from_codes`, e.g. sentence-transformers'
+``quantize_embeddings(emb, precision="ubinary")`` (same bit order and padding as fastemb's 1-bit
+codes), optionally with the float embeddings for rescoring; ``threshold_rule="gt"`` then
+binarizes float queries exactly as ``ubinary`` does.
+
 On-disk format (a directory, see :meth:`BinaryIndex.save`)::
 
     <path>/header.json   {"format": "fastemb.BinaryIndex", "version": 1, "dim", "bits", "ntotal",
-                          "nbytes", "has_floats",
+                          "nbytes", "has_floats", "threshold_rule": "ge" | "gt",
                           "files": {"codes.npy": {"size": <bytes>, "crc32": <int>}, "floats.npy": ...}}
     <path>/codes.npy     uint8 [ntotal, bits, ceil(dim / 8)]
     <path>/floats.npy    float32 [ntotal, dim]   (only when has_floats)
@@ -22,18 +27,20 @@ header included. :meth:`BinaryIndex.load` checks the sizes always and the checks
 written files, disk or copy errors), not tampering: zlib's runs at about 4 GB/s here against
 0.9 GB/s for ``hashlib.blake2b`` and 1.9 GB/s for sha1, so verifying a 1.5 GB float file costs
 about 0.4 s. ``files`` was added without a version change (readers ignore unknown keys): indexes
-saved before it have none and load without the size and checksum checks.
+saved before it have none and load without the size and checksum checks. ``threshold_rule`` was
+added the same way: a header without it means ``"ge"`` (the only rule before it).
 """
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import zlib
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .binary import _check_int, as_codes, binarize, sdc_topk
+from .binary import _check_int, as_codes, binarize, check_dim, check_threshold_rule, sdc_topk
 
 FORMAT_NAME = "fastemb.BinaryIndex"
 FORMAT_VERSION = 1
@@ -44,8 +51,8 @@ _INT32_MIN = np.iinfo(np.int32).min
 _NPY_MAGIC = b"\x93NUMPY"
 _CRC_CHUNK = 16 << 20  # bytes read per zlib.crc32 call (zlib releases the GIL on large buffers)
 # Rescoring gathers [queries, candidates, dim] floats; queries are processed in batches that keep
-# that temporary (in float64) under about this many bytes.
-_RESCORE_BATCH_BYTES = 64 << 20
+# that temporary (in float64) under about this many bytes: small enough to stay in the L2 cache.
+_RESCORE_BATCH_BYTES = 2 << 20
 
 
 def _file_crc32(fpath: str) -> int:
@@ -83,6 +90,15 @@ def _npy_layout(fpath: str) -> Tuple[Tuple[int, ...], bool, np.dtype, int]:
         except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, ...: numpy parses a literal
             raise ValueError(f"damaged .npy header ({type(exc).__name__}: {exc})") from None
         return tuple(shape), bool(fortran), np.dtype(dtype), f.tell()
+
+
+def _is_mapped(a: np.ndarray) -> bool:
+    """True when ``a`` views a memory map (np.memmap, or an ndarray whose base chain holds one)."""
+    while a is not None:
+        if isinstance(a, (np.memmap, mmap.mmap)):
+            return True
+        a = getattr(a, "base", None)
+    return False
 
 
 class _Rows:
@@ -128,19 +144,28 @@ class BinaryIndex:
     Args:
         dim: embedding dimension (>= 1).
         bits: bit planes per dimension, 1..4 (``bits=1`` is a plain Hamming index).
+        threshold_rule: how float vectors (added rows and queries) are binarized:
+            ``fastemb.binarize(x, bits, threshold_rule=...)``; "ge" (default, ``x >= 0`` -> 1) or
+            "gt" (``x > 0`` -> 1, as sentence-transformers ``ubinary``).
 
     Float vectors given to :meth:`add` are binarized with :func:`fastemb.binarize` and also kept
     as float32 for rescoring; codes given to :meth:`add` are stored as they are, and an index that
-    holds any such rows cannot rescore (``has_floats`` is False).
+    holds any such rows cannot rescore (``has_floats`` is False). :meth:`from_codes` builds an
+    index from existing codes, with or without their float vectors.
 
     Example::
 
         index = fastemb.BinaryIndex(384, bits=2)
         index.add(corpus_embeddings)                  # float32 [n, 384]
         scores, ids = index.search(queries, k=10, rescore=4)
+
+        # sentence-transformers ubinary codes, float embeddings kept for rescoring
+        codes = quantize_embeddings(corpus_embeddings, precision="ubinary")   # uint8 [n, 48]
+        index = fastemb.BinaryIndex.from_codes(codes, floats=corpus_embeddings, threshold_rule="gt")
+        scores, ids = index.search(query_embeddings, k=10, rescore=4)
     """
 
-    def __init__(self, dim: int, bits: int = 1):
+    def __init__(self, dim: int, bits: int = 1, threshold_rule: str = "ge"):
         dim = _check_int("dim", dim)
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -152,6 +177,7 @@ class BinaryIndex:
             raise ValueError(f"dim={dim} is too large for {bits}-bit codes: SDC scores would overflow int32")
         self.dim = dim
         self.bits = bits
+        self.threshold_rule = check_threshold_rule(threshold_rule)
         self.nbytes = (dim + 7) // 8
         self._codes = _Rows((bits, self.nbytes), np.uint8)
         self._floats: Optional[_Rows] = _Rows((dim,), np.float32)
@@ -182,8 +208,93 @@ class BinaryIndex:
         return None if self._floats is None else self._floats.view()
 
     def __repr__(self) -> str:
+        rule = "" if self.threshold_rule == "ge" else f", threshold_rule={self.threshold_rule!r}"
         return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, ntotal={self.ntotal}, "
-                f"has_floats={self.has_floats})")
+                f"has_floats={self.has_floats}{rule})")
+
+    # ---- construction from existing codes ------------------------------------------------------
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, dim: Optional[int] = None, floats: Optional[np.ndarray] = None,
+                   bits: Optional[int] = None, threshold_rule: str = "ge", copy: bool = True) -> "BinaryIndex":
+        """An index over codes made elsewhere, optionally with their float vectors for rescoring.
+
+        Args:
+            codes: uint8 ``[n, bits, nbytes]``, or ``[n, nbytes]`` for 1-bit codes such as
+                sentence-transformers ``quantize_embeddings(emb, precision="ubinary")`` or faiss
+                binary codes (``np.packbits`` big-endian bit order, first dimension = most
+                significant bit of byte 0). Padding bits past ``dim`` never change a score.
+            dim: true dimensions per plane; default ``floats.shape[1]`` when ``floats`` is given,
+                else ``8 * nbytes``. Must satisfy ``8 * (nbytes - 1) < dim <= 8 * nbytes``.
+            floats: optional real ``[n, dim]`` vectors, row ``i`` belonging to ``codes[i]``, kept as
+                float32 so that :meth:`search` can rescore (``rescore > 1``). They are not
+                re-binarized or compared with the codes. Must be finite.
+            bits: optional check: the bit planes the codes must have (inferred from ``codes``).
+            threshold_rule: how float queries (and float rows added later) are binarized, see
+                :class:`BinaryIndex`; use "gt" for sentence-transformers ``ubinary`` codes.
+            copy: True (default) copies the arrays into the index. False uses them in place (an
+                ``np.memmap`` is then streamed, not read into memory) when ``codes`` is
+                C-contiguous and ``floats`` is C-contiguous float32; other layouts and dtypes are
+                still copied or converted once. The index then sees later writes to the arrays;
+                a later :meth:`add` copies them.
+
+        Raises:
+            TypeError: ``codes`` not a uint8 ndarray, ``floats`` not a real ndarray, or a
+                non-int ``dim`` / ``bits``, a non-bool ``copy``.
+            ValueError: naming the argument: shapes that disagree (row counts, ``dim`` against
+                ``nbytes`` or ``floats``, ``bits`` against ``codes``), non-finite ``floats``.
+        """
+        if not isinstance(codes, np.ndarray):
+            raise TypeError(f"codes must be a numpy.ndarray of uint8 codes, got {type(codes).__name__}")
+        if not isinstance(copy, (bool, np.bool_)):
+            raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
+        given_shape = codes.shape
+        codes3 = as_codes("codes", codes)  # dtype / ndim / axis checks; 2-D -> [n, 1, nbytes]
+        n, cbits, nbytes = codes3.shape
+        if bits is not None:
+            bits = _check_int("bits", bits)
+            if bits != cbits:
+                layout = "[n, nbytes] (1 bit)" if len(given_shape) == 2 else "[n, bits, nbytes]"
+                raise ValueError(f"bits={bits} does not match codes of shape {tuple(given_shape)}, read as "
+                                 f"{layout}: {cbits} bit plane(s)")
+        if floats is not None:
+            if not isinstance(floats, np.ndarray):
+                raise TypeError(f"floats must be a numpy.ndarray or None, got {type(floats).__name__}")
+            if floats.dtype.kind != "f":
+                raise TypeError(f"floats must be a floating-point array, got dtype {floats.dtype}")
+            if floats.ndim != 2:
+                raise ValueError(f"floats must be 2-D [n, dim], got shape {floats.shape}")
+            if floats.shape[0] != n:
+                raise ValueError(f"floats has {floats.shape[0]} rows but codes has {n}: row i of floats must "
+                                 "be the float vector of codes[i]")
+            fdim = floats.shape[1]
+            if dim is None:
+                if not 8 * (nbytes - 1) < fdim <= 8 * nbytes:
+                    raise ValueError(f"floats has dim {fdim}, which does not fit codes with {nbytes} bytes per "
+                                     f"plane (need {8 * (nbytes - 1) + 1} <= dim <= {8 * nbytes})")
+                dim = fdim
+            else:
+                dim = check_dim(dim, nbytes)
+                if dim != fdim:
+                    raise ValueError(f"dim={dim} but floats has {fdim} columns")
+        dim = check_dim(dim, nbytes)
+        index = cls(dim, cbits, threshold_rule)
+        f32 = None
+        if floats is not None:
+            # one conversion / copy at most (none with copy=False for C-contiguous float32)
+            with np.errstate(over="ignore"):  # values past float32's range become inf, rejected below
+                f32 = np.array(floats, dtype=np.float32, order="C", copy=True if copy else None)
+            if not np.isfinite(f32).all():
+                raise ValueError("floats must be finite (found NaN or inf, or values that overflow float32)")
+        if copy and np.may_share_memory(codes3, codes):  # as_codes made no copy of its own
+            codes3 = codes3.copy()
+        index._codes = _Rows.wrap(codes3)
+        index._floats = None if f32 is None else _Rows.wrap(f32)
+        if copy:  # the index owns these arrays: appends may grow them in place
+            index._codes.owned = True
+            if index._floats is not None:
+                index._floats.owned = True
+        return index
 
     # ---- adding ----------------------------------------------------------------------------------
 
@@ -229,7 +340,7 @@ class BinaryIndex:
             raise TypeError(f"vectors_or_codes must be floating-point vectors [n, {self.dim}] or uint8 codes, "
                             f"got dtype {x.dtype}")
         self._check_floats("vectors", x)
-        codes = binarize(x, bits=self.bits)  # validates NaN / inf
+        codes = binarize(x, bits=self.bits, threshold_rule=self.threshold_rule)  # validates NaN / inf
         self._codes.append(codes)
         if self._floats is not None:
             self._floats.append(x.astype(np.float32, copy=False))
@@ -271,7 +382,7 @@ class BinaryIndex:
                                  "got uint8 codes")
         elif queries.dtype.kind == "f":
             self._check_floats("queries", queries)
-            qcodes = binarize(queries, bits=self.bits)
+            qcodes = binarize(queries, bits=self.bits, threshold_rule=self.threshold_rule)
             qfloat = queries
         else:
             raise TypeError(f"queries must be floating-point vectors [nq, {self.dim}] or uint8 codes, "
@@ -295,10 +406,14 @@ class BinaryIndex:
         floats = self.floats
         batch = max(1, _RESCORE_BATCH_BYTES // (8 * kc * self.dim))
         kk = min(k, kc)
+        mapped = _is_mapped(floats)
         for a in range(0, nq, batch):
             c = cand[a:a + batch]  # [b, kc], all valid ids since kc <= n
-            uniq, inverse = np.unique(c, return_inverse=True)  # sorted reads: kind to memory maps
-            rows = np.asarray(floats[uniq], dtype=np.float64)[inverse.reshape(c.shape)]  # [b, kc, dim]
+            if mapped:  # sorted, deduplicated reads: kind to a memory map that is not in the page cache
+                uniq, inverse = np.unique(c, return_inverse=True)
+                rows = np.asarray(floats[uniq], dtype=np.float64)[inverse.reshape(c.shape)]  # [b, kc, dim]
+            else:  # in memory: one direct gather (np.unique's sort cost 3-4x the whole rescoring)
+                rows = floats[c].astype(np.float64)  # [b, kc, dim], the same values as above
             q = np.asarray(qfloat[a:a + batch], dtype=np.float64)
             s = np.einsum("bcd,bd->bc", rows, q).astype(np.float32)
             # last key is primary: score descending, then id ascending
@@ -319,7 +434,8 @@ class BinaryIndex:
             raise ValueError(f"path {path!r} exists and is not a directory")
         os.makedirs(path, exist_ok=True)
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "dim": self.dim, "bits": self.bits,
-                  "nbytes": self.nbytes, "ntotal": self.ntotal, "has_floats": self.has_floats}
+                  "nbytes": self.nbytes, "ntotal": self.ntotal, "has_floats": self.has_floats,
+                  "threshold_rule": self.threshold_rule}
 
         files = header["files"] = {}
 
@@ -382,7 +498,7 @@ class BinaryIndex:
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{hpath!r}: incomplete header ({type(exc).__name__}: {exc})") from exc
         try:
-            index = cls(dim, bits)
+            index = cls(dim, bits, header.get("threshold_rule", "ge"))  # absent before the option: "ge"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{hpath!r}: invalid header ({exc})") from exc
         if ntotal < 0 or header.get("nbytes", index.nbytes) != index.nbytes:

@@ -20,13 +20,22 @@ _POPCOUNT8 = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 INT32_MIN = np.iinfo(np.int32).min
 
 
-def binarize(x: np.ndarray, bits: int = 1, scale=None) -> np.ndarray:
+THRESHOLD_RULES = ("ge", "gt")
+
+
+def binarize(x: np.ndarray, bits: int = 1, scale=None, threshold_rule: str = "ge") -> np.ndarray:
     """Training-free recurrent residual binarization of float rows ``x [n, m]`` -> codes.
 
     ``y = x / s`` with ``s = mean|x|`` per row (or ``scale``: a scalar or ``[n]``); an all-zero
-    row keeps ``s = 1`` (no division by zero). ``d_0 = sign(y)``, ``d_i = sign(y - sum_{j<i} 2^-j d_j)``, sign(0) = +1.
-    Computed in float64.
+    row keeps ``s = 1`` (no division by zero). ``d_0 = sign(y)``, ``d_i = sign(y - sum_{j<i} 2^-j d_j)``.
+    ``threshold_rule`` says where a zero goes on every plane: "ge" -> bit = (r >= 0), sign(0) = +1;
+    "gt" -> bit = (r > 0), sign(0) = -1 (plane 0 is then sentence-transformers' ``ubinary`` code).
+    Plane 0 compares ``x`` itself (``s > 0``: the same sign as ``x / s``, also where ``x / s``
+    underflows to zero). Computed in float64.
     """
+    positive = np.greater if threshold_rule == "gt" else np.greater_equal
+    if bits == 1:  # plane 0 alone: the sign of x, no scale needed (any real dtype keeps its sign)
+        return np.packbits(positive(np.asarray(x), 0), axis=-1, bitorder="big")[:, None, :]
     x = np.asarray(x, dtype=np.float64)
     n, m = x.shape
     if scale is None:
@@ -38,8 +47,8 @@ def binarize(x: np.ndarray, bits: int = 1, scale=None) -> np.ndarray:
     levels = np.empty((n, bits, m), dtype=np.int8)
     recon = np.zeros_like(y)
     for i in range(bits):
-        r = y - recon
-        d_i = np.where(r >= 0, 1, -1).astype(np.int8)
+        r = x if i == 0 else y - recon
+        d_i = np.where(positive(r, 0), 1, -1).astype(np.int8)
         levels[:, i] = d_i
         recon = recon + (2.0 ** -i) * d_i
     return pack_levels(levels)

@@ -2,8 +2,8 @@
 tensors (CPU and CUDA), with fake kernels for ``torch.compile(fullgraph=True)``.
 
 - ``binarize`` is written in torch ops (any device) and matches :func:`fastemb.binarize` bit for
-  bit: it computes in float64 and sums ``|x|`` with NumPy's pairwise-summation order, so the
-  per-row scale ``mean|x|`` is the same double as NumPy's.
+  bit, for both threshold rules: it computes in float64 and sums ``|x|`` with NumPy's
+  pairwise-summation order, so the per-row scale ``mean|x|`` is the same double as NumPy's.
 - ``hamming`` / ``sdc_scores`` / ``sdc_topk`` call the native CPU kernels (``fastemb._C``) or the
   NumPy reference on CPU tensors, and the CUDA kernels of ``fastemb._C_cuda`` on CUDA tensors
   (data pointers + the current stream).
@@ -21,7 +21,7 @@ from torch import Tensor
 from .. import _backend
 from . import _checks
 from .._reference import binary as _ref
-from ..binary import MODE_CODES, pair_mismatch_message
+from ..binary import MODE_CODES, THRESHOLD_RULES, pair_mismatch_message
 
 _INT32_MAX = 2 ** 31 - 1
 _INT32_MIN = -2 ** 31
@@ -35,7 +35,15 @@ def _check_int(name: str, value) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
 
 
-def _check_binarize_meta(x: Tensor, bits: int, scale: Optional[Tensor]) -> None:
+def _check_threshold_rule(threshold_rule) -> None:
+    if not isinstance(threshold_rule, str):
+        raise TypeError(f"threshold_rule must be a str, \"ge\" or \"gt\", got {type(threshold_rule).__name__}")
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"threshold_rule must be \"ge\" (bit = x >= 0, the default) or \"gt\" (bit = x > 0, "
+                         f"sentence-transformers ubinary), got {threshold_rule!r}")
+
+
+def _check_binarize_meta(x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str = "ge") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -45,6 +53,7 @@ def _check_binarize_meta(x: Tensor, bits: int, scale: Optional[Tensor]) -> None:
     _check_int("bits", bits)
     if not 1 <= bits <= 4:
         raise ValueError(f"bits must be in 1..4, got {bits}")
+    _check_threshold_rule(threshold_rule)
     if scale is not None:
         if not isinstance(scale, Tensor):
             raise TypeError(f"scale must be a torch.Tensor, got {type(scale).__name__}")
@@ -127,10 +136,10 @@ def _binarize_out_shape(x: Tensor, bits: int):
 
 
 @torch.library.custom_op("fastemb::binarize", mutates_args=())
-def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor]) -> Tensor:
-    _check_binarize_meta(x, bits, scale)
+def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str = "ge") -> Tensor:
+    _check_binarize_meta(x, bits, scale, threshold_rule)
     n, m = x.shape
-    y = x.to(torch.float64)
+    x64 = y = x.to(torch.float64)
     _checks.require(x.device, [(torch.isfinite(y).all(), "x must be finite (found NaN or inf)")])
     if scale is None:
         if m:
@@ -145,7 +154,8 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor]) -> Tensor:
     planes = []
     recon = torch.zeros_like(y)
     for i in range(bits):
-        c = (y - recon) >= 0  # sign(0) = +1
+        r = x64 if i == 0 else y - recon  # plane 0: the sign of x itself (= sign(x/s), no underflow)
+        c = r > 0 if threshold_rule == "gt" else r >= 0  # "ge": sign(0) = +1; "gt": sign(0) = -1
         planes.append(c)
         recon = recon + torch.where(c, 2.0 ** -i, -(2.0 ** -i))
     c = torch.stack(planes, dim=1).to(torch.uint8)  # [n, bits, m] of 0/1
@@ -159,8 +169,8 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor]) -> Tensor:
 
 
 @_binarize_op.register_fake
-def _(x, bits, scale):
-    _check_binarize_meta(x, bits, scale)
+def _(x, bits, scale, threshold_rule="ge"):
+    _check_binarize_meta(x, bits, scale, threshold_rule)
     return x.new_empty(_binarize_out_shape(x, bits), dtype=torch.uint8)
 
 
@@ -291,12 +301,14 @@ def _pair(q: Tensor, d: Tensor, dim: Optional[int]) -> Tuple[Tensor, Tensor, int
     return q, d, dim
 
 
-def binarize(x: Tensor, bits: int = 1, scale=None) -> Tensor:
+def binarize(x: Tensor, bits: int = 1, scale=None, threshold_rule: str = "ge") -> Tensor:
     """Torch version of :func:`fastemb.binarize`: float ``[n, m]`` (any float dtype, any device)
     -> uint8 codes ``[n, bits, ceil(m / 8)]``, bit for bit equal to the NumPy function.
 
     ``scale``: None (``mean|x|`` per row), a positive number, or a tensor (scalar or ``[n]``) on
-    ``x``'s device. Checking for NaN / inf syncs with the device.
+    ``x``'s device. ``threshold_rule``: "ge" (bit = ``r >= 0``, default) or "gt" (bit = ``r > 0``:
+    plane 0 equals sentence-transformers' ``ubinary`` codes); see :func:`fastemb.binarize`.
+    Checking for NaN / inf syncs with the device.
     """
     if not isinstance(x, Tensor):  # the op's schema check would raise RuntimeError
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -305,7 +317,8 @@ def binarize(x: Tensor, bits: int = 1, scale=None) -> Tensor:
             raise TypeError(f"scale must be a number or a torch.Tensor, got {type(scale).__name__}")
         device = x.device if isinstance(x, Tensor) else None
         scale = torch.tensor(float(scale), dtype=torch.float64, device=device)
-    return torch.ops.fastemb.binarize(x, bits, scale)
+    _check_threshold_rule(threshold_rule)  # here too: the op's schema would raise RuntimeError for a non-str
+    return torch.ops.fastemb.binarize(x, bits, scale, threshold_rule)
 
 
 def hamming(q: Tensor, d: Tensor, dim: Optional[int] = None) -> Tensor:

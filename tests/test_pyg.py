@@ -76,6 +76,11 @@ def test_forward_matches_scatter(gen, dtype, reduce, sort):
         # int32 labels (scatter needs int64) give the same result
         torch.testing.assert_close(ft.centroid_aggregate(x, labels.int(), num_groups=k, reduce=FASTEMB[reduce]), got,
                                    rtol=0, atol=0)
+        # PyG's own reduce names are accepted as aliases (drop-in), by the torch and the NumPy API
+        torch.testing.assert_close(ft.centroid_aggregate(x, labels, num_groups=k, reduce=reduce), got, rtol=0, atol=0)
+        np.testing.assert_array_equal(
+            fastemb.centroid_aggregate(x.numpy(), labels.numpy(), num_groups=k, reduce=reduce),
+            fastemb.centroid_aggregate(x.numpy(), labels.numpy(), num_groups=k, reduce=FASTEMB[reduce]))
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])

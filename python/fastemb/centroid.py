@@ -14,6 +14,13 @@ from . import _backend
 from ._reference import centroid as _ref
 
 REDUCE_CODES = {"sum": 0, "mean": 1, "amax": 2, "amin": 3}
+# torch_geometric.utils.scatter / torch_scatter names, accepted as they are (drop-in)
+REDUCE_ALIASES = {"max": "amax", "min": "amin"}
+
+
+def canonical_reduce(reduce: Any) -> Any:
+    """``'max'``/``'min'`` (PyG's names) -> ``'amax'``/``'amin'``; anything else unchanged (check_modes judges it)."""
+    return REDUCE_ALIASES.get(reduce, reduce) if isinstance(reduce, str) else reduce
 NORMALIZE_CODES = {"none": 0, "pre": 1, "post": 2, "both": 3}
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
@@ -21,7 +28,8 @@ _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 def check_modes(reduce: str, normalize: str, eps: float, leave_one_out: bool, has_weights: bool) -> None:
     """Checks the mode arguments shared by the NumPy API and the torch ops."""
     if not isinstance(reduce, str) or reduce not in REDUCE_CODES:
-        raise ValueError(f"reduce must be one of {sorted(REDUCE_CODES)}, got {reduce!r}")
+        raise ValueError(f"reduce must be one of {sorted(REDUCE_CODES)} (or the aliases 'max'/'min'), "
+                         f"got {reduce!r}")
     if not isinstance(normalize, str) or normalize not in NORMALIZE_CODES:
         raise ValueError(f"normalize must be one of {sorted(NORMALIZE_CODES)}, got {normalize!r}")
     if (not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not math.isfinite(float(eps))
@@ -98,7 +106,7 @@ def centroid_aggregate(
             rows ``offsets[g]:offsets[g+1]`` form group ``g``.
         num_groups: K. Defaults to ``index.max() + 1`` (or ``len(offsets) - 1``).
         weights: optional ``[N]`` finite row weights (sum/mean only): mean = sum(w x) / sum(w).
-        reduce: ``'mean'`` | ``'sum'`` | ``'amax'`` | ``'amin'``.
+        reduce: ``'mean'`` | ``'sum'`` | ``'amax'`` | ``'amin'`` (``'max'``/``'min'``, PyG's names, are aliases).
         normalize: ``'none'``; ``'pre'`` L2-normalizes rows before reducing; ``'post'``
             normalizes each centroid as ``c / max(||c||, eps)``; ``'both'``.
         eps: floor of the norms used by ``normalize``.
@@ -122,6 +130,7 @@ def centroid_aggregate(
         raise TypeError(f"x must be float16, float32 or float64, got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [N, D], got shape {x.shape}")
+    reduce = canonical_reduce(reduce)
     check_modes(reduce, normalize, eps, leave_one_out, weights is not None)
     n, d = x.shape
     if (index is None) == (offsets is None):

@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import _backend
 from . import _checks
 from .._reference import centroid as _ref
-from ..centroid import NORMALIZE_CODES, REDUCE_CODES, check_modes
+from ..centroid import NORMALIZE_CODES, REDUCE_CODES, canonical_reduce, check_modes
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
@@ -266,8 +266,10 @@ def centroid_aggregate(
     ``num_groups`` is required with ``index``: deriving it would need a device-to-host sync,
     which breaks torch.compile. ``weights`` are cast to the accumulation dtype (float64 for
     float64 ``x``, float32 otherwise). Returns the ``[K, D]`` (or ``[N, D]`` with
-    ``leave_one_out``) result, and the int64 counts when ``return_counts``.
+    ``leave_one_out``) result, and the int64 counts when ``return_counts``. ``reduce`` also takes
+    ``'max'``/``'min'``, the names of ``torch_geometric.utils.scatter``.
     """
+    reduce = canonical_reduce(reduce)
     for name, t in (("x", x), ("index", index), ("offsets", offsets)):
         if t is not None and not isinstance(t, Tensor):  # the op's schema check would raise RuntimeError
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

@@ -286,7 +286,7 @@ def test_leave_one_out_with_extreme_reduce(x, labels, reduce):
         agg(x, labels, reduce=reduce, leave_one_out=True)
 
 
-@pytest.mark.parametrize("reduce", ["max", "min", "avg", "Mean", "SUM", " sum", "", None, 1, "prod"])
+@pytest.mark.parametrize("reduce", ["avg", "maximum", "Mean", "SUM", " sum", "", None, 1, "prod"])
 def test_unknown_reduce(x, labels, reduce):
     with pytest.raises(ValueError, match="reduce"):
         agg(x, labels, reduce=reduce)

@@ -379,9 +379,9 @@ def test_converters_roundtrip(n, k, seed, per_row):
 SHAPES = [(1, 1, 1), (3, 255, 7), (4, 256, 64), (33, 257, 5), (2, 1000, 17), (5, 512, 1)]
 
 
-def int_reference(x, tw, bias):
+def int_reference(x, tw, bias, scale_rule="divide"):
     """Independent restatement: int64 dot of the quantized operands, then the kernel's float32 ops."""
-    xq, s = ref.quantize_activations(x)
+    xq, s = ref.quantize_activations(x, scale_rule=scale_rule)
     acc = xq.astype(np.int64) @ tw.ternary().astype(np.int64).T
     out = acc.astype(np.float32) * (tw.gamma()[None, :] / s[:, None])
     if bias is not None:
@@ -527,10 +527,11 @@ class FakeKernels:
     def __init__(self):
         self.calls = []
 
-    def ternary_quantize_activations(self, x, dtype, m, k, kp, eps, xq, x_scale, isa=""):
+    def ternary_quantize_activations(self, x, dtype, m, k, kp, eps, xq, x_scale, isa="", scale_rule=0):
         self.calls.append(("quantize", isa))
         assert kp == ref.padded_k(k)
-        q, s = ref.quantize_activations(_view(x, self.NAMES[dtype], (m, k)), eps, kp)
+        rule = {0: "divide", 1: "reciprocal"}[scale_rule]
+        q, s = ref.quantize_activations(_view(x, self.NAMES[dtype], (m, k)), eps, kp, scale_rule=rule)
         _view(xq, np.int8, (m, kp))[:] = q
         _view(x_scale, np.float32, (m,))[:] = s
 
@@ -562,6 +563,11 @@ def test_native_call_plumbing_with_a_stand_in(rng, monkeypatch):
         np.testing.assert_array_equal(ternary_matmul(x, tw, "float", b),
                                       ref.matmul_float(x.astype(np.float32), tw.packed, 300, tw.scale, b))
         np.testing.assert_array_equal(quantize_activations(x)[0], ref.quantize_activations(x)[0])
+        for rule in ("divide", "reciprocal"):
+            for got, want in zip(quantize_activations(x, scale_rule=rule), ref.quantize_activations(x, scale_rule=rule)):
+                np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(ternary_matmul(x, tw, bias=b, scale_rule=rule),
+                                          int_reference(x, tw, b, scale_rule=rule)[0])
     assert [c[0] for c in fake.calls[:3]] == ["quantize", "int8", "float"]
     tern._ternary_matmul(x, tw, "int8", None, ref.EPS, "avx2")
     assert fake.calls[-1] == ("int8", "avx2")
@@ -625,8 +631,8 @@ def test_public_signatures_hide_the_isa_test_hook():
     import inspect
 
     params = inspect.signature(fastemb.ternary_matmul).parameters
-    assert list(params) == ["x", "tw", "activations", "bias", "eps"]
-    assert list(inspect.signature(fastemb.quantize_activations).parameters) == ["x", "eps"]
+    assert list(params) == ["x", "tw", "activations", "bias", "eps", "scale_rule"]
+    assert list(inspect.signature(fastemb.quantize_activations).parameters) == ["x", "eps", "scale_rule"]
     with pytest.raises(TypeError):
         fastemb.ternary_matmul(np.zeros((1, 4), np.float32), quantize_ternary(np.ones((2, 4), np.float32)), _isa="numpy")
     # the hook itself still picks the backend

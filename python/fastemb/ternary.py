@@ -6,7 +6,9 @@ Rules (BitNet b1.58, shared/specs/ternary.md), the same in every backend:
 - weights: ``gamma = mean|W|`` ('absmean') or ``median|W|`` ('absmedian', b1.58 Reloaded), per
   tensor or per output row; ``W_q = clamp(round(W / max(gamma, eps)), -1, 1)``, round half to even;
 - activations: per row ``s = 127 / max(max|x|, eps)``, ``x_q = clamp(round(x s), -128, 127)``
-  (BitNet's clamp at -128, although absmax scaling alone never reaches it);
+  (BitNet's clamp at -128, although absmax scaling alone never reaches it); with
+  ``scale_rule='reciprocal'`` the scale is ``(1 / max(max|x|, eps)) * 127`` instead (two float32
+  roundings), which is what transformers' BitNet computes (torch's ``127 / tensor``), bit for bit;
 - integer path: ``y = float32(x_q W_q^T) * (gamma / s) + bias`` with an exact int32 product;
 - float path: ``y = gamma (x W_q^T) + bias`` with float32 ``x`` (no activation quantization).
 
@@ -33,6 +35,8 @@ MAX_K_INT8 = 2 ** 22  # int32 sums of k code x int8 products (kMaxK in src/cpp/t
 _FORMAT = "fastemb.ternary.I2"
 _FORMAT_VERSION = 1
 _KERNELS = ("ternary_quantize_activations", "ternary_matmul_int8", "ternary_matmul_float")
+SCALE_RULES = _ref.SCALE_RULES  # ('divide', 'reciprocal'): the activation scale's formula
+_SCALE_RULE_CODES = {"divide": 0, "reciprocal": 1}  # ternary::ScaleRule in src/cpp/ternary/ternary.h
 
 
 def native_kernels() -> Optional[Any]:
@@ -77,6 +81,14 @@ def _check_eps(eps: Any) -> float:
             or float(eps) <= 0):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
     return float(eps)
+
+
+def _check_scale_rule(scale_rule: Any) -> str:
+    if not isinstance(scale_rule, str):
+        raise TypeError(f"scale_rule must be a str ('divide' or 'reciprocal'), got {type(scale_rule).__name__}")
+    if scale_rule not in _SCALE_RULE_CODES:
+        raise ValueError(f"scale_rule must be 'divide' or 'reciprocal', got {scale_rule!r}")
+    return scale_rule
 
 
 def _check_gamma(name: str, gamma: Any, n: int) -> np.ndarray:
@@ -456,14 +468,16 @@ def quantize_ternary(w: np.ndarray, scale: Union[str, float, np.ndarray] = "absm
     return TernaryWeight(_ref.pack(wq), gamma, w.shape[1])
 
 
-def native_quantize_activations(C: Any, x: np.ndarray, kp: int, eps: float, isa: str = "") -> Tuple[np.ndarray, np.ndarray]:
+def native_quantize_activations(C: Any, x: np.ndarray, kp: int, eps: float, isa: str = "",
+                                scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
     """Runs the native quantizer on a validated C-contiguous float ``x`` [m, k]: returns
     (xq int8 [m, kp], s float32 [m])."""
     m, k = x.shape
     xq = np.empty((m, kp), dtype=np.int8)
     s = np.empty(m, dtype=np.float32)
     A = _backend.address
-    C.ternary_quantize_activations(A(x), _backend.DTYPE_CODES[x.dtype.name], m, k, kp, float(eps), A(xq), A(s), isa)
+    C.ternary_quantize_activations(A(x), _backend.DTYPE_CODES[x.dtype.name], m, k, kp, float(eps), A(xq), A(s), isa,
+                                   scale_rule=_SCALE_RULE_CODES[scale_rule])
     return xq, s
 
 
@@ -502,44 +516,53 @@ def _pick_backend(isa: Optional[str]) -> Tuple[Optional[Any], str]:
     return C, isa
 
 
-def _quantize_rows(x: np.ndarray, kp: int, eps: float, C: Optional[Any], isa: str) -> Tuple[np.ndarray, np.ndarray]:
+def _quantize_rows(x: np.ndarray, kp: int, eps: float, C: Optional[Any], isa: str,
+                   scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
     if C is not None and x.shape[0]:
-        return native_quantize_activations(C, np.ascontiguousarray(x), kp, eps, isa)
-    return _ref.quantize_activations(x, eps, kp)
+        return native_quantize_activations(C, np.ascontiguousarray(x), kp, eps, isa, scale_rule)
+    return _ref.quantize_activations(x, eps, kp, scale_rule)
 
 
-def quantize_activations(x: np.ndarray, eps: float = EPS) -> Tuple[np.ndarray, np.ndarray]:
+def quantize_activations(x: np.ndarray, eps: float = EPS, scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
     """Per-row absmax int8 quantization (BitNet): ``s = 127 / max(max|x|, eps)``,
     ``x_q = clamp(round(x s), -128, 127)`` in float32, round half to even.
 
     Args:
         x: float16 / float32 / float64 ``[m, k]`` (or ``[k]``: one row), finite.
         eps: floor of ``max|x|`` (an all-zero row gives ``s = 127 / eps`` and zeros).
+        scale_rule: how ``s`` is computed from ``a = max(max|x|, eps)`` in float32. 'divide'
+            (default): ``127 / a``, one rounding. 'reciprocal': ``(1 / a) * 127``, two roundings:
+            what torch computes for ``127 / tensor`` and so what transformers' BitNet
+            (``BitLinear.activation_quant``, ``ActQuant``) computes; with it ``s`` and ``x_q``
+            equal transformers' bit for bit for float32 ``x``. The two differ by 1 ulp of ``s``
+            on about a quarter of the rows (and then, rarely, by 1 in a code).
 
     Returns:
         ``(x_q int8 [m, k], s float32 [m])`` (``[k]`` and ``[1]`` for 1-D ``x``). The matmul uses
         ``x ~ x_q / s``.
     """
-    return _quantize_activations(x, eps, None)
+    return _quantize_activations(x, eps, None, scale_rule)
 
 
-def _quantize_activations(x: np.ndarray, eps: float, isa: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+def _quantize_activations(x: np.ndarray, eps: float, isa: Optional[str],
+                          scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
     """:func:`quantize_activations` on a chosen backend (test hook, kept out of the public signature)."""
     x = _as_float_array("x", x, (1, 2))
     eps = _check_eps(eps)
+    scale_rule = _check_scale_rule(scale_rule)
     one = x.ndim == 1
     x2 = x.reshape(1, -1) if one else x
     _check_finite("x", x2)
     C, isa = _pick_backend(isa)
     k = x2.shape[1]
-    xq, s = _quantize_rows(x2, _ref.padded_k(k) if C is not None else k, eps, C, isa)
+    xq, s = _quantize_rows(x2, _ref.padded_k(k) if C is not None else k, eps, C, isa, scale_rule)
     if xq.shape[1] != k:
         xq = np.ascontiguousarray(xq[:, :k])
     return (xq.reshape(-1), s) if one else (xq, s)
 
 
 def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", bias: Optional[np.ndarray] = None,
-                   eps: float = EPS) -> np.ndarray:
+                   eps: float = EPS, scale_rule: str = "divide") -> np.ndarray:
     """``y = x W^T (+ bias)`` with ternary ``W = gamma W_q``: float32 ``[m, n]`` (``[n]`` for 1-D x).
 
     Args:
@@ -552,12 +575,15 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
             ``y = gamma (x W_q^T) + bias``, exact up to float32 rounding.
         bias: optional ``[n]`` finite, added in float32.
         eps: the activation quantizer's floor of ``max|x|``.
+        scale_rule: the activation scale's formula with ``activations='int8'`` (see
+            :func:`quantize_activations`): 'divide' (default) or 'reciprocal' (transformers'
+            BitNet, bit for bit). Checked but unused with ``activations='float'``.
     """
-    return _ternary_matmul(x, tw, activations, bias, eps, None)
+    return _ternary_matmul(x, tw, activations, bias, eps, None, scale_rule)
 
 
 def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Optional[np.ndarray], eps: float,
-                    isa: Optional[str]) -> np.ndarray:
+                    isa: Optional[str], scale_rule: str = "divide") -> np.ndarray:
     """:func:`ternary_matmul` on a chosen backend (test hook, kept out of the public signature):
     ``isa`` None -> the default, 'numpy' -> the reference, an ISA name -> that native variant."""
     if not isinstance(tw, TernaryWeight):
@@ -566,6 +592,7 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
     if activations not in ("int8", "float"):
         raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
     eps = _check_eps(eps)
+    scale_rule = _check_scale_rule(scale_rule)
     one = x.ndim == 1
     x2 = x.reshape(1, -1) if one else x
     if x2.shape[1] != tw.k:
@@ -591,7 +618,7 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
         if b is not None:
             out += b
     elif activations == "int8":
-        xq, s = _quantize_rows(x2, tw.kp, eps, C, isa)
+        xq, s = _quantize_rows(x2, tw.kp, eps, C, isa, scale_rule)
         if C is not None:
             out, _ = native_matmul_int8(C, xq, s, tw, b, isa)
         else:

@@ -12,6 +12,7 @@
 #include "common/cpu_features.h"
 #include "binding_args.h"
 #include "ternary/ternary.h"
+#include "ternary/ternary_validate.h"
 
 namespace py = pybind11;
 
@@ -22,17 +23,20 @@ void bind_ternary(py::module_& m) {
   m.def(
       "ternary_quantize_activations",
       [](uintptr_t x, int dtype, int64_t rows, int64_t k, int64_t kp, double eps, uintptr_t xq, uintptr_t x_scale,
-         const std::string& isa) {
+         const std::string& isa, int scale_rule) {
         if (dtype < 0 || dtype > 3)
           throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
+        ternary::validate_scale_rule(scale_rule);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
         ternary::quantize_activations_isa(chosen, ptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
-                                          static_cast<float>(eps), ptr<int8_t>(xq), ptr<float>(x_scale));
+                                          static_cast<float>(eps), ptr<int8_t>(xq), ptr<float>(x_scale),
+                                          static_cast<ternary::ScaleRule>(scale_rule));
       },
       py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
-      py::arg("x_scale"), py::arg("isa") = "",
-      "Per-row absmax int8 quantization: x [m, k] (dtype code) -> xq int8 [m, kp] (zero padding), x_scale f32 [m].");
+      py::arg("x_scale"), py::arg("isa") = "", py::arg("scale_rule") = 0,
+      "Per-row absmax int8 quantization: x [m, k] (dtype code) -> xq int8 [m, kp] (zero padding), x_scale f32 [m]; "
+      "scale_rule 0: s = 127 / amax, 1: s = (1 / amax) * 127 (torch / transformers).");
   m.def(
       "ternary_matmul_int8",
       [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,

@@ -11,6 +11,7 @@
 #include "cuda_bindings_common.h"
 #include "binding_args.h"
 #include "ternary/ternary.h"
+#include "ternary/ternary_validate.h"
 #include "ternary_cuda.cuh"
 
 namespace py = pybind11;
@@ -22,16 +23,17 @@ void bind_ternary_cuda(py::module_& m) {
   m.def(
       "ternary_quantize_activations",
       [](uintptr_t x, int dtype, int64_t rows, int64_t k, int64_t kp, double eps, uintptr_t xq, uintptr_t x_scale,
-         uintptr_t stream) {
+         uintptr_t stream, int scale_rule) {
         if (dtype < 0 || dtype > 3)
           throw std::invalid_argument("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
+        ternary::validate_scale_rule(scale_rule);
         py::gil_scoped_release release;
         ternary::cuda::quantize_activations(ptr<const void>(x), static_cast<ternary::DType>(dtype), rows, k, kp,
                                             static_cast<float>(eps), ptr<int8_t>(xq), ptr<float>(x_scale),
-                                            as_stream(stream));
+                                            as_stream(stream), static_cast<ternary::ScaleRule>(scale_rule));
       },
       py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"), py::arg("kp"), py::arg("eps"), py::arg("xq"),
-      py::arg("x_scale"), py::arg("stream") = 0);
+      py::arg("x_scale"), py::arg("stream") = 0, py::arg("scale_rule") = 0);
   m.def(
       "ternary_matmul_int8",
       [](uintptr_t xq, uintptr_t x_scale, int64_t rows, uintptr_t packed, int64_t n, int64_t k, int64_t kp,

@@ -2,7 +2,7 @@
 // (src/cpp/ternary/ternary.h) and sharing its per-element math (ternary/ternary_math.h):
 //
 // quantize_kernel: one block per activation row (grid-stride): block max of |x| (converted to
-//   float32 by load_activation), s = activation_scale, xq = quantize_value, zero padding to kp.
+//   float32 by load_activation), s = activation_scale (by the ScaleRule), xq = quantize_value, zero padding to kp.
 // dp4a_kernel (m <= 8 per pass): one warp per output column j; lane l reads 32-bit words l, l+32, ...
 //   of the packed row (coalesced). Word t/4 of block b holds, at bits 2s, the 4 weights
 //   b*256 + 64s + t .. +3, turned into 4 signed bytes by word_weights and multiplied with the
@@ -68,7 +68,8 @@ __device__ __forceinline__ int32_t dot4(uint32_t a, uint32_t b) {
 // ---- quantize_activations -----------------------------------------------------------------------
 
 __global__ void __launch_bounds__(kQuantThreads)
-    quantize_kernel(const void* x, int dt, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq, float* x_scale) {
+    quantize_kernel(const void* x, int dt, int64_t m, int64_t k, int64_t kp, float eps, int rule, int8_t* xq,
+                    float* x_scale) {
   __shared__ float red[kQuantThreads / kWarp];
   __shared__ float s_shared;
   for (int64_t i = blockIdx.x; i < m; i += gridDim.x) {
@@ -80,7 +81,7 @@ __global__ void __launch_bounds__(kQuantThreads)
     if (threadIdx.x == 0) {
       float v = red[0];
       for (int w = 1; w < kQuantThreads / kWarp; ++w) v = fmaxf(v, red[w]);
-      const float s = activation_scale(v, eps);
+      const float s = activation_scale(v, eps, rule);
       s_shared = s;
       x_scale[i] = s;
     }
@@ -296,12 +297,12 @@ void launch_dp4a(const Int8Args& a, int64_t i0, cudaStream_t stream) {
 }  // namespace
 
 void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
-                          float* x_scale, cudaStream_t stream) {
-  validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale);
+                          float* x_scale, cudaStream_t stream, ScaleRule rule) {
+  validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale, static_cast<int>(rule));
   if (m == 0) return;
   const int64_t blocks = min64(m, kMaxGridX);
   quantize_kernel<<<static_cast<unsigned>(blocks), kQuantThreads, 0, stream>>>(x, static_cast<int>(dtype), m, k, kp, eps,
-                                                                               xq, x_scale);
+                                                                               static_cast<int>(rule), xq, x_scale);
   check_cuda(cudaGetLastError(), "ternary quantize_kernel");
 }
 

@@ -14,9 +14,10 @@
 
 namespace fastemb::ternary::cuda {
 
-// x [m, k] of dtype code 0 f32, 1 f64, 2 f16, 3 bf16 -> xq int8 [m, kp] (zero padding), x_scale [m].
+// x [m, k] of dtype code 0 f32, 1 f64, 2 f16, 3 bf16 -> xq int8 [m, kp] (zero padding), x_scale [m]; the scale by
+// `rule` (ternary.h ScaleRule), the CPU's bits.
 void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
-                          float* x_scale, cudaStream_t stream);
+                          float* x_scale, cudaStream_t stream, ScaleRule rule = ScaleRule::divide);
 // m <= kDp4aMaxRows: decode + dp4a (one warp per output column, up to 8 activation rows per pass);
 // otherwise decode + int8 tensor cores (WMMA 16x16x16, 64 x 64 output tiles).
 void matmul_int8(const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* bias, float* out,

@@ -64,13 +64,34 @@ def unpack(packed: np.ndarray, k: int) -> np.ndarray:
     return (codes.reshape(n, kp).astype(np.int8) - 1)[:, :k]
 
 
-def quantize_activations(x: np.ndarray, eps: float = EPS, kp: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-row absmax (BitNet): s = 127 / max(max|x|, eps), xq = clamp(rint(x * s), -128, 127).
-    Returns (xq int8 [m, kp or k], s float32 [m])."""
+SCALE_RULES = ("divide", "reciprocal")
+
+
+def activation_scale(amax: np.ndarray, eps: float = EPS, scale_rule: str = "divide") -> np.ndarray:
+    """Per-row activation scale from ``amax = max|x|`` (float32), with ``a = max(amax, eps)``:
+
+    - 'divide': ``s = 127 / a``, one float32 rounding (fastemb's default);
+    - 'reciprocal': ``s = (1 / a) * 127``, two float32 roundings. This is what torch computes for
+      ``127 / tensor`` (``Tensor.__rdiv__`` is ``reciprocal() * 127``), hence what transformers'
+      BitNet ``activation_quant`` / ``ActQuant`` compute; it differs from 'divide' by 1 ulp on
+      about a quarter of the values.
+    """
+    a = np.maximum(np.asarray(amax, dtype=np.float32), np.float32(eps))
+    if scale_rule == "divide":
+        return (np.float32(127.0) / a).astype(np.float32)
+    if scale_rule == "reciprocal":
+        return ((np.float32(1.0) / a).astype(np.float32) * np.float32(127.0)).astype(np.float32)
+    raise ValueError(f"scale_rule must be one of {SCALE_RULES}, got {scale_rule!r}")
+
+
+def quantize_activations(x: np.ndarray, eps: float = EPS, kp: Optional[int] = None,
+                         scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
+    """Per-row absmax (BitNet): s = activation_scale(max|x|, eps, scale_rule) (127 / max(max|x|, eps)
+    for 'divide'), xq = clamp(rint(x * s), -128, 127). Returns (xq int8 [m, kp or k], s float32 [m])."""
     x32 = x.astype(np.float32, copy=False)
     m, k = x32.shape
     amax = np.abs(x32).max(axis=1) if k else np.zeros(m, np.float32)
-    s = (np.float32(127.0) / np.maximum(amax, np.float32(eps))).astype(np.float32)
+    s = activation_scale(amax, eps, scale_rule)
     xq = np.clip(np.rint(x32 * s[:, None]), -128, 127).astype(np.int8)
     if kp is not None and kp > k:
         xq = np.concatenate([xq, np.zeros((m, kp - k), np.int8)], axis=1)

@@ -19,9 +19,10 @@ except ModuleNotFoundError as _exc:
         name="torch") from _exc
 
 from ._binary import binarize, hamming, sdc_scores, sdc_topk
+from ._bitnet import TernaryLinear, patch_bitnet
 from ._centroid import centroid_aggregate, centroid_triplet_loss
 from ._checks import get_cuda_checks, set_cuda_checks
 from ._graph import fastrp, sparse_random_projection
 from ._ternary import BitLinear, ternary_linear
 
-__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "get_cuda_checks", "hamming", "sdc_scores", "sdc_topk", "set_cuda_checks", "sparse_random_projection", "BitLinear", "ternary_linear"]
+__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "get_cuda_checks", "hamming", "sdc_scores", "sdc_topk", "set_cuda_checks", "sparse_random_projection", "BitLinear", "ternary_linear", "TernaryLinear", "patch_bitnet"]

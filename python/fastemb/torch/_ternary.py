@@ -1,8 +1,8 @@
 """``torch.ops.fastemb.ternary_linear`` (packed ternary weights x activations) and
 :class:`BitLinear`, a drop-in ``nn.Linear`` for BitNet b1.58 training and inference.
 
-- ``ternary_linear(x, packed, scale, k, bias, activations, eps)`` takes the I2-packed weights of a
-  :class:`fastemb.TernaryWeight` as tensors and returns float32 ``[m, n]``. CPU tensors run the
+- ``ternary_linear(x, packed, scale, k, bias, activations, eps, scale_rule)`` takes the I2-packed
+  weights of a :class:`fastemb.TernaryWeight` as tensors and returns float32 ``[m, n]``. CPU tensors run the
   native kernels (``fastemb._C``), CUDA tensors the ``fastemb._C_cuda`` kernels (data pointers +
   the current stream). Where a build lacks those kernels the op computes the same rules with the
   NumPy reference (CPU) or in torch on the device (CUDA); the integer path gives the same bits. It has a fake kernel, so it
@@ -35,7 +35,7 @@ EPS = _ref.EPS
 # ---- validation (metadata only: valid on fake tensors too) -------------------------------------
 
 def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                eps: float) -> None:
+                eps: float, scale_rule: str = "divide") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -76,6 +76,7 @@ def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional
                          "use activations='float'")
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}")
+    _tern._check_scale_rule(scale_rule)
 
 
 # ---- the same rules in torch (fallback on any device; bit-exact on the integer path) -----------
@@ -93,23 +94,28 @@ def unpack_torch(packed: Tensor, k: int) -> Tensor:
     return (codes.reshape(n, kp).to(torch.int8) - 1)[:, :k]
 
 
-def quantize_activations_torch(x: Tensor, eps: float = EPS) -> Tuple[Tensor, Tensor]:
-    """Per-row absmax int8 (BitNet), the kernels' float32 rules in torch: ``(x_q int8, s float32)``."""
+def quantize_activations_torch(x: Tensor, eps: float = EPS, scale_rule: str = "divide") -> Tuple[Tensor, Tensor]:
+    """Per-row absmax int8 (BitNet), the kernels' float32 rules in torch: ``(x_q int8, s float32)``;
+    ``scale_rule`` as :func:`fastemb.quantize_activations`."""
     x32 = x.to(torch.float32)
     if x32.shape[1]:
         amax = x32.abs().amax(dim=1)
     else:
         amax = torch.zeros(x32.shape[0], dtype=torch.float32, device=x.device)
-    s = torch.full_like(amax, 127.0) / amax.clamp_min(eps)
+    a = amax.clamp_min(eps)
+    if scale_rule == "reciprocal":
+        s = torch.reciprocal(a) * 127.0  # two float32 roundings, as torch's `127 / a`
+    else:
+        s = torch.full_like(amax, 127.0) / a
     xq = torch.clamp(torch.round(x32 * s[:, None]), -128, 127).to(torch.int8)
     return xq, s
 
 
 def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                  eps: float) -> Tensor:
+                  eps: float, scale_rule: str = "divide") -> Tensor:
     wq = unpack_torch(packed, k).to(torch.float64)
     if activations == "int8":
-        xq, s = quantize_activations_torch(x, eps)
+        xq, s = quantize_activations_torch(x, eps, scale_rule)
         acc = (xq.to(torch.float64) @ wq.T).to(torch.int32)  # exact: |acc| <= 128 k < 2^53
         out = acc.to(torch.float32) * (scale.reshape(1, -1) / s.reshape(-1, 1))
         if bias is not None:
@@ -122,14 +128,14 @@ def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Option
 
 
 def _linear_numpy(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                  eps: float) -> Tensor:
+                  eps: float, scale_rule: str = "divide") -> Tensor:
     """CPU fallback through the NumPy reference (faster than torch's uint8 ops on CPU); bf16 and
     float16 x convert to float32 exactly, as the kernels do."""
     x32 = x.detach().to(torch.float32).numpy()
     p, g = packed.numpy(), scale.detach().numpy()
     b = None if bias is None else bias.detach().to(torch.float32).numpy()
     if activations == "int8":
-        xq, s = _ref.quantize_activations(x32, eps)
+        xq, s = _ref.quantize_activations(x32, eps, scale_rule=scale_rule)
         out, _ = _ref.matmul_int8(xq, s, p, k, g, b)
     else:
         out = _ref.matmul_float(x32, p, k, g, b)
@@ -139,9 +145,9 @@ def _linear_numpy(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Option
 # ---- the op ----------------------------------------------------------------------------------
 
 def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                 eps: float):
+                 eps: float, scale_rule: str = "divide"):
     """Allocates the buffers of the native kernels and returns (calls, out): calls are
-    (name, args) tuples to run with the module's last argument (isa or stream) appended."""
+    (name, args, kwargs) tuples to run with the module's last positional argument (isa or stream) appended."""
     A = _backend.address
     m, n = x.shape[0], packed.shape[0]
     kp = _ref.padded_k(k)
@@ -154,13 +160,14 @@ def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optiona
         s = torch.empty(m, dtype=torch.float32, device=x.device)
         keep += [xq, s]
         calls = [("ternary_quantize_activations",
-                  (A(x), _backend.DTYPE_CODES[_TORCH_DTYPE_NAMES[x.dtype]], m, k, kp, float(eps), A(xq), A(s))),
+                  (A(x), _backend.DTYPE_CODES[_TORCH_DTYPE_NAMES[x.dtype]], m, k, kp, float(eps), A(xq), A(s)),
+                  {"scale_rule": _tern._SCALE_RULE_CODES[scale_rule]}),
                  ("ternary_matmul_int8",
-                  (A(xq), A(s), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out), 0))]
+                  (A(xq), A(s), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out), 0), {})]
     else:
         x32 = _as_float32(x)
         keep.append(x32)
-        calls = [("ternary_matmul_float", (A(x32), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out)))]
+        calls = [("ternary_matmul_float", (A(x32), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out)), {})]
     return calls, out, keep
 
 
@@ -185,8 +192,8 @@ def _as_float32(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("fastemb::ternary_linear", mutates_args=())
 def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                       eps: float) -> Tensor:
-    _check_meta(x, packed, scale, k, bias, activations, eps)
+                       eps: float, scale_rule: str = "divide") -> Tensor:
+    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule)
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"x: unsupported device {x.device} (cpu and cuda are supported)")
     x, packed, scale = x.contiguous(), packed.contiguous(), scale.contiguous()
@@ -201,30 +208,30 @@ def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: O
         return out if bias is None else out + bias.to(torch.float32)
     mod = _tern.cuda_kernels() if x.device.type == "cuda" else _tern.native_kernels()
     if mod is None and x.device.type == "cuda":
-        return _linear_torch(x, packed, scale, k, bias, activations, eps)
+        return _linear_torch(x, packed, scale, k, bias, activations, eps, scale_rule)
     if mod is None:
-        return _linear_numpy(x, packed, scale, k, bias, activations, eps)
-    calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps)
+        return _linear_numpy(x, packed, scale, k, bias, activations, eps, scale_rule)
+    calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps, scale_rule)
     if x.device.type == "cuda":
         with torch.cuda.device(x.device):
             stream = torch.cuda.current_stream(x.device).cuda_stream
-            for name, args in calls:
-                getattr(mod, name)(*args, stream)
+            for name, args, kwargs in calls:
+                getattr(mod, name)(*args, stream, **kwargs)
     else:
-        for name, args in calls:
-            getattr(mod, name)(*args, "")
+        for name, args, kwargs in calls:
+            getattr(mod, name)(*args, "", **kwargs)
     del keep  # the buffers lived until the kernels returned (CUDA: the caching allocator orders reuse on the stream)
     return out
 
 
 @_ternary_linear_op.register_fake
-def _(x, packed, scale, k, bias, activations, eps):
-    _check_meta(x, packed, scale, k, bias, activations, eps)
+def _(x, packed, scale, k, bias, activations, eps, scale_rule="divide"):
+    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule)
     return x.new_empty((x.shape[0], packed.shape[0]), dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
-    x, packed, scale, k, bias, activations, eps = inputs
+    x, packed, scale, k, bias, activations, eps = inputs[:7]
     if isinstance(scale, Tensor) and scale.requires_grad:
         raise ValueError("scale: ternary_linear is not differentiable in gamma (pass scale.detach())")
     ctx.save_for_backward(packed, scale)
@@ -241,7 +248,7 @@ def _backward(ctx, grad):
         grad_x = (grad.to(torch.float32) @ w).to(ctx.x_dtype)
     if ctx.needs_input_grad[4]:
         grad_b = grad.sum(dim=0).to(ctx.bias_dtype)
-    return grad_x, None, None, None, grad_b, None, None
+    return grad_x, None, None, None, grad_b, None, None, None
 
 
 # Backward: the straight-through estimator of BitNet (the gradient of x W^T + b with the
@@ -252,7 +259,7 @@ _ternary_linear_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor] = None,
-                   activations: str = "int8", eps: float = EPS) -> Tensor:
+                   activations: str = "int8", eps: float = EPS, scale_rule: str = "divide") -> Tensor:
     """``y = x W^T + bias`` with I2-packed ternary weights (see :class:`fastemb.TernaryWeight`).
 
     Args:
@@ -260,6 +267,9 @@ def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optio
         packed: uint8 ``[n, kp / 4]`` (``TernaryWeight.packed`` as a tensor), on x's device.
         scale: float32 gamma, ``[1]`` or ``[n]``. k: input features.
         bias: optional ``[n]``; activations: 'int8' (BitNet W1.58A8) or 'float'.
+        scale_rule: the activation scale's formula on the int8 path, 'divide' (``127 / amax``,
+            default) or 'reciprocal' (``(1 / amax) * 127``: transformers' BitNet bit for bit on
+            float32 x); see :func:`fastemb.quantize_activations`.
 
     Returns:
         float32 ``[..., n]``. Differentiable in x (straight-through through the activation
@@ -277,7 +287,8 @@ def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optio
     rows = 1
     for size in lead:
         rows *= size
-    y = torch.ops.fastemb.ternary_linear(x.reshape(rows, x.shape[-1]), packed, scale, k, bias, activations, eps)
+    y = torch.ops.fastemb.ternary_linear(x.reshape(rows, x.shape[-1]), packed, scale, k, bias, activations, eps,
+                                         scale_rule)
     return y.reshape(*lead, packed.shape[0])
 
 
@@ -313,11 +324,11 @@ def fake_quantize_weight(w: Tensor, scale: str = "absmean", eps: float = EPS) ->
     return (wq * g).to(w.dtype)
 
 
-def fake_quantize_activations(x: Tensor, eps: float = EPS) -> Tensor:
+def fake_quantize_activations(x: Tensor, eps: float = EPS, scale_rule: str = "divide") -> Tensor:
     """``x_q / s`` with BitNet's per-row absmax int8 rules (float32), cast to ``x``'s dtype, over
     the last dim (no gradient)."""
     x2 = x.detach().reshape(-1, x.shape[-1]) if x.dim() else x.detach().reshape(1, 1)
-    xq, s = quantize_activations_torch(x2, eps)
+    xq, s = quantize_activations_torch(x2, eps, scale_rule)
     return (xq.to(torch.float32) / s[:, None]).to(x.dtype).reshape(x.shape)
 
 
@@ -343,20 +354,25 @@ class BitLinear(nn.Linear):
         scale: 'absmean' (BitNet b1.58) or 'absmedian' (b1.58 Reloaded).
         activations: 'int8' (W1.58A8, default) or 'float' (activations are not quantized).
         eps: floor of gamma and of max|x|.
+        scale_rule: the activation scale's formula, 'divide' (``127 / amax``) or 'reciprocal'
+            (``(1 / amax) * 127``, as transformers' BitNet); see :func:`fastemb.quantize_activations`.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: str = "absmean",
-                 device=None, dtype=None, *, activations: str = "int8", eps: float = EPS):
+                 device=None, dtype=None, *, activations: str = "int8", eps: float = EPS,
+                 scale_rule: str = "divide"):
         if scale not in ("absmean", "absmedian"):
             raise ValueError(f"scale must be 'absmean' or 'absmedian', got {scale!r}")
         if activations not in ("int8", "float"):
             raise ValueError(f"activations must be 'int8' or 'float', got {activations!r}")
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
+        _tern._check_scale_rule(scale_rule)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.scale = scale
         self.activations = activations
         self.eps = float(eps)
+        self.scale_rule = scale_rule
         self.register_buffer("_packed", None, persistent=False)
         self.register_buffer("_gamma", None, persistent=False)
         self._packed_key = None
@@ -364,12 +380,13 @@ class BitLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, scale: str = "absmean", *, activations: str = "int8",
-                    eps: float = EPS) -> "BitLinear":
+                    eps: float = EPS, scale_rule: str = "divide") -> "BitLinear":
         """A BitLinear with a copy of ``linear``'s weight and bias (same device, dtype and mode)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, scale=scale,
-                    device=linear.weight.device, dtype=linear.weight.dtype, activations=activations, eps=eps)
+                    device=linear.weight.device, dtype=linear.weight.dtype, activations=activations, eps=eps,
+                    scale_rule=scale_rule)
         with torch.no_grad():
             layer.weight.copy_(linear.weight)
             if linear.bias is not None:
@@ -378,7 +395,8 @@ class BitLinear(nn.Linear):
         return layer
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, scale={self.scale!r}, activations={self.activations!r}"
+        rule = "" if self.scale_rule == "divide" else f", scale_rule={self.scale_rule!r}"
+        return f"{super().extra_repr()}, scale={self.scale!r}, activations={self.activations!r}{rule}"
 
     # -- packing cache
     def _weight_key(self):
@@ -423,7 +441,7 @@ class BitLinear(nn.Linear):
             w = self.weight
             w_t = w + (fake_quantize_weight(w, self.scale, self.eps) - w).detach()
             if self.activations == "int8":
-                x = x + (fake_quantize_activations(x, self.eps) - x).detach()
+                x = x + (fake_quantize_activations(x, self.eps, self.scale_rule) - x).detach()
             return F.linear(x, w_t, self.bias)
         if not torch.compiler.is_compiling():
             if self._packed is None or self._packed_key != self._weight_key():
@@ -431,5 +449,5 @@ class BitLinear(nn.Linear):
         if self._packed is None:
             raise RuntimeError("BitLinear: no packed weights; call .eval() before torch.compile")
         y = ternary_linear(x, self._packed, self._gamma.to(torch.float32), self.in_features, self.bias,
-                           self.activations, self.eps)
+                           self.activations, self.eps, self.scale_rule)
         return y.to(x.dtype)

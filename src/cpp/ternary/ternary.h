@@ -14,7 +14,8 @@
 //   sum_k w_k x_k = sum_k c_k x_k - sum_k x_k.
 //
 // Scales: gamma (the weight scale, as stored by absmean / absmedian quantization) is either one
-// float for the tensor or one per output row; s_x (per activation row) = 127 / max(max|x|, eps).
+// float for the tensor or one per output row; s_x (per activation row) = 127 / max(max|x|, eps)
+// (or (1 / max(max|x|, eps)) * 127 with ScaleRule::reciprocal).
 #pragma once
 #include <cstdint>
 
@@ -38,13 +39,19 @@ struct Weights {
 // Activation dtype codes (same as fastemb._backend.DTYPE_CODES).
 enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
 
+// How the per-row activation scale is computed from a = max(max|x|, eps), in float32:
+//   divide     s = 127 / a           (one rounding; fastemb's default)
+//   reciprocal s = (1 / a) * 127     (two roundings: what torch's `127 / tensor` computes, and so
+//                                      transformers' BitNet activation_quant; differs by 1 ulp on ~25% of a)
+enum class ScaleRule : int { divide = 0, reciprocal = 1 };
+
 // Per-row absmax quantization (BitNet b1.58): for row i of x [m, k] (any float dtype, converted to
-// float32 first), s_i = 127.0f / max(max_j |x_ij|, eps) and
+// float32 first), s_i = the scale of max(max_j |x_ij|, eps) by `rule` and
 // xq_ij = clamp(nearbyint(x_ij * s_i), -128, 127) (round half to even, float32 multiply).
 // xq is [m, kp] int8 with zeros in the padding columns; x_scale[i] = s_i.
 // A NaN in x is the caller's to reject (the Python layer does).
 void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
-                          float* x_scale);
+                          float* x_scale, ScaleRule rule = ScaleRule::divide);
 
 // Integer path: acc_ij = sum_c xq_ic * w_jc (exact, int32), then
 //   out_ij = float(acc_ij) * (gamma_j / x_scale_i) + bias_j     (float32, each op rounded: no FMA)
@@ -61,7 +68,7 @@ void matmul_float(const float* x, int64_t m, const Weights& w, const float* bias
 
 // The same with an explicit ISA variant (tests run every variant the CPU has).
 void quantize_activations_isa(Isa isa, const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps,
-                              int8_t* xq, float* x_scale);
+                              int8_t* xq, float* x_scale, ScaleRule rule = ScaleRule::divide);
 void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* bias,
                      float* out, int32_t* acc);
 void matmul_float_isa(Isa isa, const float* x, int64_t m, const Weights& w, const float* bias, float* out);

@@ -24,8 +24,8 @@ namespace fastemb::ternary {
 
 #define FASTEMB_DECLARE_ISA(ns)                                                                                \
   namespace ns {                                                                                               \
-  void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int64_t i0, int64_t i1, int8_t* xq, \
-                     float* x_scale);                                                                          \
+  void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int rule, int64_t i0,            \
+                     int64_t i1, int8_t* xq, float* x_scale);                                                  \
   void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
   bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
   void float_rows(const FloatWork& a, int64_t j0, int64_t j1);                                                 \
@@ -44,7 +44,7 @@ FASTEMB_DECLARE_ISA(dotprod)
 namespace {
 
 struct IsaKernels {
-  void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int64_t, int64_t, int8_t*, float*);
+  void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int, int64_t, int64_t, int8_t*, float*);
   void (*int8_gemv)(const Int8Work&, int64_t, int64_t);
   bool (*int8_gemm)(const Int8Work&, int64_t, int64_t);
   void (*float_rows)(const FloatWork&, int64_t, int64_t);
@@ -105,8 +105,8 @@ Isa kernel_isa(Isa requested) {
 }
 
 void quantize_activations_isa(Isa isa, const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps,
-                              int8_t* xq, float* x_scale) {
-  validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale);
+                              int8_t* xq, float* x_scale, ScaleRule rule) {
+  validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale, static_cast<int>(rule));
   const IsaKernels kern = kernels_for(isa);
   if (m == 0) return;
   const int dt = static_cast<int>(dtype);
@@ -114,7 +114,7 @@ void quantize_activations_isa(Isa isa, const void* x, DType dtype, int64_t m, in
   const int64_t tasks = (m + rows_per_task - 1) / rows_per_task;
   auto task = [&](int64_t t) {
     const int64_t i0 = t * rows_per_task, i1 = std::min(m, i0 + rows_per_task);
-    kern.quantize_rows(x, dt, k, kp, eps, i0, i1, xq, x_scale);
+    kern.quantize_rows(x, dt, k, kp, eps, static_cast<int>(rule), i0, i1, xq, x_scale);
   };
   if (tasks == 1)
     task(0);
@@ -192,8 +192,8 @@ void matmul_float_isa(Isa isa, const float* x, int64_t m, const Weights& w, cons
 }
 
 void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
-                          float* x_scale) {
-  quantize_activations_isa(active_isa(), x, dtype, m, k, kp, eps, xq, x_scale);
+                          float* x_scale, ScaleRule rule) {
+  quantize_activations_isa(active_isa(), x, dtype, m, k, kp, eps, xq, x_scale, rule);
 }
 void matmul_int8(const int8_t* xq, const float* x_scale, int64_t m, const Weights& w, const float* bias, float* out,
                  int32_t* acc) {

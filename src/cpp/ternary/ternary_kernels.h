@@ -129,7 +129,7 @@ inline __m256 load8(const void* x, int dt, int64_t i) {
 }
 #endif
 
-void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, int8_t* q, float* s_out) {
+void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, int rule, int8_t* q, float* s_out) {
   float amax = 0.0f;
   int64_t c = 0;
 #if defined(__AVX512F__)
@@ -142,7 +142,7 @@ void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, in
     }
     amax = _mm512_reduce_max_ps(m0);
   }
-  const float s = activation_scale(amax, eps);
+  const float s = activation_scale(amax, eps, rule);
   const __m512 vs = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
   for (c = 0; c < k; c += 16) {
     const int cnt = static_cast<int>(min_i64(16, k - c));
@@ -164,7 +164,7 @@ void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, in
       amax = a > amax ? a : amax;
     }
   }
-  const float s = activation_scale(amax, eps);
+  const float s = activation_scale(amax, eps, rule);
   const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
   for (c = 0; c + 8 <= k; c += 8) {
     __m256 v = _mm256_mul_ps(load8(xrow, dt, c), vs);
@@ -179,7 +179,7 @@ void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, in
     const float a = std::fabs(load_activation(xrow, dt, c));
     amax = a > amax ? a : amax;
   }
-  const float s = activation_scale(amax, eps);
+  const float s = activation_scale(amax, eps, rule);
   for (c = 0; c < k; ++c) q[c] = quantize_value(load_activation(xrow, dt, c), s);
 #endif
   if (kp > k) std::memset(q + k, 0, static_cast<size_t>(kp - k));
@@ -869,11 +869,11 @@ void float_rows_impl(const FloatWork& a, int64_t j0, int64_t j1) {
 
 }  // namespace
 
-void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int64_t i0, int64_t i1, int8_t* xq,
-                   float* x_scale) {
+void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int rule, int64_t i0, int64_t i1,
+                   int8_t* xq, float* x_scale) {
   const int64_t esize = dt == 1 ? 8 : (dt == 0 ? 4 : 2);
   for (int64_t i = i0; i < i1; ++i)
-    quantize_row(static_cast<const char*>(x) + i * k * esize, dt, k, kp, eps, xq + i * kp, x_scale + i);
+    quantize_row(static_cast<const char*>(x) + i * k * esize, dt, k, kp, eps, rule, xq + i * kp, x_scale + i);
 }
 
 void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_impl(a, j0, j1); }

@@ -5,7 +5,10 @@
 //
 // Rules (python/fastemb/_reference/ternary.py):
 //   code of weight col in a packed row:  byte (col / 256) * 64 + col % 64, bits 2 * ((col / 64) % 4)
-//   activation scale:  s = 127.0f / max(amax, eps)                  (float32 division)
+//   activation scale:  a = max(amax, eps), then by ScaleRule (ternary.h):
+//                        divide:     s = 127.0f / a                  (float32 division, one rounding)
+//                        reciprocal: s = (1.0f / a) * 127.0f         (two roundings: torch's `127 / t`, i.e.
+//                                                                     transformers' BitNet; 1 ulp off on ~25% of a)
 //   activation code:   clamp(rint(x * s), -128, 127)                 (float32 multiply, half to even)
 //   int8 output:       float(acc) * (gamma / s) + bias               (each op rounded, no FMA)
 #pragma once
@@ -48,7 +51,11 @@ static inline FASTEMB_HD int32_t dot4_s8(uint32_t a, uint32_t b) {
 }
 
 // ---- activation quantization ----------------------------------------------------------------
-static inline FASTEMB_HD float activation_scale(float amax, float eps) { return div_rn(127.0f, amax > eps ? amax : eps); }
+// rule: ScaleRule as int (0 divide, 1 reciprocal); validated before any kernel runs.
+static inline FASTEMB_HD float activation_scale(float amax, float eps, int rule) {
+  const float a = amax > eps ? amax : eps;
+  return rule == 1 ? mul_rn(div_rn(1.0f, a), 127.0f) : div_rn(127.0f, a);
+}
 
 static inline FASTEMB_HD int8_t quantize_value(float x, float s) {
   float v = rintf(mul_rn(x, s));  // half to even under the default rounding mode (host and device)

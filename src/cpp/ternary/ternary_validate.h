@@ -31,9 +31,15 @@ inline void validate_weights(const Weights& w) {
   if (w.n > 0 && w.scale == nullptr) fail_arg("scale: null data");
 }
 
+inline void validate_scale_rule(int rule) {
+  if (rule != static_cast<int>(ScaleRule::divide) && rule != static_cast<int>(ScaleRule::reciprocal))
+    fail_arg("scale_rule: unknown code " + std::to_string(rule) + " (0 divide, 1 reciprocal)");
+}
+
 inline void validate_quantize(const void* x, int dtype, int64_t m, int64_t k, int64_t kp, float eps, const int8_t* xq,
-                              const float* x_scale) {
+                              const float* x_scale, int rule = 0) {
   validate_shape(m, k, kp);
+  validate_scale_rule(rule);
   if (dtype < 0 || dtype > 3) fail_arg("dtype: unknown code " + std::to_string(dtype) + " (0 f32, 1 f64, 2 f16, 3 bf16)");
   if (!(eps > 0.0f) || !std::isfinite(eps)) fail_arg("eps must be a positive finite number, got " + std::to_string(eps));
   if (m > 0 && k > 0 && x == nullptr) fail_arg("x: null data");

@@ -233,15 +233,17 @@ void test_ternary() {
     for (ternary::DType dt : dtypes) {
       const centroid::DType cdt = static_cast<centroid::DType>(static_cast<int>(dt));  // same codes
       const Bytes x = make_x(cdt, c.m * c.k);
-      check(tag + " quantize dtype=" + std::to_string(int(dt)), [&](Isa isa) {
-        std::vector<int8_t> xq(static_cast<size_t>(c.m * kp), 99);
-        std::vector<float> xs(static_cast<size_t>(c.m), -1.f);
-        ternary::quantize_activations_isa(isa, x.data(), dt, c.m, c.k, kp, 1e-5f, xq.data(), xs.data());
-        Bytes b;
-        put(b, xq);
-        put(b, xs);
-        return b;
-      });
+      for (ternary::ScaleRule rule : {ternary::ScaleRule::divide, ternary::ScaleRule::reciprocal})
+        check(tag + " quantize dtype=" + std::to_string(int(dt)) + " scale_rule=" + std::to_string(int(rule)),
+              [&](Isa isa) {
+                std::vector<int8_t> xq(static_cast<size_t>(c.m * kp), 99);
+                std::vector<float> xs(static_cast<size_t>(c.m), -1.f);
+                ternary::quantize_activations_isa(isa, x.data(), dt, c.m, c.k, kp, 1e-5f, xq.data(), xs.data(), rule);
+                Bytes b;
+                put(b, xq);
+                put(b, xs);
+                return b;
+              });
     }
     // Integer path on the same activations for every variant (serial-quantized).
     const Bytes xf = make_x(centroid::DType::f32, c.m * c.k);

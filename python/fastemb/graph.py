@@ -117,6 +117,8 @@ class Csr:
     rows: int
     cols: int
     counts: Optional[np.ndarray] = None
+    # fastemb.dask's pieces only (propagate_block): int64 [rows], row k is row row_ids[k] of the row block
+    row_ids: Optional[np.ndarray] = None
 
     @property
     def indices_int32(self) -> bool:
@@ -160,10 +162,14 @@ def _index_dtype(n: int):
     return np.int32 if n <= _INT32_MAX else np.int64
 
 
-def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: int, symmetrize: bool) -> Csr:
+def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: int, symmetrize: bool,
+                  rows: Optional[int] = None) -> Csr:
     """Canonical CSR from an edge list: rows sorted, columns sorted within a row, duplicates summed
     (weights summed in float64, then rounded to float32); symmetrize adds the reversed edges first
-    (A + A^T: a self loop counts twice)."""
+    (A + A^T: a self loop counts twice). ``rows``: a row block [rows, n] whose rows are ``src`` (local ids in
+    [0, rows)), given its edges in their global order (fastemb.dask: the same bits as the rows of the whole)."""
+    if rows is None:
+        rows = n
     src = src.astype(np.int64, copy=False)
     dst = dst.astype(np.int64, copy=False)
     if symmetrize:
@@ -184,15 +190,15 @@ def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: 
         data = np.diff(np.append(starts, m)).astype(np.float64)  # duplicate unweighted edges: their count
     else:
         data = None
-    rows = ukey // n
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    row_of = ukey // n
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of, minlength=rows), out=indptr[1:])
     indices = np.ascontiguousarray((ukey % n).astype(_index_dtype(n)))
     # merged duplicates: keep each row's relationship count (GDS's degree counts parallel relationships)
-    counts = np.bincount(src, minlength=n).astype(np.int64) if starts.shape[0] != m else None
+    counts = np.bincount(src, minlength=rows).astype(np.int64) if starts.shape[0] != m else None
     if data is not None:
         data = _weights_array("graph: summed edge weights", data, data.shape[0])
-    return Csr(indptr, indices, data, n, n, counts)
+    return Csr(indptr, indices, data, rows, n, counts)
 
 
 def _csr_arrays(name: str, indptr: Any, indices: Any, data: Any, rows: int, cols: int) -> Csr:
@@ -515,6 +521,95 @@ class NumpyOps:
             _A(a.data), a.rows, _A(row_scale), _A(cur), normalize, propagate_normalized, float(alpha), _A(accum),
             accum_init=accum_init)
 
+    def propagate_block(self, a: Csr, row_scale, prev, acc_in, out, finish: bool, normalize: bool = True,
+                        propagate_normalized: bool = False, alpha: float = 0.0, accum=None,
+                        accum_init: bool = False) -> None:
+        """One column block of a row block's step (graph.h ``propagate_block``): ``a`` = A[i, j] [rows, cols] with
+        local columns, ``prev`` = X[j] [cols, d]; out = acc_in (zeros when None; may be out itself) + a @ prev in
+        propagate's order; ``finish``: then the row scale and the epilogue (normalize, accum). With ``a.row_ids``
+        the piece's rows are those rows of the row block's buffers (acc_in None or out; the other rows of out are
+        left as they are)."""
+        d = out.shape[1]
+        fn = _native("graph_propagate_block")
+        if fn is not None:
+            fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, a.cols, _A(row_scale), _A(prev), d,
+               _A(acc_in), _A(out), finish, normalize, propagate_normalized, float(alpha), _A(accum),
+               accum_init=accum_init, row_ids=_A(a.row_ids), out_rows=out.shape[0])
+            return
+        if finish and accum_init and accum is not None:
+            accum.fill(0)
+        prev_ = prev if prev is not None else np.zeros((a.cols, d), np.float32)
+        if a.row_ids is None:
+            out[...] = _ref.propagate_block(a.indptr, a.indices, a.data, row_scale, prev_, acc_in, finish, normalize,
+                                            propagate_normalized, alpha, accum if finish else None)
+            return
+        # a piece listing its rows: the same on those rows of the row block, the other rows untouched
+        r = a.row_ids
+        sub_accum = accum[r] if (finish and accum is not None) else None
+        start = out[r] if acc_in is not None else None
+        out[r] = _ref.propagate_block(a.indptr, a.indices, a.data, None if row_scale is None else row_scale[r], prev_,
+                                      start, finish, normalize, propagate_normalized, alpha, sub_accum)
+        if sub_accum is not None:
+            accum[r] = sub_accum
+
+    def random_table(self, spec, row0: int, n: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """R rows [row0, row0 + n) as sparse lists ``(offsets int64 [n + 1], lists int32)`` (native only; None
+        without the native module)."""
+        seed, threshold, value, d = spec
+        counts = _native("graph_random_table_offsets")
+        fill = _native("graph_random_table_lists")
+        if counts is None or fill is None:
+            return None
+        offsets = np.empty(n + 1, np.int64)
+        counts(seed, threshold, float(value), d, row0, n, _A(offsets))
+        lists = np.empty(int(offsets[-1]), np.int32)
+        fill(seed, threshold, float(value), d, row0, n, _A(offsets), _A(lists), lists.shape[0])
+        return offsets, lists
+
+    def propagate_random_block(self, spec, row0: int, init_scale, table, a: Csr, row_scale, acc_in, out, finish: bool,
+                               normalize: bool = True, propagate_normalized: bool = False, alpha: float = 0.0,
+                               accum=None, accum_init: bool = False) -> None:
+        """propagate_block with prev = diag(init_scale) R[row0 : row0 + a.cols] never materialized (``table``:
+        :meth:`random_table` of those rows, or None). Without the native module: random_rows + propagate_block
+        (the same bits)."""
+        seed, threshold, value, d = spec
+        fn = _native("graph_propagate_random_block")
+        if fn is not None:
+            if table is None:
+                table = self.random_table(spec, row0, a.cols)
+            offsets, lists = table
+            fn(seed, threshold, float(value), d, _A(init_scale), _A(offsets), _A(lists), lists.shape[0],
+               _A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, a.cols, _A(row_scale), _A(acc_in),
+               _A(out), finish, normalize, propagate_normalized, float(alpha), _A(accum), accum_init=accum_init,
+               row_ids=_A(a.row_ids), out_rows=out.shape[0])
+            return
+        prev = np.empty((a.cols, d), np.float32)
+        self.random_rows(spec, init_scale, prev, row0)
+        self.propagate_block(a, row_scale, prev, acc_in, out, finish, normalize, propagate_normalized, alpha, accum,
+                             accum_init)
+
+    def column_block_sums(self, x, mean=None) -> np.ndarray:
+        """Per 4096-row block of x [rows, d] (rows from x's first), the column sums of x (or of (x - mean)^2)
+        in float64 from 0, rows in order: [ceil(rows / 4096), d] (standardize's per-block sums)."""
+        rows, d = x.shape
+        out = np.empty((-(-rows // _ref.STANDARDIZE_BLOCK), d), np.float64)
+        fn = _native("graph_column_block_sums")
+        if fn is not None:
+            if rows:
+                fn(_A(x), rows, d, _A(mean), _A(out))
+        else:
+            out[...] = _ref.column_block_sums(x, mean)
+        return out
+
+    def standardize_apply(self, x, mean, std, out) -> None:
+        """out = float32((x - mean) / (std > 0 ? std : 1)) (standardize's last pass; out may be x)."""
+        fn = _native("graph_standardize_apply")
+        if fn is not None:
+            if x.shape[0]:
+                fn(_A(x), x.shape[0], x.shape[1], _A(mean), _A(std), _A(out))
+        else:
+            out[...] = _ref.standardize_apply(x, mean, std)
+
     def accumulate(self, x, normalize, alpha, accum) -> None:
         fn = _native("graph_accumulate")
         if fn is not None:
@@ -686,12 +781,38 @@ def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> str:
     return value
 
 
-def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normalize=None, propagate_normalized=None,
-                self_influence=None, feature_ratio: float = 0.0, num_features: Optional[int] = None,
-                standardize=None, min_degree=None, degree=None, feature_scaling=None, seed: int = 0,
-                dtype: Any = "float32", preset: Optional[str] = None, num_nodes: Optional[int] = None,
-                symmetrize: bool = False) -> FastRPPlan:
-    """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz))."""
+@dataclass
+class FastRPArgs:
+    """The validated arguments of :func:`fastrp` that do not depend on the graph (presets applied)."""
+    dim: int
+    weights: Tuple[float, ...]
+    seed: int
+    beta: float
+    self_influence: float
+    min_degree: float
+    normalize: bool
+    propagate_normalized: bool
+    standardize: bool
+    degree: str
+    feature_scaling: str
+    s: Any               # as given ('sqrt' or a number); resolved against N / the feature count by fastrp_spec
+    feature_ratio: float
+
+
+@dataclass
+class FastRPSpec:
+    """The random matrices of a FastRP run on N nodes (graph-wide constants, no O(N) data)."""
+    threshold: int
+    value: np.float32
+    feature_dim: int
+    feature_spec: Optional[Tuple[int, int, np.float32, int]]  # (seed, threshold, value, feature_dim)
+
+
+def check_fastrp_args(dim: int, *, weights=None, beta=None, s=None, normalize=None, propagate_normalized=None,
+                      self_influence=None, feature_ratio: float = 0.0, standardize=None, min_degree=None, degree=None,
+                      feature_scaling=None, seed: int = 0, dtype: Any = "float32",
+                      preset: Optional[str] = None) -> FastRPArgs:
+    """Validates :func:`fastrp`'s graph-independent arguments and applies the preset (errors name the argument)."""
     dim = _check_int("dim", dim, 1)
     seed = check_seed(seed)
     _check_dtype(dtype)
@@ -712,29 +833,57 @@ def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normal
     fr = _check_real("feature_ratio", feature_ratio)
     if not 0.0 <= fr <= 1.0:
         raise ValueError(f"feature_ratio must be in [0, 1], got {fr}")
-    csr = as_graph(graph, num_nodes, symmetrize)
-    n = csr.rows
-    s_v = resolve_s(p["s"], n)
-    feature_dim = int(math.floor(dim * fr))
+    return FastRPArgs(dim, w, seed, beta_v, si, md, norm, pn, std, degree_v, scaling_v, p["s"], fr)
+
+
+def fastrp_spec(args: FastRPArgs, n: int, num_features: Optional[int]) -> FastRPSpec:
+    """The generator constants of a run on ``n`` nodes (``s='sqrt'`` -> sqrt(n)) with ``num_features`` feature
+    columns (None: no features)."""
+    dim = args.dim
+    s_v = resolve_s(args.s, n)
+    feature_dim = int(math.floor(dim * args.feature_ratio))
     feature_spec = None
     if num_features is None:
-        if fr > 0:
+        if args.feature_ratio > 0:
             raise ValueError("feature_ratio > 0 needs features")
         feature_dim = 0
     else:
         if feature_dim < 1:
             raise ValueError(f"feature_ratio: floor(dim * feature_ratio) = {feature_dim} columns; with features it "
                              "must give at least one column")
-        f_s = resolve_s(p["s"], num_features)
-        f_threshold, f_value = _ref.random_spec(f_s, _ref.feature_width(dim, feature_dim, scaling_v))
-        feature_spec = (seed ^ _ref.FEATURE_SEED_XOR, f_threshold, f_value, feature_dim)
-    threshold, value = _ref.random_spec(s_v, _ref.base_width(dim, feature_dim, scaling_v))
-    if degree_v == "count":
+        f_s = resolve_s(args.s, num_features)
+        f_threshold, f_value = _ref.random_spec(f_s, _ref.feature_width(dim, feature_dim, args.feature_scaling))
+        feature_spec = (args.seed ^ _ref.FEATURE_SEED_XOR, f_threshold, f_value, feature_dim)
+    threshold, value = _ref.random_spec(s_v, _ref.base_width(dim, feature_dim, args.feature_scaling))
+    return FastRPSpec(threshold, value, feature_dim, feature_spec)
+
+
+def fastrp_row_scales(args: FastRPArgs, csr: Csr) -> Tuple[np.ndarray, np.ndarray]:
+    """(initial_scale, propagation_scale) float32 [rows] of the rows of ``csr``: deg^beta and
+    1/max(deg, min_degree). Row-local: a row block of the adjacency gives the same bits as the whole."""
+    if args.degree == "count":
         deg = _ref.relationship_counts(csr.indptr, csr.counts)
     else:
-        deg = _ref.degrees(csr.indptr, csr.data, n)
-    return FastRPPlan(csr, dim, w, seed, threshold, value, norm, pn, si, std, _ref.initial_scale(deg, beta_v),
-                      _ref.propagation_scale(deg, md), feature_dim, feature_spec)
+        deg = _ref.degrees(csr.indptr, csr.data, csr.rows)
+    return _ref.initial_scale(deg, args.beta), _ref.propagation_scale(deg, args.min_degree)
+
+
+def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normalize=None, propagate_normalized=None,
+                self_influence=None, feature_ratio: float = 0.0, num_features: Optional[int] = None,
+                standardize=None, min_degree=None, degree=None, feature_scaling=None, seed: int = 0,
+                dtype: Any = "float32", preset: Optional[str] = None, num_nodes: Optional[int] = None,
+                symmetrize: bool = False) -> FastRPPlan:
+    """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz))."""
+    args = check_fastrp_args(dim, weights=weights, beta=beta, s=s, normalize=normalize,
+                             propagate_normalized=propagate_normalized, self_influence=self_influence,
+                             feature_ratio=feature_ratio, standardize=standardize, min_degree=min_degree,
+                             degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype, preset=preset)
+    csr = as_graph(graph, num_nodes, symmetrize)
+    spec = fastrp_spec(args, csr.rows, num_features)
+    init, prop = fastrp_row_scales(args, csr)
+    return FastRPPlan(csr, args.dim, args.weights, args.seed, spec.threshold, spec.value, args.normalize,
+                      args.propagate_normalized, args.self_influence, args.standardize, init, prop, spec.feature_dim,
+                      spec.feature_spec)
 
 
 def _progress_range(q: int, progress: bool):

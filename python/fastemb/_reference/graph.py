@@ -84,11 +84,13 @@ def norm_fixed_order(u: np.ndarray) -> np.ndarray:
     return np.sqrt(lanes[:, 0]).astype(np.float32)
 
 
-def spmm_csr_order(indptr: np.ndarray, indices: np.ndarray, data: Optional[np.ndarray], prev: np.ndarray) -> np.ndarray:
-    """sum over edges of each row, in stored order, of w_e * prev[col_e] (float32, starting at 0)."""
+def spmm_csr_order(indptr: np.ndarray, indices: np.ndarray, data: Optional[np.ndarray], prev: np.ndarray,
+                   start: Optional[np.ndarray] = None) -> np.ndarray:
+    """sum over edges of each row, in stored order, of w_e * prev[col_e] (float32, starting at 0, or at the
+    row's ``start`` [n, d]: the continuation of a partial sum)."""
     n = len(indptr) - 1
     d = prev.shape[1]
-    out = np.zeros((n, d), np.float32)
+    out = np.zeros((n, d), np.float32) if start is None else np.array(start, dtype=np.float32, copy=True)
     deg = np.diff(indptr)
     max_deg = int(deg.max()) if n else 0
     # Step t adds the t-th stored edge of every row that has one: the same order as a row loop.
@@ -106,6 +108,25 @@ def propagate(indptr, indices, data, row_scale, prev, normalize: bool, propagate
               alpha: float, accum: Optional[np.ndarray]) -> np.ndarray:
     """One fused FastRP step (graph.h ``propagate``); returns cur and updates accum in place."""
     u = spmm_csr_order(indptr, indices, data, prev) * np.asarray(row_scale, np.float32)[:, None]
+    return _epilogue(u, normalize, propagate_normalized, alpha, accum)
+
+
+def propagate_block(indptr, indices, data, row_scale, prev, acc_in: Optional[np.ndarray], finish: bool,
+                    normalize: bool, propagate_normalized: bool, alpha: float, accum: Optional[np.ndarray]) -> np.ndarray:
+    """graph.h ``propagate_block``: one column block A[i, j] [rows, cols] (local columns) of a row block, prev =
+    X[j] [cols, d]: acc = acc_in (0 when None) + the block's edges in stored order; without ``finish`` returns
+    acc, with it the row scale (None = 1) and :func:`propagate`'s epilogue (accum updated in place). Chained
+    over j in increasing order, the same bits as :func:`propagate` on rows ordered by column block."""
+    acc = spmm_csr_order(indptr, indices, data, prev, acc_in)
+    if not finish:
+        return acc
+    u = acc if row_scale is None else acc * np.asarray(row_scale, np.float32)[:, None]
+    return _epilogue(u, normalize, propagate_normalized, alpha, accum)
+
+
+def _epilogue(u: np.ndarray, normalize: bool, propagate_normalized: bool, alpha: float,
+              accum: Optional[np.ndarray]) -> np.ndarray:
+    """propagate's epilogue on the scaled sums u: row-L2, accumulation into accum, the propagated matrix."""
     if normalize:
         norm = norm_fixed_order(u)
         ok = norm > 0
@@ -158,6 +179,25 @@ def _blocked_column_sum(y: np.ndarray) -> np.ndarray:
         block = y[r0 : r0 + STANDARDIZE_BLOCK]
         total = total + np.cumsum(block, axis=0)[-1]  # cumsum: strictly sequential over the rows
     return total
+
+
+def column_block_sums(x: np.ndarray, mean: Optional[np.ndarray] = None) -> np.ndarray:
+    """graph.h ``column_block_sums``: [ceil(rows / 4096), d] float64, per 4096-row block of x the column sums of x
+    (or of (x - mean)^2) from 0 in row order."""
+    x = np.asarray(x, dtype=np.float32)
+    rows, d = x.shape
+    out = np.zeros(((rows + STANDARDIZE_BLOCK - 1) // STANDARDIZE_BLOCK, d), np.float64)
+    for b, r0 in enumerate(range(0, rows, STANDARDIZE_BLOCK)):
+        block = x[r0 : r0 + STANDARDIZE_BLOCK].astype(np.float64)
+        if mean is not None:
+            block = (block - mean) ** 2
+        out[b] = np.cumsum(block, axis=0)[-1]  # cumsum: strictly sequential over the rows
+    return out
+
+
+def standardize_apply(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """graph.h ``standardize_apply``: float32((x - mean) / (std > 0 ? std : 1)) in float64."""
+    return ((np.asarray(x, np.float32).astype(np.float64) - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def standardize_columns(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

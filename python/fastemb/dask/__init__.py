@@ -16,6 +16,8 @@ function                               result against one machine
 :func:`sparse_random_projection`       row chunks: bit-identical; column chunks: fixed order,
                                        stated bound (``fastemb.dask.projection``)
 :func:`ternary_matmul`                 bit-identical
+:func:`fastrp`                         bit-identical (block-sparse SpMM, each row's edges in CSR
+                                       order; rows' edges must be sorted by column block)
 =====================================  =========================================================
 
 Inputs are dask arrays (NumPy arrays are taken as one chunk) with known chunk sizes, chunked by
@@ -35,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastemb.dask needs dask[array] and distributed: pip install 'fastemb[dask]'") from exc
 
 from .binary import binarize, merge_topk, sdc_topk
+from ._fastrp import fastrp, traffic as fastrp_traffic
 from .centroid import centroid_aggregate
 from .index import ShardedBinaryIndex, save_sharded
 from .projection import sparse_random_projection
@@ -43,6 +46,8 @@ from .ternary import ternary_matmul
 __all__ = [
     "binarize",
     "centroid_aggregate",
+    "fastrp",
+    "fastrp_traffic",
     "merge_topk",
     "save_sharded",
     "sdc_topk",

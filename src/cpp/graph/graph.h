@@ -35,6 +35,9 @@ struct Csr {
   const float* data = nullptr;      // [nnz] or null
   int64_t rows = 0;
   int64_t cols = 0;
+  // propagate_block / propagate_random_block only (null everywhere else): CSR row k is row row_ids[k] of
+  // the row block (strictly increasing), so a piece stores only the rows it has edges in.
+  const int64_t* row_ids = nullptr;
 };
 
 // out [rows, d] = diag(row_scale) * R[row0 : row0 + rows, :], i.e.
@@ -76,6 +79,46 @@ void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale,
                           float* cur, bool normalize, bool propagate_normalized, float alpha, float* accum,
                           bool accum_init = false);
 
+// ---- row blocks of a row-partitioned graph (fastemb.dask) ------------------------------------------
+// A row block i of A [N, N] is split by the column blocks j of a partition of the nodes; a = A[i, j]
+// as CSR [rows_i, cols_j] with column indices local to block j, prev = X[j] [cols_j, d]. Per row:
+//   acc = (acc_in ? acc_in[row] : 0.0f), then acc = acc + w_e * prev[col_e] over the row's edges in
+//   stored order (exactly propagate's chain, which this continues);
+//   finish == false: out[row] = acc (the partial sum, unscaled; accum untouched);
+//   finish == true:  out[row] = row_scale[row] * acc, then propagate's epilogue (normalize, accum,
+//                    propagate_normalized) on out.
+// Chaining the column blocks j in increasing order (acc_in = the previous out) with finish on the
+// last gives propagate's bits whenever each row's stored edges are ordered by column block (e.g.
+// sorted indices). acc_in may be out itself (in place); no other buffers may overlap. A row block
+// with no edges finishes with a = [rows, 0] (prev unused). out, acc_in, accum and row_scale have
+// out_rows rows: a.rows, or with a.row_ids (a piece storing only the rows it has edges in) the row
+// block's rows; then only the listed rows are computed (acc_in must be null or out; out's other rows
+// are left as they are: zero them before a chain's first link, finish the chain with a [rows, 0] block).
+void propagate_block(const Csr& a, int64_t out_rows, const float* row_scale, const float* prev, int64_t d,
+                     const float* acc_in, float* out, bool finish, bool normalize, bool propagate_normalized,
+                     float alpha, float* accum, bool accum_init = false);
+void propagate_block_isa(Isa isa, const Csr& a, int64_t out_rows, const float* row_scale, const float* prev,
+                         int64_t d, const float* acc_in, float* out, bool finish, bool normalize,
+                         bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
+
+// R's rows [row0, row0 + n) as sparse lists ((column << 1) | negative, increasing column, int32):
+// random_table_offsets writes offsets [n + 1] (offsets[0] = 0, row k's list at [offsets[k],
+// offsets[k + 1])); random_table_lists fills lists [offsets[n]] and checks offsets against the
+// generator (invalid_argument when they disagree).
+void random_table_offsets_isa(Isa isa, const RandomSpec& r, int64_t row0, int64_t n, int64_t* offsets);
+void random_table_lists_isa(Isa isa, const RandomSpec& r, int64_t row0, int64_t n, const int64_t* offsets,
+                            int32_t* lists, int64_t num_lists);
+
+// propagate_block with prev = diag(init_scale) R[row0_j : row0_j + cols_j] never materialized: the
+// table of those R rows (random_table_*; entries checked against d), init_scale [cols_j] (null = 1).
+// The same bits as random_rows + propagate_block for finite weights and init_scale (as
+// propagate_random).
+void propagate_random_block_isa(Isa isa, const RandomSpec& r, const float* init_scale, const int64_t* offsets,
+                                const int32_t* lists, int64_t num_lists, const Csr& a, int64_t out_rows,
+                                const float* row_scale,
+                                const float* acc_in, float* out, bool finish, bool normalize,
+                                bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
+
 // accum[i, j] = accum[i, j] + alpha * v_j, v = normalize ? x[i] / norm(x[i]) (0 when the norm is 0)
 // : x[i]. (GDS nodeSelfInfluence: the normalized initial vectors.)
 void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);
@@ -85,6 +128,14 @@ void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float a
 // 4096-row blocks combined in block order (same bits for every thread count). Then, in place,
 // x_ij = float((double(x_ij) - mean_j) / (std_j > 0 ? std_j : 1)). mean / std: [d] double (outputs).
 void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double* std);
+
+// The pieces of standardize_columns, for statistics split across row blocks (fastemb.dask): out[b, j]
+// [ceil(rows / 4096), d] = the sum in double, from 0, rows in order, over the rows of each 4096-row block b
+// of x (rows b * 4096 .. of x; the last block may be shorter) of x_ij (mean null) or (x_ij - mean_j)^2 --
+// the per-block sums standardize_columns adds in block order; and the in-place pass,
+// out_ij = float((double(x_ij) - mean_j) / (std_j > 0 ? std_j : 1)) (x may be out).
+void column_block_sums(const float* x, int64_t rows, int64_t d, const double* mean, double* out);
+void standardize_apply(const float* x, int64_t rows, int64_t d, const double* mean, const double* std, float* out);
 
 // The fixed-order L2 norm every backend uses (row of length d):
 //   16 float32 lanes, lane l = sum of u_j * u_j over j = l, l + 16, l + 32, ... in increasing j;

@@ -22,13 +22,17 @@ namespace fastemb::graph {
   void project_csr(const RandomSpec& r, const Csr& x, const int64_t* table_offsets, const int32_t* table,         \
                    float* out);                                                                                   \
   void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lists_out, void* (*alloc)(size_t)); \
-  void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,   \
-                 bool propagate_normalized, float alpha, float* accum, bool accum_init, const int64_t* task_rows,  \
-                 int64_t num_tasks);                                                                               \
+  void table_counts(const RandomSpec& r, int64_t row0, int64_t n, int64_t* offsets);                             \
+  int64_t table_fill(const RandomSpec& r, int64_t row0, int64_t n, const int64_t* offsets, int32_t* lists,        \
+                     bool verify);                                                                                 \
+  void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in,         \
+                 float* cur, bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum,    \
+                 bool accum_init, const int64_t* task_rows, int64_t num_tasks);                                    \
   void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);            \
   void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,              \
-                        const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized, \
-                        float alpha, float* accum, bool accum_init, const int64_t* task_rows, int64_t num_tasks); \
+                        const float* row_scale, int64_t d, const float* acc_in, float* cur, bool finish,          \
+                        bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init,    \
+                        const int64_t* task_rows, int64_t num_tasks);                                              \
   }
 FASTEMB_DECLARE_ISA(serial)
 #if defined(FASTEMB_X86)
@@ -50,6 +54,8 @@ struct Kernels {
   decltype(&serial::propagate) propagate;
   decltype(&serial::accumulate) accumulate;
   decltype(&serial::propagate_random) propagate_random;
+  decltype(&serial::table_counts) table_counts;
+  decltype(&serial::table_fill) table_fill;
 };
 
 Kernels kernels_for(Isa isa) {
@@ -58,20 +64,20 @@ Kernels kernels_for(Isa isa) {
 #if defined(FASTEMB_X86)
     case Isa::avx512:
       return {avx512::random_rows, avx512::project_dense, avx512::project_csr, avx512::build_table, avx512::propagate,
-              avx512::accumulate, avx512::propagate_random};
+              avx512::accumulate, avx512::propagate_random, avx512::table_counts, avx512::table_fill};
     case Isa::avx2:
       return {avx2::random_rows, avx2::project_dense, avx2::project_csr, avx2::build_table, avx2::propagate,
-              avx2::accumulate, avx2::propagate_random};
+              avx2::accumulate, avx2::propagate_random, avx2::table_counts, avx2::table_fill};
 #endif
 #if defined(FASTEMB_ARM64)
     case Isa::dotprod:  // no dotprod variant: the shared float kernels gain nothing from sdot
     case Isa::neon:
       return {neon::random_rows, neon::project_dense, neon::project_csr, neon::build_table, neon::propagate,
-              neon::accumulate, neon::propagate_random};
+              neon::accumulate, neon::propagate_random, neon::table_counts, neon::table_fill};
 #endif
     default:
       return {serial::random_rows, serial::project_dense, serial::project_csr, serial::build_table, serial::propagate,
-              serial::accumulate, serial::propagate_random};
+              serial::accumulate, serial::propagate_random, serial::table_counts, serial::table_fill};
   }
 }
 
@@ -227,8 +233,8 @@ void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* p
   advise_huge_pages(cur, static_cast<size_t>(bytes));
   if (accum) advise_huge_pages(accum, static_cast<size_t>(bytes));
   const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
-  k.propagate(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, accum_init, tasks.data(),
-              static_cast<int64_t>(tasks.size()) - 1);
+  k.propagate(a, row_scale, prev, d, nullptr, cur, true, normalize, propagate_normalized, alpha, accum, accum_init,
+              tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
 }
 
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
@@ -254,8 +260,9 @@ void propagate_random_isa(Isa isa, const RandomSpec& r, const float* init_scale,
   try {
     k.build_table(r, n, offsets.data(), &lists, &std::malloc);
     const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
-    k.propagate_random(a, offsets.data(), lists, pv.data(), row_scale, d, cur, normalize, propagate_normalized, alpha,
-                       accum, accum_init, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+    k.propagate_random(a, offsets.data(), lists, pv.data(), row_scale, d, nullptr, cur, true, normalize,
+                       propagate_normalized, alpha, accum, accum_init, tasks.data(),
+                       static_cast<int64_t>(tasks.size()) - 1);
   } catch (...) {
     std::free(lists);
     throw;
@@ -267,6 +274,130 @@ void propagate_random(const RandomSpec& r, const float* init_scale, const Csr& a
                       bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init) {
   propagate_random_isa(active_isa(), r, init_scale, a, row_scale, cur, normalize, propagate_normalized, alpha, accum,
                        accum_init);
+}
+
+// ---- row blocks of a row-partitioned graph (fastemb.dask) ------------------------------------------
+
+namespace {
+
+// The buffers of one block step: a [rows, cols] (with row_ids: rows of a row block of out_rows rows),
+// prev [cols, d] (when needs_prev), acc_in [out_rows, d] or null (may be out itself, nothing else may
+// overlap; with row_ids null or out), out [out_rows, d], accum [out_rows, d] or null.
+void check_block_buffers(const Csr& a, int64_t out_rows, int64_t d, const float* prev, bool needs_prev,
+                         const float* acc_in, const float* out, const float* accum) {
+  if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
+  if (a.row_ids) {
+    if (out_rows < 0) fail("out_rows must be >= 0, got " + std::to_string(out_rows));
+    if (acc_in && acc_in != out) fail("acc_in: with row_ids it must be null or out itself");
+    for (int64_t k = 0; k < a.rows; ++k) {
+      const int64_t r = a.row_ids[k];
+      if (r < 0 || r >= out_rows || (k > 0 && r <= a.row_ids[k - 1]))
+        fail("row_ids: must be strictly increasing in [0, " + std::to_string(out_rows) + "), got " +
+             std::to_string(r) + " at " + std::to_string(k));
+    }
+  } else if (out_rows != a.rows) {
+    fail("out_rows (" + std::to_string(out_rows) + ") must equal the block's rows (" + std::to_string(a.rows) +
+         ") without row_ids");
+  }
+  const int64_t rows_bytes = out_rows * d * 4, prev_bytes = a.cols * d * 4;
+  if (needs_prev) check_ptr(prev, a.rows > 0 && a.cols > 0, "prev");
+  check_ptr(out, out_rows > 0, "out");
+  if (overlaps(prev, prev_bytes, out, rows_bytes)) fail("out: must not overlap prev");
+  if (acc_in != out && overlaps(acc_in, rows_bytes, out, rows_bytes))
+    fail("acc_in: must be out itself or not overlap it");
+  if (overlaps(prev, prev_bytes, acc_in, rows_bytes)) fail("acc_in: must not overlap prev");
+  if (overlaps(accum, rows_bytes, out, rows_bytes)) fail("accum: must not overlap out");
+  if (overlaps(accum, rows_bytes, prev, prev_bytes)) fail("accum: must not overlap prev");
+  if (overlaps(accum, rows_bytes, acc_in, rows_bytes)) fail("accum: must not overlap acc_in");
+}
+
+}  // namespace
+
+void propagate_block_isa(Isa isa, const Csr& a, int64_t out_rows, const float* row_scale, const float* prev,
+                         int64_t d, const float* acc_in, float* out, bool finish, bool normalize,
+                         bool propagate_normalized, float alpha, float* accum, bool accum_init) {
+  check_block_buffers(a, out_rows, d, prev, true, acc_in, out, accum);
+  check_csr(a, "indptr", "indices");
+  const int64_t n = a.rows, bytes = out_rows * d * 4;
+  const Kernels k = kernels_for(isa);
+  if (n == 0) return;
+  // As propagate: fresh outputs get transparent huge pages (a page fault per 2 MB instead of per 4 KB).
+  if (!acc_in) advise_huge_pages(out, static_cast<size_t>(bytes));
+  if (finish && accum && accum_init) advise_huge_pages(accum, static_cast<size_t>(bytes));
+  const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
+  k.propagate(a, row_scale, prev, d, acc_in, out, finish, normalize, propagate_normalized, alpha,
+              finish ? accum : nullptr, accum_init, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+}
+
+void propagate_block(const Csr& a, int64_t out_rows, const float* row_scale, const float* prev, int64_t d,
+                     const float* acc_in, float* out, bool finish, bool normalize, bool propagate_normalized,
+                     float alpha, float* accum, bool accum_init) {
+  propagate_block_isa(active_isa(), a, out_rows, row_scale, prev, d, acc_in, out, finish, normalize,
+                      propagate_normalized, alpha, accum, accum_init);
+}
+
+void random_table_offsets_isa(Isa isa, const RandomSpec& r, int64_t row0, int64_t n, int64_t* offsets) {
+  check_spec(r);
+  check_rows(n, "n");
+  if (row0 < 0) fail("row0 must be >= 0, got " + std::to_string(row0));
+  check_ptr(offsets, true, "offsets");
+  const Kernels k = kernels_for(isa);
+  k.table_counts(r, row0, n, offsets);
+}
+
+namespace {
+
+void check_table_offsets(const int64_t* offsets, int64_t n, int64_t num_lists) {
+  check_ptr(offsets, true, "offsets");
+  if (offsets[0] != 0) fail("offsets: must start at 0, got " + std::to_string(offsets[0]));
+  for (int64_t c = 0; c < n; ++c)
+    if (offsets[c + 1] < offsets[c]) fail("offsets: must be nondecreasing (at " + std::to_string(c + 1) + ")");
+  if (offsets[n] != num_lists)
+    fail("offsets: ends at " + std::to_string(offsets[n]) + " but lists has " + std::to_string(num_lists) +
+         " entries");
+}
+
+}  // namespace
+
+void random_table_lists_isa(Isa isa, const RandomSpec& r, int64_t row0, int64_t n, const int64_t* offsets,
+                            int32_t* lists, int64_t num_lists) {
+  check_spec(r);
+  check_rows(n, "n");
+  if (row0 < 0) fail("row0 must be >= 0, got " + std::to_string(row0));
+  check_table_offsets(offsets, n, num_lists);
+  check_ptr(lists, num_lists > 0, "lists");
+  const Kernels k = kernels_for(isa);
+  const int64_t bad = k.table_fill(r, row0, n, offsets, lists, true);
+  if (bad >= 0)
+    fail("offsets: row " + std::to_string(bad) + " of the table does not hold the generator's count (offsets must "
+         "come from random_table_offsets with the same spec and row0)");
+}
+
+void propagate_random_block_isa(Isa isa, const RandomSpec& r, const float* init_scale, const int64_t* offsets,
+                                const int32_t* lists, int64_t num_lists, const Csr& a, int64_t out_rows,
+                                const float* row_scale, const float* acc_in, float* out, bool finish, bool normalize,
+                                bool propagate_normalized, float alpha, float* accum, bool accum_init) {
+  check_spec(r);
+  const int64_t d = r.d;
+  check_block_buffers(a, out_rows, d, nullptr, false, acc_in, out, accum);
+  check_csr(a, "indptr", "indices");
+  check_table_offsets(offsets, a.cols, num_lists);
+  check_ptr(lists, num_lists > 0, "lists");
+  for (int64_t t = 0; t < num_lists; ++t)
+    if (lists[t] < 0 || (lists[t] >> 1) >= d)
+      fail("lists: entry " + std::to_string(t) + " names column " + std::to_string(lists[t] >> 1) +
+           ", out of range [0, " + std::to_string(d) + ")");
+  const int64_t n = a.rows, bytes = out_rows * d * 4;
+  const Kernels k = kernels_for(isa);
+  if (n == 0) return;
+  if (!acc_in) advise_huge_pages(out, static_cast<size_t>(bytes));
+  if (finish && accum && accum_init) advise_huge_pages(accum, static_cast<size_t>(bytes));
+  std::vector<float> pv(static_cast<size_t>(a.cols > 0 ? a.cols : 1));
+  for (int64_t c = 0; c < a.cols; ++c) pv[static_cast<size_t>(c)] = init_scale ? r.value * init_scale[c] : r.value;
+  const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
+  k.propagate_random(a, offsets, lists, pv.data(), row_scale, d, acc_in, out, finish, normalize,
+                     propagate_normalized, alpha, finish ? accum : nullptr, accum_init, tasks.data(),
+                     static_cast<int64_t>(tasks.size()) - 1);
 }
 
 void accumulate_isa(Isa isa, const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum) {
@@ -286,46 +417,71 @@ void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float a
 
 // ---- column standardization -------------------------------------------------------------------------
 
-void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double* std) {
+namespace {
+
+constexpr int64_t kStatBlock = 4096;
+
+// out[b, j] = sum over the rows of block b (rows b * 4096 ..) of x_ij (mean null) or of (x_ij - mean_j)^2,
+// in double, from 0, rows in increasing order; the blocks in parallel.
+void block_sums(const float* x, int64_t rows, int64_t d, const double* mean, double* out) {
+  const int64_t nb = (rows + kStatBlock - 1) / kStatBlock;
+  parallel_for(nb, [&](int64_t b) {
+    double* s = out + b * d;
+    for (int64_t j = 0; j < d; ++j) s[j] = 0.0;
+    const int64_t i1 = std::min(rows, (b + 1) * kStatBlock);
+    for (int64_t i = b * kStatBlock; i < i1; ++i) {
+      const float* xi = x + i * d;
+      if (mean) {
+        for (int64_t j = 0; j < d; ++j) {
+          const double t = static_cast<double>(xi[j]) - mean[j];
+          s[j] += t * t;
+        }
+      } else {
+        for (int64_t j = 0; j < d; ++j) s[j] += static_cast<double>(xi[j]);
+      }
+    }
+  });
+}
+
+// out_ij = float((double(x_ij) - mean_j) / div_j) in 4096-row blocks (in parallel); x may be out.
+void apply_standardize(const float* x, int64_t rows, int64_t d, const double* mean, const double* div, float* out) {
+  const int64_t nb = (rows + kStatBlock - 1) / kStatBlock;
+  parallel_for(nb, [&](int64_t b) {
+    const int64_t i1 = std::min(rows, (b + 1) * kStatBlock);
+    for (int64_t i = b * kStatBlock; i < i1; ++i) {
+      const float* xi = x + i * d;
+      float* oi = out + i * d;
+      for (int64_t j = 0; j < d; ++j) oi[j] = static_cast<float>((static_cast<double>(xi[j]) - mean[j]) / div[j]);
+    }
+  });
+}
+
+void check_stats_args(const float* x, int64_t rows, int64_t d) {
   check_rows(rows, "rows");
   if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
   check_ptr(x, rows > 0, "x");
+}
+
+}  // namespace
+
+void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double* std) {
+  check_stats_args(x, rows, d);
   check_ptr(mean, true, "mean");
   check_ptr(std, true, "std");
   if (rows == 0) {
     for (int64_t j = 0; j < d; ++j) mean[j] = 0.0, std[j] = 0.0;
     return;
   }
-  constexpr int64_t kBlock = 4096;
-  const int64_t nb = (rows + kBlock - 1) / kBlock;
+  const int64_t nb = (rows + kStatBlock - 1) / kStatBlock;
   std::vector<double> part(static_cast<size_t>(nb) * static_cast<size_t>(d));
   // Pass 1: per-block column sums (rows in increasing order), combined in block order.
-  parallel_for(nb, [&](int64_t b) {
-    double* s = part.data() + b * d;
-    for (int64_t j = 0; j < d; ++j) s[j] = 0.0;
-    const int64_t i1 = std::min(rows, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < i1; ++i) {
-      const float* xi = x + i * d;
-      for (int64_t j = 0; j < d; ++j) s[j] += static_cast<double>(xi[j]);
-    }
-  });
+  block_sums(x, rows, d, nullptr, part.data());
   for (int64_t j = 0; j < d; ++j) mean[j] = 0.0;
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t j = 0; j < d; ++j) mean[j] += part[static_cast<size_t>(b * d + j)];
   for (int64_t j = 0; j < d; ++j) mean[j] /= static_cast<double>(rows);
   // Pass 2: sums of squared deviations, same blocking.
-  parallel_for(nb, [&](int64_t b) {
-    double* s = part.data() + b * d;
-    for (int64_t j = 0; j < d; ++j) s[j] = 0.0;
-    const int64_t i1 = std::min(rows, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < i1; ++i) {
-      const float* xi = x + i * d;
-      for (int64_t j = 0; j < d; ++j) {
-        const double t = static_cast<double>(xi[j]) - mean[j];
-        s[j] += t * t;
-      }
-    }
-  });
+  block_sums(x, rows, d, mean, part.data());
   for (int64_t j = 0; j < d; ++j) std[j] = 0.0;
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t j = 0; j < d; ++j) std[j] += part[static_cast<size_t>(b * d + j)];
@@ -335,14 +491,24 @@ void standardize_columns(float* x, int64_t rows, int64_t d, double* mean, double
     div[static_cast<size_t>(j)] = std[j] > 0.0 ? std[j] : 1.0;
   }
   // Pass 3: in place.
-  parallel_for(nb, [&](int64_t b) {
-    const int64_t i1 = std::min(rows, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < i1; ++i) {
-      float* xi = x + i * d;
-      for (int64_t j = 0; j < d; ++j)
-        xi[j] = static_cast<float>((static_cast<double>(xi[j]) - mean[j]) / div[static_cast<size_t>(j)]);
-    }
-  });
+  apply_standardize(x, rows, d, mean, div.data(), x);
+}
+
+void column_block_sums(const float* x, int64_t rows, int64_t d, const double* mean, double* out) {
+  check_stats_args(x, rows, d);
+  check_ptr(out, rows > 0, "out");
+  if (rows > 0) block_sums(x, rows, d, mean, out);
+}
+
+void standardize_apply(const float* x, int64_t rows, int64_t d, const double* mean, const double* std, float* out) {
+  check_stats_args(x, rows, d);
+  check_ptr(mean, true, "mean");
+  check_ptr(std, true, "std");
+  check_ptr(out, rows > 0, "out");
+  if (x != out && overlaps(x, rows * d * 4, out, rows * d * 4)) fail("out: must be x itself or not overlap it");
+  std::vector<double> div(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) div[static_cast<size_t>(j)] = std[j] > 0.0 ? std[j] : 1.0;
+  if (rows > 0) apply_standardize(x, rows, d, mean, div.data(), out);
 }
 
 float norm_fixed_order(const float* u, int64_t d) {

@@ -153,15 +153,21 @@ struct Edges {
 #if defined(__AVX512F__)
 template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
-                       int64_t width, float scale, float* __restrict out) {
+                       int64_t width, const float* init, float scale, float* out) {
   // The weight test is a template parameter and the loop body has no other branch, so that the
   // accumulators stay in registers (with a branch on E.w inside the loop GCC kept them in a stack
   // array: 8 zmm stores per edge filled the store queue and halved the gathers in flight).
   __m512 acc[NV];
-#pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
   const int64_t tail = width - int64_t(NV - 1) * 16;  // 1..16 floats in the last vector
   const __mmask16 last = static_cast<__mmask16>((tail >= 16) ? 0xFFFF : ((1u << tail) - 1u));
+  if (init) {  // continue a partial sum (propagate_block); init may be out itself
+#pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_loadu_ps(init + 16 * v);
+    acc[NV - 1] = _mm512_maskz_loadu_ps(last, init + 16 * (NV - 1));
+  } else {
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
+  }
   const I* __restrict idx = E.idx;
   const float* __restrict wts = E.w;
   const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
@@ -191,12 +197,18 @@ inline __m256i tail_mask8(int64_t n) {
 }
 template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
-                       int64_t width, float scale, float* __restrict out) {
+                       int64_t width, const float* init, float scale, float* out) {
   __m256 acc[NV];
-#pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
   const int64_t tail = width - int64_t(NV - 1) * 8;  // 1..8
   const __m256i last = tail_mask8(tail);
+  if (init) {  // continue a partial sum (propagate_block); init may be out itself
+#pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_loadu_ps(init + 8 * v);
+    acc[NV - 1] = _mm256_maskload_ps(init + 8 * (NV - 1), last);
+  } else {
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
+  }
   const I* __restrict idx = E.idx;
   const float* __restrict wts = E.w;
   const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
@@ -223,9 +235,11 @@ inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* _
 #else
 template <int NV, bool kWeighted, class I>
 inline void spmm_chunk(const Edges<I>& E, int64_t e0, int64_t e1, const float* __restrict prev, int64_t d, int64_t j0,
-                       int64_t width, float scale, float* __restrict out) {
+                       int64_t width, const float* init, float scale, float* out) {
   float acc[NV * 4];
   for (int k = 0; k < NV * 4; ++k) acc[k] = 0.f;
+  if (init)  // continue a partial sum (propagate_block); init may be out itself
+    for (int64_t k = 0; k < width; ++k) acc[k] = init[k];
   const int64_t e_pf = E.e_prefetch - kPrefetchEdges;
   for (int64_t e = e0; e < e1; ++e) {
     if (e < e_pf) prefetch_vectors<NV>(prev + static_cast<int64_t>(E.idx[e + kPrefetchEdges]) * d + j0);
@@ -245,13 +259,13 @@ constexpr int64_t kChunk = int64_t(kMaxVec) * kLanes;
 
 template <class I>
 inline void spmm_chunk_any(const Edges<I>& E, int64_t e0, int64_t e1, const float* prev, int64_t d, int64_t j0,
-                           int64_t width, float scale, float* out) {
+                           int64_t width, const float* init, float scale, float* out) {
   const int nv = static_cast<int>((width + kLanes - 1) / kLanes);
   switch (nv) {
 #define FASTEMB_CASE(n) \
   case n:                                                                                    \
-    return E.w ? spmm_chunk<n, true, I>(E, e0, e1, prev, d, j0, width, scale, out)           \
-               : spmm_chunk<n, false, I>(E, e0, e1, prev, d, j0, width, scale, out);
+    return E.w ? spmm_chunk<n, true, I>(E, e0, e1, prev, d, j0, width, init, scale, out)     \
+               : spmm_chunk<n, false, I>(E, e0, e1, prev, d, j0, width, init, scale, out);
     FASTEMB_CASE(1) FASTEMB_CASE(2) FASTEMB_CASE(3) FASTEMB_CASE(4) FASTEMB_CASE(5) FASTEMB_CASE(6)
     FASTEMB_CASE(7) FASTEMB_CASE(8)
 #if !defined(__AVX2__) || defined(__AVX512F__)
@@ -339,19 +353,24 @@ inline void epilogue(float* __restrict cur, int64_t d, bool normalize, bool prop
   }
 }
 
+// Rows [i0, i1): the CSR sums (continuing from acc_in's rows when given), then with `finish` the
+// row scale and the epilogue; without it the raw sums are stored (scale 1: x * 1.0f is x exactly).
 template <class I>
-void propagate_rows(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
-                    bool propagate_normalized, float alpha, float* accum, bool accum_init, int64_t i0, int64_t i1) {
+void propagate_rows(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in, float* cur,
+                    bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init,
+                    int64_t i0, int64_t i1) {
   const Edges<I> E{static_cast<const I*>(a.indices), a.data, a.indptr[i1]};
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t e0 = a.indptr[i], e1 = a.indptr[i + 1];
-    const float scale = row_scale ? row_scale[i] : 1.f;
-    float* out = cur + i * d;
+    const int64_t r = a.row_ids ? a.row_ids[i] : i;  // the output row (a piece may list only some rows)
+    const float scale = (finish && row_scale) ? row_scale[r] : 1.f;
+    float* out = cur + r * d;
+    const float* init = acc_in ? acc_in + r * d : nullptr;
     for (int64_t j0 = 0; j0 < d; j0 += kChunk) {
       const int64_t width = d - j0 < kChunk ? d - j0 : kChunk;
-      spmm_chunk_any<I>(E, e0, e1, prev, d, j0, width, scale, out + j0);
+      spmm_chunk_any<I>(E, e0, e1, prev, d, j0, width, init ? init + j0 : nullptr, scale, out + j0);
     }
-    epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + i * d : nullptr, accum_init);
+    if (finish) epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + r * d : nullptr, accum_init);
   }
 }
 
@@ -474,43 +493,78 @@ void project_csr(const RandomSpec& r, const Csr& x, const int64_t* table_offsets
   parallel_for_each((x.rows + row_block - 1) / row_block, apply);
 }
 
-// The sparse lists of R rows [0, n): counts first (in parallel, no compaction), then the lists of
-// the rows with a nonzero.
-void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lists_out, void* (*alloc)(size_t)) {
-  const int64_t d = r.d;
+// The sparse lists of R rows [row0, row0 + n), in two passes: table_counts writes offsets [n + 1]
+// (counts in parallel, no compaction, then the prefix sum), table_fill the lists of the rows with a
+// nonzero. With `verify` (offsets from a caller) table_fill regenerates every row and checks its
+// count against offsets: returns the first local row whose count differs, or -1 (nothing is written
+// past a row's slot); without it (offsets from table_counts) the rows with no nonzero are skipped.
+void table_counts(const RandomSpec& r, int64_t row0, int64_t n, int64_t* offsets) {
   const uint64_t key = mix64(r.seed);
   const int64_t block = 256;
   offsets[0] = 0;
   auto count = [&](int64_t b) {
     const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
-    for (int64_t k = b * block; k < k1; ++k) offsets[k + 1] = sparse_row(r, key, static_cast<uint64_t>(k), nullptr);
+    for (int64_t k = b * block; k < k1; ++k)
+      offsets[k + 1] = sparse_row(r, key, static_cast<uint64_t>(row0 + k), nullptr);
   };
   parallel_for_each((n + block - 1) / block, count);
   for (int64_t k = 0; k < n; ++k) offsets[k + 1] += offsets[k];
-  int32_t* lists = static_cast<int32_t*>(alloc(static_cast<size_t>(offsets[n] > 0 ? offsets[n] : 1) * sizeof(int32_t)));
-  *lists_out = lists;
-  auto fill = [&](int64_t b) {
-    const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
-    Buffer scratch(static_cast<size_t>(d) * sizeof(int32_t));
-    for (int64_t k = b * block; k < k1; ++k) {
-      if (offsets[k + 1] == offsets[k]) continue;
-      const int64_t m = sparse_row(r, key, static_cast<uint64_t>(k), static_cast<int32_t*>(scratch.p));
-      for (int64_t t = 0; t < m; ++t) lists[offsets[k] + t] = static_cast<int32_t*>(scratch.p)[t];
-    }
-  };
-  parallel_for_each((n + block - 1) / block, fill);
 }
 
-void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
-               bool propagate_normalized, float alpha, float* accum, bool accum_init, const int64_t* task_rows,
-               int64_t num_tasks) {
+int64_t table_fill(const RandomSpec& r, int64_t row0, int64_t n, const int64_t* offsets, int32_t* lists, bool verify) {
+  const int64_t d = r.d;
+  const uint64_t key = mix64(r.seed);
+  const int64_t block = 256;
+  const int64_t nb = (n + block - 1) / block;
+  Buffer bad_buf(static_cast<size_t>(nb > 0 ? nb : 1) * sizeof(int64_t));
+  int64_t* bad = static_cast<int64_t*>(bad_buf.p);
+  auto fill = [&](int64_t b) {
+    bad[b] = -1;
+    const int64_t k1 = (b + 1) * block < n ? (b + 1) * block : n;
+    Buffer scratch(static_cast<size_t>(d) * sizeof(int32_t));
+    int32_t* tmp = static_cast<int32_t*>(scratch.p);
+    for (int64_t k = b * block; k < k1; ++k) {
+      if (offsets[k + 1] == offsets[k]) {
+        if (verify && sparse_row(r, key, static_cast<uint64_t>(row0 + k), nullptr) != 0) {
+          bad[b] = k;
+          return;
+        }
+        continue;
+      }
+      const int64_t m = sparse_row(r, key, static_cast<uint64_t>(row0 + k), tmp);
+      if (m != offsets[k + 1] - offsets[k]) {
+        bad[b] = k;
+        return;
+      }
+      for (int64_t t = 0; t < m; ++t) lists[offsets[k] + t] = tmp[t];
+    }
+  };
+  parallel_for_each(nb, fill);
+  for (int64_t b = 0; b < nb; ++b)
+    if (bad[b] >= 0) return bad[b];
+  return -1;
+}
+
+// The sparse lists of R rows [0, n) (propagate_random's table), lists allocated with alloc.
+void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lists_out, void* (*alloc)(size_t)) {
+  table_counts(r, 0, n, offsets);
+  int32_t* lists = static_cast<int32_t*>(alloc(static_cast<size_t>(offsets[n] > 0 ? offsets[n] : 1) * sizeof(int32_t)));
+  if (!lists) throw std::bad_alloc();
+  *lists_out = lists;
+  table_fill(r, 0, n, offsets, lists, false);
+}
+
+// acc_in null / finish true: graph.h propagate; otherwise propagate_block (a row block's partial sums).
+void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in, float* cur,
+               bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init,
+               const int64_t* task_rows, int64_t num_tasks) {
   auto task = [&](int64_t t) {
     if (a.indices_int32) {
-      propagate_rows<int32_t>(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, accum_init,
-                              task_rows[t], task_rows[t + 1]);
+      propagate_rows<int32_t>(a, row_scale, prev, d, acc_in, cur, finish, normalize, propagate_normalized, alpha,
+                              accum, accum_init, task_rows[t], task_rows[t + 1]);
     } else {
-      propagate_rows<int64_t>(a, row_scale, prev, d, cur, normalize, propagate_normalized, alpha, accum, accum_init,
-                              task_rows[t], task_rows[t + 1]);
+      propagate_rows<int64_t>(a, row_scale, prev, d, acc_in, cur, finish, normalize, propagate_normalized, alpha,
+                              accum, accum_init, task_rows[t], task_rows[t + 1]);
     }
   };
   parallel_for_each(num_tasks, task);
@@ -525,12 +579,17 @@ void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t 
 // so the edges whose R row is empty cost no random read of offsets.
 template <class I>
 void propagate_random_rows(const Csr& a, const int64_t* offsets, const int32_t* lists, const uint64_t* nonempty,
-                           const float* pv, const float* row_scale, int64_t d, float* cur, bool normalize,
-                           bool propagate_normalized, float alpha, float* accum, bool accum_init, int64_t i0,
-                           int64_t i1, float* __restrict acc) {
+                           const float* pv, const float* row_scale, int64_t d, const float* acc_in, float* cur,
+                           bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum,
+                           bool accum_init, int64_t i0, int64_t i1, float* __restrict acc) {
   const I* idx = static_cast<const I*>(a.indices);
   for (int64_t i = i0; i < i1; ++i) {
-    for (int64_t j = 0; j < d; ++j) acc[j] = 0.f;
+    const int64_t r = a.row_ids ? a.row_ids[i] : i;  // the output row
+    if (acc_in) {
+      for (int64_t j = 0; j < d; ++j) acc[j] = acc_in[r * d + j];
+    } else {
+      for (int64_t j = 0; j < d; ++j) acc[j] = 0.f;
+    }
     const int64_t e1 = a.indptr[i + 1];
     for (int64_t e = a.indptr[i]; e < e1; ++e) {
       const int64_t c = static_cast<int64_t>(idx[e]);
@@ -551,16 +610,17 @@ void propagate_random_rows(const Csr& a, const int64_t* offsets, const int32_t* 
         }
       }
     }
-    const float scale = row_scale ? row_scale[i] : 1.f;
-    float* out = cur + i * d;
+    const float scale = (finish && row_scale) ? row_scale[r] : 1.f;
+    float* out = cur + r * d;
     for (int64_t j = 0; j < d; ++j) out[j] = acc[j] * scale;
-    epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + i * d : nullptr, accum_init);
+    if (finish) epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + r * d : nullptr, accum_init);
   }
 }
 
 void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,
-                      const float* row_scale, int64_t d, float* cur, bool normalize, bool propagate_normalized,
-                      float alpha, float* accum, bool accum_init, const int64_t* task_rows, int64_t num_tasks) {
+                      const float* row_scale, int64_t d, const float* acc_in, float* cur, bool finish, bool normalize,
+                      bool propagate_normalized, float alpha, float* accum, bool accum_init, const int64_t* task_rows,
+                      int64_t num_tasks) {
   const int64_t words = (a.cols + 63) / 64;
   Buffer bitmap(static_cast<size_t>(words) * sizeof(uint64_t));
   uint64_t* nonempty = static_cast<uint64_t*>(bitmap.p);
@@ -574,11 +634,11 @@ void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists
     Buffer acc(static_cast<size_t>(d) * sizeof(float));
     float* ap = static_cast<float*>(acc.p);
     if (a.indices_int32) {
-      propagate_random_rows<int32_t>(a, offsets, lists, nonempty, pv, row_scale, d, cur, normalize,
+      propagate_random_rows<int32_t>(a, offsets, lists, nonempty, pv, row_scale, d, acc_in, cur, finish, normalize,
                                      propagate_normalized, alpha, accum, accum_init, task_rows[t], task_rows[t + 1],
                                      ap);
     } else {
-      propagate_random_rows<int64_t>(a, offsets, lists, nonempty, pv, row_scale, d, cur, normalize,
+      propagate_random_rows<int64_t>(a, offsets, lists, nonempty, pv, row_scale, d, acc_in, cur, finish, normalize,
                                      propagate_normalized, alpha, accum, accum_init, task_rows[t], task_rows[t + 1],
                                      ap);
     }

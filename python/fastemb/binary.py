@@ -157,7 +157,10 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
 
     Each row is scaled by ``s = mean|x|`` (or ``scale``: a positive scalar or ``[n]`` array);
     ``d_0 = sign(x/s)`` and ``d_i = sign(x/s - sum_{j<i} 2^-j d_j)``. An all-zero row uses
-    ``s = 1`` (no division by zero). Computed in float64 with NumPy on every backend.
+    ``s = 1`` (no division by zero). The result is the float64 reference's, bit for bit: the native
+    kernels (float16 / float32 / float64 input) find per row the exact input-precision thresholds
+    at which ``fl64(x / s)`` reaches each level, and compare the input with them (no per-element
+    division); other dtypes, or a build without the native module, use the NumPy reference.
 
     Args:
         x: ``[n, m]`` real array without NaN or inf.
@@ -184,11 +187,10 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
         raise ValueError(f"x must be 2-D [n, m], got shape {x.shape}")
     bits = _check_bits(bits)
     threshold_rule = check_threshold_rule(threshold_rule)
-    if x.dtype.kind == "f":
-        if np.isnan(x).any():
-            raise ValueError("x contains NaN")
-        if not np.isfinite(x).all():
-            raise ValueError("x must be finite (found inf)")
+    C = _backend.native()
+    native = C is not None and x.dtype in _NATIVE_BINARIZE_DTYPES
+    if x.dtype.kind == "f" and not native:
+        _check_finite(x)
     if scale is not None:
         s = np.asarray(scale)
         if s.dtype.kind not in "fiu":
@@ -199,7 +201,47 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
         if not (np.isfinite(s).all() and (s > 0).all()):
             raise ValueError("scale must be positive and finite")
         scale = s
-    return _ref.binarize(x, bits, scale, threshold_rule)
+    if not native:
+        return _ref.binarize(x, bits, scale, threshold_rule)
+    return native_binarize(C, x, bits, scale, threshold_rule)
+
+
+_NATIVE_BINARIZE_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
+
+
+def _check_finite(x: np.ndarray) -> None:
+    if np.isnan(x).any():
+        raise ValueError("x contains NaN")
+    if not np.isfinite(x).all():
+        raise ValueError("x must be finite (found inf)")
+
+
+def native_binarize(C, x: np.ndarray, bits: int, scale: Optional[np.ndarray], threshold_rule: str,
+                    isa: str = "") -> np.ndarray:
+    """binarize with the C++ kernels (x: validated float16/32/64 ``[n, m]``; scale: None or a
+    validated float64 scalar / ``[n]`` array). Rows with contiguous elements are read in place
+    (any row stride >= m); any other layout is copied once. Raises the reference's errors for NaN
+    or inf (detected inside the kernel's single pass)."""
+    n, m = x.shape
+    item = x.itemsize
+    if not (x.strides[1] == item or m <= 1) or x.strides[0] % item or \
+            (n > 1 and x.strides[0] // item < m):
+        x = np.ascontiguousarray(x)  # documented: one copy of a non-contiguous input
+    ld = x.strides[0] // item if n > 1 else m
+    out = np.empty((n, bits, (m + 7) // 8), dtype=np.uint8)
+    A = _backend.address
+    if scale is None:
+        sc, stride = 0, 0
+    else:
+        stride = 1 if np.ndim(scale) else 0  # 0: one scalar for every row
+        scale = np.ascontiguousarray(np.reshape(scale, -1), dtype=np.float64)
+        sc = A(scale)
+    ok = C.binary_binarize(A(x) if x.size else 0, _NATIVE_BINARIZE_DTYPES[x.dtype], n, m, max(ld, m), bits, sc,
+                           stride, threshold_rule == "gt", A(out) if out.size else 0, isa)
+    if not ok:
+        _check_finite(x)
+        raise ValueError("x must be finite")  # not reached: the kernel saw NaN or inf
+    return out
 
 
 def pack_levels(levels: np.ndarray) -> np.ndarray:

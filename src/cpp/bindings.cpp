@@ -139,6 +139,29 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
       py::arg("k"), py::arg("scores"), py::arg("ids"), py::arg("isa") = "");
+  // binarize: x [n, m] (row stride ld elements; dtype 0 f32, 1 f64, 2 f16, 3 bf16) -> out uint8
+  // [n, bits, ceil(m / 8)]. scale: 0 (mean|x| per row) or the address of float64 values read with
+  // scale_stride 0 (scalar) or 1 ([n]). Returns False when x holds NaN or inf.
+  m.def(
+      "binary_binarize",
+      [](uintptr_t x, int dtype, int64_t n, int64_t m_, int64_t ld, int bits, uintptr_t scale, int64_t scale_stride,
+         bool gt, uintptr_t out, const std::string& isa) {
+        binary::BinarizeProblem p;
+        p.x = ptr<const void>(x);
+        p.dtype = dtype;
+        p.n = n;
+        p.m = m_;
+        p.ld = ld;
+        p.bits = bits;
+        p.scale = ptr<const double>(scale);
+        p.scale_stride = scale_stride;
+        p.gt = gt;
+        const Isa chosen = isa_from_name(isa);
+        py::gil_scoped_release release;
+        return binary::binarize_isa(chosen, p, ptr<uint8_t>(out));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("m"), py::arg("ld"), py::arg("bits"), py::arg("scale"),
+      py::arg("scale_stride"), py::arg("gt"), py::arg("out"), py::arg("isa") = "");
   // The binary kernel variant a requested ISA runs (avx512 without VPOPCNTDQ runs avx2).
   m.def("binary_kernel_isa", [](const std::string& isa) { return std::string(isa_name(binary::kernel_isa(isa_from_name(isa)))); },
         py::arg("isa") = "");

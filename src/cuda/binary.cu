@@ -40,6 +40,7 @@
 // capped and kernels loop over the rest.
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <climits>
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
@@ -50,6 +51,8 @@
 #include "binary/binary.h"
 #include "binary/binary_validate.h"
 #include "binary/binary_math.h"
+#include "binary/binarize_math.h"
+#include "common/float16.h"
 #include "binary_cuda.cuh"
 
 namespace fastemb::binary::cuda {
@@ -603,6 +606,151 @@ void topk(const Problem& p_in, int64_t k, int32_t* scores, int64_t* ids, cudaStr
         check_launch("binary select_kernel (merge)");
       }
     }
+  }
+}
+
+// ---- binarize -----------------------------------------------------------------------------------
+// Two kernels, the CPU's math (binary/binarize_math.h, shared __host__ __device__):
+//   bz_threshold_kernel: one thread per row: s (NumPy's pairwise sum of |x| in float64, walked with
+//     an explicit stack: no device recursion) when bits > 1 and no scale, then the row's L
+//     thresholds (stored as double; the float32 ones are exact in double).
+//   bz_encode_kernel: one thread per (row, output byte): 8 elements, each compared with the L
+//     thresholds in the input's precision; C = the number passed; plane i gets bit u - i of C.
+namespace {
+
+template <class T> struct BzCmpT { using type = float; };
+template <> struct BzCmpT<double> { using type = double; };
+
+__device__ __forceinline__ float bz_load(const float* x, int64_t i) { return x[i]; }
+__device__ __forceinline__ double bz_load(const double* x, int64_t i) { return x[i]; }
+__device__ __forceinline__ float bz_load(const half_t* x, int64_t i) { return half_bits_to_float(x[i].bits); }
+__device__ __forceinline__ float bz_load(const bf16_t* x, int64_t i) { return bf16_bits_to_float(x[i].bits); }
+
+template <class T>
+__device__ double bz_leaf_dev(const T* a, int64_t n) {
+  if (n < 8) {
+    double res = 0.;
+    for (int64_t i = 0; i < n; ++i) res += fabs(static_cast<double>(bz_load(a, i)));
+    return res;
+  }
+  const int64_t n8 = n - n % 8;
+  double r[8];
+  for (int j = 0; j < 8; ++j) r[j] = fabs(static_cast<double>(bz_load(a, j)));
+  for (int64_t i = 8; i < n8; i += 8)
+    for (int j = 0; j < 8; ++j) r[j] = __dadd_rn(r[j], fabs(static_cast<double>(bz_load(a, i + j))));
+  double res = __dadd_rn(__dadd_rn(__dadd_rn(r[0], r[1]), __dadd_rn(r[2], r[3])),
+                         __dadd_rn(__dadd_rn(r[4], r[5]), __dadd_rn(r[6], r[7])));
+  for (int64_t i = n8; i < n; ++i) res = __dadd_rn(res, fabs(static_cast<double>(bz_load(a, i))));
+  return res;
+}
+
+template <class T>
+__device__ double bz_pairwise_dev(const T* a, int64_t n) {
+  struct Frame { int64_t lo, len; int stage; };
+  Frame st[64];
+  double val[64];
+  int sp = 0, vp = 0;
+  st[sp++] = {0, n, 0};
+  while (sp > 0) {
+    Frame& f = st[sp - 1];
+    if (f.len <= 128) {
+      val[vp++] = bz_leaf_dev(a + f.lo, f.len);
+      --sp;
+      continue;
+    }
+    int64_t n2 = f.len / 2;
+    n2 -= n2 % 8;
+    if (f.stage == 0) {
+      f.stage = 1;
+      st[sp++] = {f.lo, n2, 0};
+    } else if (f.stage == 1) {
+      f.stage = 2;
+      st[sp++] = {f.lo + n2, f.len - n2, 0};
+    } else {
+      const double right = val[--vp];
+      const double left = val[--vp];
+      val[vp++] = __dadd_rn(left, right);
+      --sp;
+    }
+  }
+  return val[0];
+}
+
+template <class T>
+__global__ void bz_threshold_kernel(BinarizeProblem p, double* thr) {
+  using C = typename BzCmpT<T>::type;
+  const int L = (1 << p.bits) - 1;
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < p.n; r += int64_t(gridDim.x) * blockDim.x) {
+    double s = 1.0;
+    if (p.bits > 1) {
+      if (p.scale != nullptr) {
+        s = p.scale[r * p.scale_stride];
+      } else {
+        s = __ddiv_rn(bz_pairwise_dev(static_cast<const T*>(p.x) + r * p.ld, p.m), static_cast<double>(p.m));
+        if (!(s > 0)) s = 1.0;
+      }
+    }
+    C t[15];
+    if constexpr (sizeof(C) == 4)
+      row_thresholds_f32(p.bits, s, p.gt, t);
+    else
+      row_thresholds_f64(p.bits, s, p.gt, t);
+    for (int k = 0; k < L; ++k) thr[r * 15 + k] = static_cast<double>(t[k]);
+  }
+}
+
+template <class T>
+__global__ void bz_encode_kernel(BinarizeProblem p, const double* thr, uint8_t* out, int32_t* bad) {
+  using C = typename BzCmpT<T>::type;
+  const int L = (1 << p.bits) - 1;
+  const int64_t nbytes = (p.m + 7) / 8;
+  const int64_t total = p.n * nbytes;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = t / nbytes, b = t % nbytes;
+    const T* row = static_cast<const T*>(p.x) + r * p.ld;
+    C th[15];
+    for (int k = 0; k < L; ++k) th[k] = static_cast<C>(thr[r * 15 + k]);
+    unsigned planes[4] = {0u, 0u, 0u, 0u};
+    bool finite = true;
+    for (int e = 0; e < 8; ++e) {
+      const int64_t j = 8 * b + e;
+      if (j >= p.m) break;
+      const C v = bz_load(row, j);
+      finite = finite && fabs(static_cast<double>(v)) <= DBL_MAX;
+      int c = 0;
+      for (int k = 0; k < L; ++k) c += v >= th[k] ? 1 : 0;
+      for (int i = 0; i < p.bits; ++i) planes[i] |= static_cast<unsigned>((c >> (p.bits - 1 - i)) & 1) << (7 - e);
+    }
+    if (!finite) atomicOr(bad, 1);
+    uint8_t* o = out + r * p.bits * nbytes + b;
+    for (int i = 0; i < p.bits; ++i) o[i * nbytes] = static_cast<uint8_t>(planes[i]);
+  }
+}
+
+template <class T>
+void bz_launch(const BinarizeProblem& p, uint8_t* out, int32_t* bad, cudaStream_t stream) {
+  DeviceBuffer thr_buf;
+  double* thr = thr_buf.alloc_n<double>(p.n * 15, stream);
+  const unsigned rows_blocks = static_cast<unsigned>(min64(ceil_div(p.n, 128), kMaxGridX));
+  bz_threshold_kernel<T><<<rows_blocks, 128, 0, stream>>>(p, thr);
+  check_launch("bz_threshold_kernel");
+  const int64_t total = p.n * ((p.m + 7) / 8);
+  const unsigned blocks = static_cast<unsigned>(min64(ceil_div(total, 256), kMaxGridX));
+  bz_encode_kernel<T><<<blocks, 256, 0, stream>>>(p, thr, out, bad);
+  check_launch("bz_encode_kernel");
+}
+
+}  // namespace
+
+void binarize(const BinarizeProblem& p, uint8_t* out, int32_t* bad, cudaStream_t stream) {
+  validate_binarize(p, out);
+  if (p.n == 0 || p.m == 0) return;
+  if (bad == nullptr) fail("bad: null");
+  switch (p.dtype) {
+    case 0: bz_launch<float>(p, out, bad, stream); break;
+    case 1: bz_launch<double>(p, out, bad, stream); break;
+    case 2: bz_launch<half_t>(p, out, bad, stream); break;
+    default: bz_launch<bf16_t>(p, out, bad, stream); break;
   }
 }
 

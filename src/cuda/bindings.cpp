@@ -93,6 +93,27 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("q"), py::arg("nq"), py::arg("d"), py::arg("nd"), py::arg("bits"), py::arg("nbytes"), py::arg("dim"),
       py::arg("k"), py::arg("scores"), py::arg("ids"), py::arg("stream") = 0);
+  // binarize: the same arguments as _C.binary_binarize (device addresses) + bad (device int32 flag,
+  // set to 1 on NaN / inf) and the stream.
+  m.def(
+      "binary_binarize",
+      [](uintptr_t x, int dtype, int64_t n, int64_t m_, int64_t ld, int bits, uintptr_t scale, int64_t scale_stride,
+         bool gt, uintptr_t out, uintptr_t bad, uintptr_t stream) {
+        binary::BinarizeProblem p;
+        p.x = ptr<const void>(x);
+        p.dtype = dtype;
+        p.n = n;
+        p.m = m_;
+        p.ld = ld;
+        p.bits = bits;
+        p.scale = ptr<const double>(scale);
+        p.scale_stride = scale_stride;
+        p.gt = gt;
+        py::gil_scoped_release release;
+        binary::cuda::binarize(p, ptr<uint8_t>(out), ptr<int32_t>(bad), as_stream(stream));
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("m"), py::arg("ld"), py::arg("bits"), py::arg("scale"),
+      py::arg("scale_stride"), py::arg("gt"), py::arg("out"), py::arg("bad"), py::arg("stream") = 0);
 
   bindings::bind_ternary_cuda(m);
   bindings::bind_graph_cuda(m);

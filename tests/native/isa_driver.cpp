@@ -123,6 +123,69 @@ void test_binary() {
   }
 }
 
+// binarize: every dtype, bits, rule and scale kind, dims around the 64-element blocks and the
+// 128-element pairwise-sum leaves; rows of zeros, ties on the levels (dyadic rows), -0.0, subnormals.
+void test_binarize() {
+  const int64_t dims[] = {1, 7, 63, 64, 65, 129, 300, 1030};
+  for (int dtype = 0; dtype < 4; ++dtype) {
+    const int64_t item = dtype == 1 ? 8 : dtype == 0 ? 4 : 2;
+    for (int64_t m : dims) {
+      const int64_t n = 7, ld = m + 3;
+      Bytes x(static_cast<size_t>(n * ld * item));
+      std::vector<double> scale(static_cast<size_t>(n));
+      for (int64_t r = 0; r < n; ++r) {
+        scale[static_cast<size_t>(r)] = uniform(0.05, 3.0);
+        for (int64_t j = 0; j < ld; ++j) {
+          double v = uniform(-2.0, 2.0);
+          if (r == 0) v = 0.0;                                   // all-zero row
+          if (r == 1) v = double(randint(-8, 8)) * 0.25;          // ties
+          if (r == 2 && j % 3 == 0) v = -0.0;
+          if (r == 3) v = (j % 2 ? -1.0 : 1.0) * 1e-41 * double(randint(0, 9));  // float32 subnormals
+          const size_t at = static_cast<size_t>((r * ld + j) * item);
+          if (dtype == 0) { const float f = float(v); std::memcpy(&x[at], &f, 4); }
+          if (dtype == 1) std::memcpy(&x[at], &v, 8);
+          if (dtype == 2) { const uint16_t h = float_to_half_bits(float(v)); std::memcpy(&x[at], &h, 2); }
+          if (dtype == 3) { const uint16_t h = float_to_bf16_bits(float(v)); std::memcpy(&x[at], &h, 2); }
+        }
+      }
+      for (int bits = 1; bits <= 4; ++bits)
+        for (int gt = 0; gt < 2; ++gt)
+          for (int sk = 0; sk < 3; ++sk) {
+            binary::BinarizeProblem p;
+            p.x = x.data();
+            p.dtype = dtype;
+            p.n = n;
+            p.m = m;
+            p.ld = ld;
+            p.bits = bits;
+            p.scale = sk == 0 ? nullptr : scale.data();
+            p.scale_stride = sk == 2 ? 1 : 0;
+            p.gt = gt != 0;
+            const std::string tag = "binarize dtype=" + std::to_string(dtype) + " m=" + std::to_string(m) +
+                                    " bits=" + std::to_string(bits) + " gt=" + std::to_string(gt) + " scale=" + std::to_string(sk);
+            check(tag, [&](Isa isa) {
+              Bytes out(static_cast<size_t>(n * bits * ((m + 7) / 8)), 0xA5);
+              const bool ok = binary::binarize_isa(isa, p, out.data());
+              out.push_back(ok ? 1 : 0);
+              return out;
+            });
+          }
+    }
+  }
+  // NaN is reported, by every variant.
+  std::vector<float> bad(130, 1.0f);
+  bad[129] = NAN;
+  binary::BinarizeProblem p;
+  p.x = bad.data();
+  p.n = 1;
+  p.m = p.ld = 130;
+  p.bits = 2;
+  check("binarize nan", [&](Isa isa) {
+    Bytes out(static_cast<size_t>(2 * 17));
+    return Bytes{static_cast<uint8_t>(binary::binarize_isa(isa, p, out.data()) ? 1 : 0)};
+  });
+}
+
 // ---- centroid -------------------------------------------------------------------------------------
 
 Bytes make_x(centroid::DType dt, int64_t count) {
@@ -409,6 +472,7 @@ int main(int argc, char** argv) {
               f.avx2, f.avx512f, f.avx512vpopcntdq, f.avx512vnni, f.asimd, f.asimddp, f.i8mm,
               isa_name(binary::kernel_isa(best_isa())), isa_name(ternary::kernel_isa(best_isa())));
   test_binary();
+  test_binarize();
   const int b = g_passed + g_failed;
   test_centroid();
   const int c = g_passed + g_failed;

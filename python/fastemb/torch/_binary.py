@@ -1,9 +1,11 @@
 """``torch.ops.fastemb.binarize / hamming / sdc_scores / sdc_topk``: SDC binary codes on torch
 tensors (CPU and CUDA), with fake kernels for ``torch.compile(fullgraph=True)``.
 
-- ``binarize`` is written in torch ops (any device) and matches :func:`fastemb.binarize` bit for
-  bit, for both threshold rules: it computes in float64 and sums ``|x|`` with NumPy's
-  pairwise-summation order, so the per-row scale ``mean|x|`` is the same double as NumPy's.
+- ``binarize`` runs the native C++ kernels on CPU tensors (float16 / bfloat16 / float32 /
+  float64; the same bits as :func:`fastemb.binarize`). On other devices, or without the native
+  module, it is written in torch ops and matches :func:`fastemb.binarize` bit for bit, for both
+  threshold rules: it computes in float64 and sums ``|x|`` with NumPy's pairwise-summation order,
+  so the per-row scale ``mean|x|`` is the same double as NumPy's.
 - ``hamming`` / ``sdc_scores`` / ``sdc_topk`` call the native CPU kernels (``fastemb._C``) or the
   NumPy reference on CPU tensors, and the CUDA kernels of ``fastemb._C_cuda`` on CUDA tensors
   (data pointers + the current stream).
@@ -138,6 +140,14 @@ def _binarize_out_shape(x: Tensor, bits: int):
 @torch.library.custom_op("fastemb::binarize", mutates_args=())
 def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str = "ge") -> Tensor:
     _check_binarize_meta(x, bits, scale, threshold_rule)
+    if x.device.type == "cpu":
+        C = _backend.native()
+        if C is not None:
+            return _binarize_native_cpu(C, x, bits, scale, threshold_rule)
+    elif x.device.type == "cuda":
+        mod = _backend.cuda_module()
+        if mod is not None and hasattr(mod, "binary_binarize"):
+            return _binarize_native_cuda(mod, x, bits, scale, threshold_rule)
     n, m = x.shape
     x64 = y = x.to(torch.float64)
     _checks.require(x.device, [(torch.isfinite(y).all(), "x must be finite (found NaN or inf)")])
@@ -166,6 +176,51 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: 
     c = c.reshape(n, bits, nbytes, 8)
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=x.device)
     return (c * weights).sum(dim=-1, dtype=torch.uint8)  # at most 255: exact in uint8
+
+
+_NATIVE_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _binarize_native_cpu(C, x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str) -> Tensor:
+    """The native C++ kernels on a CPU tensor (same bits as the float64 torch / NumPy path)."""
+    n, m = x.shape
+    if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)):
+        x = x.contiguous()  # one copy of a layout the kernel cannot read in place
+    ld = x.stride(0) if n > 1 else m
+    out = torch.empty(_binarize_out_shape(x, bits), dtype=torch.uint8)
+    A = _backend.address
+    sc, stride, s = 0, 0, None
+    if scale is not None:
+        s = scale.detach().to(torch.float64).reshape(-1).contiguous()
+        _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
+        sc, stride = A(s), (1 if scale.dim() == 1 else 0)
+    ok = C.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, max(ld, m), bits, sc,
+                           stride, threshold_rule == "gt", A(out) if out.numel() else 0, "")
+    if not ok:
+        raise ValueError("x must be finite (found NaN or inf)")
+    return out
+
+
+def _binarize_native_cuda(mod, x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str) -> Tensor:
+    """The CUDA kernels of fastemb._C_cuda (same bits as the CPU kernels and the reference)."""
+    n, m = x.shape
+    if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)):
+        x = x.contiguous()
+    ld = x.stride(0) if n > 1 else m
+    out = torch.empty(_binarize_out_shape(x, bits), dtype=torch.uint8, device=x.device)
+    bad = torch.zeros((), dtype=torch.int32, device=x.device)
+    A = _backend.address
+    sc, stride, s = 0, 0, None
+    if scale is not None:
+        s = scale.detach().to(torch.float64).reshape(-1).contiguous()
+        _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
+        sc, stride = A(s), (1 if scale.dim() == 1 else 0)
+    with torch.cuda.device(x.device):
+        mod.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, max(ld, m), bits, sc,
+                            stride, threshold_rule == "gt", A(out) if out.numel() else 0, A(bad),
+                            torch.cuda.current_stream(x.device).cuda_stream)
+    _checks.require(x.device, [(bad == 0, "x must be finite (found NaN or inf)")])
+    return out
 
 
 @_binarize_op.register_fake

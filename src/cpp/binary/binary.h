@@ -44,4 +44,24 @@ void topk_isa(Isa isa, const Problem& p, int64_t k, int32_t* scores, int64_t* id
 // centroid family's AVX-512 set, and falls back to avx2 without it.
 Isa kernel_isa(Isa requested);
 
+// ---- binarize: float rows -> multi-bit codes (python/fastemb/_reference/binary.py, same bits) ----
+// x: [n, m] rows of dtype (0 float32, 1 float64, 2 float16, 3 bfloat16), row r at element offset
+// r * ld (ld >= m), elements contiguous. scale: nullptr (s = mean|x| per row in float64, NumPy's
+// pairwise summation order, all-zero row -> 1) or positive values read at scale[r * scale_stride]
+// (stride 0: one scalar). out: uint8 [n, bits, ceil(m / 8)], padding bits zero.
+struct BinarizeProblem {
+  const void* x = nullptr;
+  int dtype = 0;
+  int64_t n = 0, m = 0, ld = 0;
+  int bits = 1;                   // 1..4
+  const double* scale = nullptr;
+  int64_t scale_stride = 0;       // 0 or 1
+  bool gt = false;                // threshold rule: false "ge" (r >= 0 -> 1), true "gt" (r > 0 -> 1)
+};
+
+// Returns false (out then unspecified) when x holds NaN or inf; throws std::invalid_argument on bad
+// arguments. Same bits for every ISA and thread count.
+bool binarize(const BinarizeProblem& p, uint8_t* out);
+bool binarize_isa(Isa isa, const BinarizeProblem& p, uint8_t* out);
+
 }  // namespace fastemb::binary

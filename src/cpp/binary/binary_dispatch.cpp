@@ -17,6 +17,7 @@ namespace fastemb::binary {
   void score_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int32_t* out, int64_t ld); \
   void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int64_t k, int32_t* hs,    \
                   int64_t* hi, int64_t* hn);                                                                    \
+  bool binarize_rows(const BinarizeProblem& p, int64_t r0, int64_t r1, uint8_t* out);                           \
   }
 FASTEMB_DECLARE_ISA(serial)
 #if defined(FASTEMB_X86)
@@ -33,6 +34,7 @@ namespace {
 struct IsaKernels {
   void (*score_block)(const Problem&, int64_t, int64_t, int64_t, int64_t, int32_t*, int64_t);
   void (*topk_block)(const Problem&, int64_t, int64_t, int64_t, int64_t, int64_t, int32_t*, int64_t*, int64_t*);
+  bool (*binarize_rows)(const BinarizeProblem&, int64_t, int64_t, uint8_t*);
 };
 
 IsaKernels kernels_for(Isa requested) {
@@ -40,14 +42,14 @@ IsaKernels kernels_for(Isa requested) {
     throw std::invalid_argument(std::string("isa '") + isa_name(requested) + "' is not supported by this CPU");
   switch (kernel_isa(requested)) {
 #if defined(FASTEMB_X86)
-    case Isa::avx512: return {avx512::score_block, avx512::topk_block};
-    case Isa::avx2: return {avx2::score_block, avx2::topk_block};
+    case Isa::avx512: return {avx512::score_block, avx512::topk_block, avx512::binarize_rows};
+    case Isa::avx2: return {avx2::score_block, avx2::topk_block, avx2::binarize_rows};
 #endif
 #if defined(FASTEMB_ARM64)
-    case Isa::dotprod: return {dotprod::score_block, dotprod::topk_block};
-    case Isa::neon: return {neon::score_block, neon::topk_block};
+    case Isa::dotprod: return {dotprod::score_block, dotprod::topk_block, dotprod::binarize_rows};
+    case Isa::neon: return {neon::score_block, neon::topk_block, neon::binarize_rows};
 #endif
-    default: return {serial::score_block, serial::topk_block};
+    default: return {serial::score_block, serial::topk_block, serial::binarize_rows};
   }
 }
 
@@ -144,6 +146,30 @@ void topk_isa(Isa isa, const Problem& p, int64_t k, int32_t* scores, int64_t* id
     });
   }
 }
+
+bool binarize_isa(Isa isa, const BinarizeProblem& p, uint8_t* out) {
+  validate_binarize(p, out);
+  const IsaKernels kern = kernels_for(isa);
+  if (p.n == 0 || p.m == 0) return true;
+  if (p.scale != nullptr) {
+    const int64_t count = p.scale_stride ? p.n : 1;
+    for (int64_t r = 0; r < count; ++r)
+      if (!(p.scale[r] > 0) || !(p.scale[r] <= 1.7976931348623157e308)) fail("scale must be positive and finite");
+  }
+  // Tasks of whole rows, about 256 KiB of float32 input each; each writes only its own rows.
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 16) / p.m);
+  const int64_t tasks = (p.n + rows - 1) / rows;
+  std::vector<uint8_t> ok(static_cast<size_t>(tasks), 1);
+  parallel_for(tasks, [&](int64_t t) {
+    const int64_t r0 = t * rows, r1 = std::min(p.n, r0 + rows);
+    ok[static_cast<size_t>(t)] = kern.binarize_rows(p, r0, r1, out) ? 1 : 0;
+  });
+  for (uint8_t v : ok)
+    if (!v) return false;
+  return true;
+}
+
+bool binarize(const BinarizeProblem& p, uint8_t* out) { return binarize_isa(active_isa(), p, out); }
 
 void scores(const Problem& p, int32_t* out) { scores_isa(active_isa(), p, out); }
 void topk(const Problem& p, int64_t k, int32_t* s, int64_t* ids) { topk_isa(active_isa(), p, k, s, ids); }

@@ -888,3 +888,6 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
 }
 
 }  // namespace fastemb::binary::FASTEMB_ISA_NS
+
+// binarize (float rows -> codes), same namespace and ISA flags.
+#include "binary/binarize_kernels.h"

@@ -26,4 +26,18 @@ inline void validate_problem(const Problem& p) {
   if (p.nd > 0 && p.d == nullptr) fail("d: null data");
 }
 
+// binarize's shape and pointer checks (scale values are checked by the CPU dispatcher and, for
+// device memory, by the Python layer).
+inline void validate_binarize(const BinarizeProblem& p, const void* out) {
+  auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
+  if (p.bits < 1 || p.bits > 4) fail("bits must be in 1..4, got " + std::to_string(p.bits));
+  if (p.dtype < 0 || p.dtype > 3) fail("x: unknown dtype code " + std::to_string(p.dtype));
+  if (p.n < 0 || p.m < 0) fail("x: negative shape");
+  if (p.ld < p.m) fail("x: row stride " + std::to_string(p.ld) + " is smaller than the row length " + std::to_string(p.m));
+  if (p.scale_stride != 0 && p.scale_stride != 1) fail("scale: stride must be 0 or 1");
+  if (p.n == 0 || p.m == 0) return;
+  if (p.x == nullptr) fail("x: null data");
+  if (out == nullptr) fail("out: null");
+}
+
 }  // namespace fastemb::binary

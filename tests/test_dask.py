@@ -154,6 +154,43 @@ def test_sdc_topk_empty_corpus_and_queries(rng):
     assert s.shape == (0, 2) and i.shape == (0, 2)
 
 
+@pytest.mark.parametrize("loader", ["pread", "mmap"])
+def test_from_npy_reads_rows_on_the_workers(client, rng, tmp_path, loader):
+    d = fastemb.binarize(rng.standard_normal((N, 70)), 2)
+    path = tmp_path / "codes.npy"
+    np.save(path, d)
+    D = fd.from_npy(path, 7, loader=loader)
+    assert D.shape == d.shape and D.dtype == d.dtype and D.chunks[1:] == ((2,), (9,))
+    # only the path travels: the graph stays small whatever the file size
+    assert len(__import__("pickle").dumps(dict(D.__dask_graph__()))) < 20_000
+    q = d[:5]
+    s, i = compute(client, *fd.sdc_topk(q, D, 6, dim=70))
+    s1, i1 = fastemb.sdc_topk(q, d, 6, dim=70)
+    assert same_bits(s, s1) and same_bits(i, i1)
+    assert same_bits(D[3:17].compute(), d[3:17])
+
+
+def test_from_npy_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="path"):
+        fd.from_npy(tmp_path / "missing.npy", 4)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(ValueError, match="path"):
+        fd.from_npy(tmp_path / "junk.npy", 4)
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.ones((4, 3), np.float32)))
+    with pytest.raises(ValueError, match="Fortran"):
+        fd.from_npy(tmp_path / "f.npy", 2)
+    np.save(tmp_path / "ok.npy", np.ones((4, 3), np.float32))
+    raw = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        fd.from_npy(tmp_path / "cut.npy", 2)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunks"):
+            fd.from_npy(tmp_path / "ok.npy", bad)
+    with pytest.raises(ValueError, match="loader"):
+        fd.from_npy(tmp_path / "ok.npy", 2, loader="read")
+
+
 def test_merge_topk_is_order_free(rng):
     """The merge rule is a total order: any split of the candidates, merged in any order, gives one result."""
     scores = rng.integers(-5, 5, (4, 40)).astype(np.int32)  # many ties

@@ -40,6 +40,7 @@ from .binary import binarize, merge_topk, sdc_topk
 from ._fastrp import fastrp, traffic as fastrp_traffic
 from .centroid import centroid_aggregate
 from .index import ShardedBinaryIndex, save_sharded
+from .io import from_npy
 from .projection import sparse_random_projection
 from .ternary import ternary_matmul
 
@@ -48,6 +49,7 @@ __all__ = [
     "centroid_aggregate",
     "fastrp",
     "fastrp_traffic",
+    "from_npy",
     "merge_topk",
     "save_sharded",
     "sdc_topk",

@@ -142,9 +142,11 @@ def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
         q: query codes ``[nq, bits, nbytes]`` (``[nq, nbytes]`` for 1 bit): a NumPy array (small query
             sets go inside each chunk's task, larger ones are sent once to each worker that needs them)
             or a dask array chunked by rows.
-        d: corpus codes, a dask array chunked by rows only (e.g. ``da.from_zarr`` or a memory-mapped
-            ``.npy`` through ``da.from_array``); chunk sizes must be known. Codes chunked across the
-            bits or bytes axis raise ValueError (a row must lie in one chunk).
+        d: corpus codes, a dask array chunked by rows only (e.g. ``da.from_zarr`` or
+            :func:`fastemb.dask.from_npy` for a ``.npy`` file; not ``da.from_array`` over ``np.load(...,
+            mmap_mode="r")``, whose whole contents the distributed scheduler ships in the task graph); chunk
+            sizes must be known. Codes chunked across the bits or bytes axis raise ValueError (a row must lie
+            in one chunk).
         k: >= 1 (may exceed the corpus size: padded).
         dim: true dimensions per plane (default ``8 * nbytes``).
         split_every: fan-in of the merge tree (>= 2).

@@ -322,6 +322,41 @@ void test_ternary() {
       put(b, acc);
       return b;
     });
+    // The same codes in the t5 layout (5 per byte, ternary.h): the same int32 sums and outputs, on
+    // activations padded to kp5 (zeros past k), and a flag that they equal the i2 result.
+    {
+      const int64_t kp5 = ternary::padded_k_t5(c.k);
+      std::vector<uint8_t> p5(static_cast<size_t>(c.n * kp5 / 5));
+      for (int64_t j = 0; j < c.n; ++j)
+        for (int64_t bb = 0; bb < kp5 / 320; ++bb)
+          for (int64_t t = 0; t < 64; ++t) {
+            uint32_t v = 0;
+            for (int d = 0; d < 5; ++d) {
+              const int64_t col = bb * 320 + 64 * d + t;
+              const int code = col < c.k ? (packed[j * (kp / 4) + 64 * (col / 256) + col % 64] >> (2 * ((col % 256) / 64))) & 3 : 1;
+              v = v * 3 + static_cast<uint32_t>(code);
+            }
+            p5[j * (kp5 / 5) + 64 * bb + t] = static_cast<uint8_t>((v * 256 + 242) / 243);
+          }
+      ternary::Weights w5 = w;
+      w5.packed = p5.data();
+      w5.kp = kp5;
+      w5.format = ternary::Format::t5;
+      std::vector<int8_t> xq5(static_cast<size_t>(c.m * kp5), 0);
+      for (int64_t i = 0; i < c.m; ++i) std::memcpy(xq5.data() + i * kp5, xq.data() + i * kp, static_cast<size_t>(c.k));
+      check(tag + " matmul_int8 t5", [&](Isa isa) {
+        std::vector<float> out(static_cast<size_t>(c.m * c.n), -3.f), out2(out);
+        std::vector<int32_t> acc(static_cast<size_t>(c.m * c.n), -3), acc2(acc);
+        ternary::matmul_int8_isa(isa, xq5.data(), xs.data(), c.m, w5, bp, out.data(), acc.data());
+        ternary::matmul_int8_isa(isa, xq.data(), xs.data(), c.m, w, bp, out2.data(), acc2.data());
+        Bytes b;
+        put(b, out);
+        put(b, acc);
+        b.push_back(static_cast<uint8_t>(out == out2 && acc == acc2));
+        if (!(out == out2 && acc == acc2)) b.push_back(static_cast<uint8_t>(isa));  // differs from serial's
+        return b;
+      });
+    }
     auto float_close = [&](Isa isa, const Bytes& ref, const Bytes& got) {
       if (isa == Isa::neon || isa == Isa::dotprod || isa == Isa::serial)
         return std::memcmp(ref.data(), got.data(), ref.size()) == 0;

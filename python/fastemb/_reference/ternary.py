@@ -64,6 +64,71 @@ def unpack(packed: np.ndarray, k: int) -> np.ndarray:
     return (codes.reshape(n, kp).astype(np.int8) - 1)[:, :k]
 
 
+# ---- t5: 1.6 bits per weight, 5 codes per byte (src/cpp/ternary/ternary.h, "Packed formats") -----
+# Block b of a row = 64 bytes = weights b*320 .. b*320+319; byte j holds the codes c_t (t = 0..4) of
+# weights b*320 + 64 t + j as v = sum_t c_t 3^(4-t), stored as q = ceil(v * 256 / 243) (TQ1_0's byte
+# encoding); digit t = (3 (q 3^t mod 256)) >> 8.
+T5_BLOCK = 320
+FORMATS = ("i2", "t5")
+_T5_POW_ENC = np.array([81, 27, 9, 3, 1], dtype=np.uint16)
+_T5_POW_DEC = np.array([1, 3, 9, 27, 81], dtype=np.uint16)
+
+
+def padded_k_t5(k: int) -> int:
+    return (k + T5_BLOCK - 1) // T5_BLOCK * T5_BLOCK
+
+
+def padded_k_fmt(fmt: str, k: int) -> int:
+    """k padded to the format's block (256 for 'i2', 320 for 't5')."""
+    return padded_k_t5(k) if fmt == "t5" else padded_k(k)
+
+
+def row_bytes(fmt: str, k: int) -> int:
+    """Packed bytes per weight row."""
+    return padded_k_t5(k) // 5 if fmt == "t5" else padded_k(k) // 4
+
+
+def t5_encode_values(v: np.ndarray) -> np.ndarray:
+    """base-3 values v (0..242) -> t5 / TQ1_0 bytes ceil(v * 256 / 243)."""
+    return ((v.astype(np.uint32) * 256 + 242) // 243).astype(np.uint8)
+
+
+def t5_digits(q: np.ndarray) -> np.ndarray:
+    """t5 bytes [...] -> their 5 digits [..., 5] (0..2 for every byte value), digit 0 first."""
+    r = (q.astype(np.uint16)[..., None] * _T5_POW_DEC) & 0xFF
+    return ((r * 3) >> 8).astype(np.uint8)
+
+
+# The 243 byte values the encoder writes (the other 13 decode to digits too, but no packer makes them).
+T5_VALID_BYTES = np.zeros(256, dtype=bool)
+T5_VALID_BYTES[t5_encode_values(np.arange(243))] = True
+
+
+def pack_t5(wq: np.ndarray) -> np.ndarray:
+    """int8 ternary [n, k] -> uint8 [n, kp / 5] in the t5 layout (kp = padded_k_t5(k))."""
+    wq = np.asarray(wq)
+    n, k = wq.shape
+    kp = padded_k_t5(k)
+    codes = np.ones((n, kp), dtype=np.uint16)  # padding: code 1 = weight 0
+    codes[:, :k] = wq.astype(np.int16) + 1
+    c = codes.reshape(n, kp // T5_BLOCK, 5, 64)  # [n, block, digit t, byte j]
+    v = (c * _T5_POW_ENC.reshape(1, 1, 5, 1)).sum(axis=2)
+    return np.ascontiguousarray(t5_encode_values(v).reshape(n, kp // 5))
+
+
+def unpack_t5(packed: np.ndarray, k: int) -> np.ndarray:
+    """uint8 [n, kp / 5] (t5) -> int8 ternary [n, k]."""
+    n, nbytes = packed.shape
+    d = t5_digits(packed.reshape(n, nbytes // 64, 64))  # [n, block, j, t]
+    codes = d.transpose(0, 1, 3, 2).reshape(n, nbytes * 5)
+    return (codes.astype(np.int8) - 1)[:, :k]
+
+
+def unpack_fmt(packed: np.ndarray, k: int, fmt: str = "i2") -> np.ndarray:
+    """Either layout -> int8 ternary [n, k]."""
+    return unpack_t5(packed, k) if fmt == "t5" else unpack(packed, k)
+
+
 SCALE_RULES = ("divide", "reciprocal")
 
 
@@ -105,10 +170,11 @@ def matmul_int8(
     k: int,
     gamma: np.ndarray,
     bias: Optional[np.ndarray] = None,
+    fmt: str = "i2",
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Integer path: acc = xq @ W_q^T (int32), out = float32(acc) * (gamma / x_scale) + bias.
-    Returns (out float32 [m, n], acc int32 [m, n])."""
-    wq = unpack(packed, k).astype(np.int32)
+    ``packed`` in layout ``fmt`` ('i2' or 't5'). Returns (out float32 [m, n], acc int32 [m, n])."""
+    wq = unpack_fmt(packed, k, fmt).astype(np.int32)
     acc = xq[:, :k].astype(np.int32) @ wq.T
     g = gamma.astype(np.float32).reshape(1, -1)
     combined = g / x_scale.astype(np.float32).reshape(-1, 1)
@@ -119,10 +185,11 @@ def matmul_int8(
 
 
 def matmul_float(
-    x: np.ndarray, packed: np.ndarray, k: int, gamma: np.ndarray, bias: Optional[np.ndarray] = None
+    x: np.ndarray, packed: np.ndarray, k: int, gamma: np.ndarray, bias: Optional[np.ndarray] = None,
+    fmt: str = "i2",
 ) -> np.ndarray:
     """Float path: out = gamma * (x @ W_q^T) + bias, float32 result (computed in float64)."""
-    wq = unpack(packed, k).astype(np.float64)
+    wq = unpack_fmt(packed, k, fmt).astype(np.float64)
     out = (x.astype(np.float64) @ wq.T) * gamma.astype(np.float64).reshape(1, -1)
     if bias is not None:
         out = out + bias.astype(np.float64).reshape(1, -1)

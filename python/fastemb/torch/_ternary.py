@@ -35,7 +35,7 @@ EPS = _ref.EPS
 # ---- validation (metadata only: valid on fake tensors too) -------------------------------------
 
 def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                eps: float, scale_rule: str = "divide") -> None:
+                eps: float, scale_rule: str = "divide", format: str = "i2") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -48,12 +48,13 @@ def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional
         raise ValueError(f"k must be >= 0, got {k}")
     if x.shape[1] != k:
         raise ValueError(f"x has {x.shape[1]} features (last dim) but the weights expect k={k}")
+    _tern._check_format(format)
     if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 torch.Tensor (I2 codes), got "
+        raise TypeError(f"packed must be a uint8 torch.Tensor (packed codes), got "
                         f"{packed.dtype if isinstance(packed, Tensor) else type(packed).__name__}")
-    kp = _ref.padded_k(k)
-    if packed.dim() != 2 or packed.shape[1] != kp // 4:
-        raise ValueError(f"packed must have shape (n, {kp // 4}) for k={k}, got {tuple(packed.shape)}")
+    rb = _ref.row_bytes(format, k)
+    if packed.dim() != 2 or packed.shape[1] != rb:
+        raise ValueError(f"packed must have shape (n, {rb}) for k={k} in format {format!r}, got {tuple(packed.shape)}")
     n = packed.shape[0]
     if not isinstance(scale, Tensor) or scale.dtype != torch.float32:
         raise TypeError(f"scale must be a float32 torch.Tensor (gamma), got "
@@ -84,14 +85,25 @@ def _check_meta(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional
 _SHIFTS = (0, 2, 4, 6)
 
 
-def unpack_torch(packed: Tensor, k: int) -> Tensor:
-    """I2-packed uint8 ``[n, kp / 4]`` -> int8 ``[n, k]`` of -1 / 0 / +1, in torch (any device)."""
+def unpack_torch(packed: Tensor, k: int, format: str = "i2") -> Tensor:
+    """Packed uint8 (``[n, kp / 4]`` for 'i2', ``[n, kp / 5]`` for 't5') -> int8 ``[n, k]`` of
+    -1 / 0 / +1, in torch (any device)."""
+    if format == "t5":
+        return _unpack_t5_torch(packed, k)
     n = packed.shape[0]
     kp = packed.shape[1] * 4
     p = packed.reshape(n, kp // _ref.BLOCK, 1, 64)
     shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=packed.device).reshape(1, 1, 4, 1)
     codes = torch.bitwise_and(torch.bitwise_right_shift(p, shifts), 3)
     return (codes.reshape(n, kp).to(torch.int8) - 1)[:, :k]
+
+
+def _unpack_t5_torch(packed: Tensor, k: int) -> Tensor:
+    n, nbytes = packed.shape
+    q = packed.reshape(n, nbytes // 64, 1, 64).to(torch.int32)
+    p3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32, device=packed.device).reshape(1, 1, 5, 1)
+    codes = ((torch.bitwise_and(q * p3, 0xFF) * 3) >> 8).reshape(n, nbytes * 5)  # [n, block, t, j]
+    return (codes.to(torch.int8) - 1)[:, :k]
 
 
 def quantize_activations_torch(x: Tensor, eps: float = EPS, scale_rule: str = "divide") -> Tuple[Tensor, Tensor]:
@@ -112,8 +124,8 @@ def quantize_activations_torch(x: Tensor, eps: float = EPS, scale_rule: str = "d
 
 
 def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                  eps: float, scale_rule: str = "divide") -> Tensor:
-    wq = unpack_torch(packed, k).to(torch.float64)
+                  eps: float, scale_rule: str = "divide", format: str = "i2") -> Tensor:
+    wq = unpack_torch(packed, k, format).to(torch.float64)
     if activations == "int8":
         xq, s = quantize_activations_torch(x, eps, scale_rule)
         acc = (xq.to(torch.float64) @ wq.T).to(torch.int32)  # exact: |acc| <= 128 k < 2^53
@@ -128,7 +140,7 @@ def _linear_torch(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Option
 
 
 def _linear_numpy(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                  eps: float, scale_rule: str = "divide") -> Tensor:
+                  eps: float, scale_rule: str = "divide", format: str = "i2") -> Tensor:
     """CPU fallback through the NumPy reference (faster than torch's uint8 ops on CPU); bf16 and
     float16 x convert to float32 exactly, as the kernels do."""
     x32 = x.detach().to(torch.float32).numpy()
@@ -136,21 +148,22 @@ def _linear_numpy(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Option
     b = None if bias is None else bias.detach().to(torch.float32).numpy()
     if activations == "int8":
         xq, s = _ref.quantize_activations(x32, eps, scale_rule=scale_rule)
-        out, _ = _ref.matmul_int8(xq, s, p, k, g, b)
+        out, _ = _ref.matmul_int8(xq, s, p, k, g, b, format)
     else:
-        out = _ref.matmul_float(x32, p, k, g, b)
+        out = _ref.matmul_float(x32, p, k, g, b, format)
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
 # ---- the op ----------------------------------------------------------------------------------
 
 def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                 eps: float, scale_rule: str = "divide"):
+                 eps: float, scale_rule: str = "divide", format: str = "i2"):
     """Allocates the buffers of the native kernels and returns (calls, out): calls are
     (name, args, kwargs) tuples to run with the module's last positional argument (isa or stream) appended."""
     A = _backend.address
     m, n = x.shape[0], packed.shape[0]
-    kp = _ref.padded_k(k)
+    kp = _ref.padded_k_fmt(format, k)
+    fmt = {"fmt": _tern._FORMAT_CODES[format]} if format != "i2" else {}  # CUDA's bindings take no fmt
     per_row = scale.shape[0] != 1
     out = torch.empty((m, n), dtype=torch.float32, device=x.device)
     b = None if bias is None else _as_float32(bias)
@@ -163,11 +176,11 @@ def _kernel_args(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optiona
                   (A(x), _backend.DTYPE_CODES[_TORCH_DTYPE_NAMES[x.dtype]], m, k, kp, float(eps), A(xq), A(s)),
                   {"scale_rule": _tern._SCALE_RULE_CODES[scale_rule]}),
                  ("ternary_matmul_int8",
-                  (A(xq), A(s), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out), 0), {})]
+                  (A(xq), A(s), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out), 0), fmt)]
     else:
         x32 = _as_float32(x)
         keep.append(x32)
-        calls = [("ternary_matmul_float", (A(x32), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out)), {})]
+        calls = [("ternary_matmul_float", (A(x32), m, A(packed), n, k, kp, A(scale), per_row, A(b), A(out)), fmt)]
     return calls, out, keep
 
 
@@ -192,10 +205,13 @@ def _as_float32(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("fastemb::ternary_linear", mutates_args=())
 def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor], activations: str,
-                       eps: float, scale_rule: str = "divide") -> Tensor:
-    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule)
+                       eps: float, scale_rule: str = "divide", format: str = "i2") -> Tensor:
+    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule, format)
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"x: unsupported device {x.device} (cpu and cuda are supported)")
+    if format == "t5" and x.device.type == "cuda":
+        raise NotImplementedError("format 't5' (1.6-bit) has no CUDA kernel yet: convert the weight with "
+                                  "TernaryWeight.to_format('i2') for CUDA tensors")
     x, packed, scale = x.contiguous(), packed.contiguous(), scale.contiguous()
     if x.numel():
         if x.device.type == "cuda":
@@ -208,10 +224,10 @@ def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: O
         return out if bias is None else out + bias.to(torch.float32)
     mod = _tern.cuda_kernels() if x.device.type == "cuda" else _tern.native_kernels()
     if mod is None and x.device.type == "cuda":
-        return _linear_torch(x, packed, scale, k, bias, activations, eps, scale_rule)
+        return _linear_torch(x, packed, scale, k, bias, activations, eps, scale_rule, format)
     if mod is None:
-        return _linear_numpy(x, packed, scale, k, bias, activations, eps, scale_rule)
-    calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps, scale_rule)
+        return _linear_numpy(x, packed, scale, k, bias, activations, eps, scale_rule, format)
+    calls, out, keep = _kernel_args(x, packed, scale, k, bias, activations, eps, scale_rule, format)
     if x.device.type == "cuda":
         with torch.cuda.device(x.device):
             stream = torch.cuda.current_stream(x.device).cuda_stream
@@ -225,8 +241,8 @@ def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: O
 
 
 @_ternary_linear_op.register_fake
-def _(x, packed, scale, k, bias, activations, eps, scale_rule="divide"):
-    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule)
+def _(x, packed, scale, k, bias, activations, eps, scale_rule="divide", format="i2"):
+    _check_meta(x, packed, scale, k, bias, activations, eps, scale_rule, format)
     return x.new_empty((x.shape[0], packed.shape[0]), dtype=torch.float32)
 
 
@@ -236,6 +252,7 @@ def _setup_context(ctx, inputs, output):
         raise ValueError("scale: ternary_linear is not differentiable in gamma (pass scale.detach())")
     ctx.save_for_backward(packed, scale)
     ctx.k = k
+    ctx.format = inputs[8] if len(inputs) > 8 else "i2"
     ctx.x_dtype = x.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
 
@@ -244,11 +261,11 @@ def _backward(ctx, grad):
     packed, scale = ctx.saved_tensors
     grad_x = grad_b = None
     if ctx.needs_input_grad[0]:
-        w = unpack_torch(packed, ctx.k).to(torch.float32) * scale.reshape(-1, 1)
+        w = unpack_torch(packed, ctx.k, ctx.format).to(torch.float32) * scale.reshape(-1, 1)
         grad_x = (grad.to(torch.float32) @ w).to(ctx.x_dtype)
     if ctx.needs_input_grad[4]:
         grad_b = grad.sum(dim=0).to(ctx.bias_dtype)
-    return grad_x, None, None, None, grad_b, None, None, None
+    return grad_x, None, None, None, grad_b, None, None, None, None
 
 
 # Backward: the straight-through estimator of BitNet (the gradient of x W^T + b with the
@@ -259,17 +276,21 @@ _ternary_linear_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optional[Tensor] = None,
-                   activations: str = "int8", eps: float = EPS, scale_rule: str = "divide") -> Tensor:
-    """``y = x W^T + bias`` with I2-packed ternary weights (see :class:`fastemb.TernaryWeight`).
+                   activations: str = "int8", eps: float = EPS, scale_rule: str = "divide",
+                   format: str = "i2") -> Tensor:
+    """``y = x W^T + bias`` with packed ternary weights (see :class:`fastemb.TernaryWeight`).
 
     Args:
         x: ``[..., k]`` float16 / bfloat16 / float32 / float64 (CPU or CUDA), finite.
-        packed: uint8 ``[n, kp / 4]`` (``TernaryWeight.packed`` as a tensor), on x's device.
+        packed: uint8 (``TernaryWeight.packed`` as a tensor: ``[n, kp / 4]`` for 'i2',
+            ``[n, kp / 5]`` for 't5'), on x's device.
         scale: float32 gamma, ``[1]`` or ``[n]``. k: input features.
         bias: optional ``[n]``; activations: 'int8' (BitNet W1.58A8) or 'float'.
         scale_rule: the activation scale's formula on the int8 path, 'divide' (``127 / amax``,
             default) or 'reciprocal' (``(1 / amax) * 127``: transformers' BitNet bit for bit on
             float32 x); see :func:`fastemb.quantize_activations`.
+        format: ``packed``'s layout, 'i2' (default) or 't5' (``TernaryWeight.format``; CPU only
+            for now: CUDA tensors raise NotImplementedError).
 
     Returns:
         float32 ``[..., n]``. Differentiable in x (straight-through through the activation
@@ -288,14 +309,19 @@ def ternary_linear(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: Optio
     for size in lead:
         rows *= size
     y = torch.ops.fastemb.ternary_linear(x.reshape(rows, x.shape[-1]), packed, scale, k, bias, activations, eps,
-                                         scale_rule)
+                                         scale_rule, format)
     return y.reshape(*lead, packed.shape[0])
 
 
-def ternary_weight_tensors(tw: "_tern.TernaryWeight", device=None) -> Tuple[Tensor, Tensor, int]:
-    """``(packed, scale, k)`` of a :class:`fastemb.TernaryWeight` as tensors on ``device``."""
+def ternary_weight_tensors(tw: "_tern.TernaryWeight", device=None, keep_format: bool = False
+                           ) -> Tuple[Tensor, Tensor, int]:
+    """``(packed, scale, k)`` of a :class:`fastemb.TernaryWeight` as tensors on ``device``. The
+    packed tensor is in the 'i2' layout (a 't5' weight is converted) unless ``keep_format``: then
+    it is ``tw.packed`` as is, and callers pass ``format=tw.format`` to :func:`ternary_linear`."""
     if not isinstance(tw, _tern.TernaryWeight):
         raise TypeError(f"tw must be a fastemb.TernaryWeight, got {type(tw).__name__}")
+    if not keep_format:
+        tw = tw.to_format("i2")
     return torch.from_numpy(tw.packed).to(device), torch.from_numpy(tw.scale).to(device), tw.k
 
 

@@ -27,13 +27,34 @@ constexpr int64_t kBlock = 256;  // weights per packed block (64 bytes)
 
 inline int64_t padded_k(int64_t k) { return (k + kBlock - 1) / kBlock * kBlock; }
 
+// Packed formats. i2: the 2-bit layout above. t5 (1.6 bits per weight, 5 ternary digits per byte):
+//   W [n, k] -> uint8 [n, kp / 5], kp = k rounded up to a multiple of kBlockT5 (320); padding code 1.
+//   Block b of a row (weights b*320 .. b*320+319) is 64 bytes; byte j (0..63) holds the codes c_t
+//   of the 5 weights b*320 + 64 t + j (t = 0..4) as v = sum_t c_t 3^(4-t) (digit 0 most
+//   significant), stored as q = ceil(v * 256 / 243) (llama.cpp TQ1_0's byte encoding). Then
+//   r_t = q 3^t mod 256 is a base-3 fraction and digit t = (3 r_t) >> 8, r_(t+1) = 3 r_t mod 256.
+//   So a 64-byte load gives, per digit t, the codes of 64 consecutive weights (b*320 + 64t ...),
+//   aligned with 64 consecutive int8 activations, as in i2. Decoding (ternary_t5.h):
+//     AVX-512 VNNI: no per-digit extraction at all. Since 256 c_t = 3 r_t - r_(t+1) per byte,
+//       sum_j c_t(j) x_j = (3 sum_j r_t(j) x_j - sum_j r_(t+1)(j) x_j) / 256, two vpdpbusd on the
+//       fraction bytes (u8) with the same activations; r_(t+1) = r_t + r_t + r_t is two byte adds.
+//     AVX2: per digit, vpmaddubsw by (3, 0) / (0, 3) gives 3 r in 16-bit lanes; bits 8-9 are the
+//       digits of the low / high byte (one shift, and, or), then the i2 path's vpmaddubsw.
+enum class Format : int { i2 = 0, t5 = 1 };
+constexpr int64_t kBlockT5 = 320;  // weights per t5 block (64 bytes)
+inline int64_t padded_k_t5(int64_t k) { return (k + kBlockT5 - 1) / kBlockT5 * kBlockT5; }
+inline int64_t padded_k_fmt(Format f, int64_t k) { return f == Format::t5 ? padded_k_t5(k) : padded_k(k); }
+// Bytes per packed row.
+inline int64_t row_bytes(Format f, int64_t kp) { return f == Format::t5 ? kp / 5 : kp / 4; }
+
 struct Weights {
-  const uint8_t* packed = nullptr;  // [n, kp / 4], layout above
+  const uint8_t* packed = nullptr;  // [n, row_bytes(format, kp)], layout above
   int64_t n = 0;                    // output features
   int64_t k = 0;                    // input features
-  int64_t kp = 0;                   // padded_k(k)
+  int64_t kp = 0;                   // padded_k_fmt(format, k)
   const float* scale = nullptr;     // gamma: [1] (per tensor) or [n] (per row)
   bool per_row = false;
+  Format format = Format::i2;
 };
 
 // Activation dtype codes (same as fastemb._backend.DTYPE_CODES).
@@ -48,10 +69,14 @@ enum class ScaleRule : int { divide = 0, reciprocal = 1 };
 // Per-row absmax quantization (BitNet b1.58): for row i of x [m, k] (any float dtype, converted to
 // float32 first), s_i = the scale of max(max_j |x_ij|, eps) by `rule` and
 // xq_ij = clamp(nearbyint(x_ij * s_i), -128, 127) (round half to even, float32 multiply).
-// xq is [m, kp] int8 with zeros in the padding columns; x_scale[i] = s_i.
+// xq is [m, kp] int8 with zeros in the padding columns; x_scale[i] = s_i. kp: padded_k(k) or
+// padded_k_t5(k) (the weights' format).
 // A NaN in x is the caller's to reject (the Python layer does).
 void quantize_activations(const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps, int8_t* xq,
                           float* x_scale, ScaleRule rule = ScaleRule::divide);
+
+// t5 -> i2 (one row each call): src [row_bytes(t5, padded_k_t5(k))] -> dst [padded_k(k) / 4].
+void transcode_t5_to_i2_row(const uint8_t* src, int64_t k, uint8_t* dst);
 
 // Integer path: acc_ij = sum_c xq_ic * w_jc (exact, int32), then
 //   out_ij = float(acc_ij) * (gamma_j / x_scale_i) + bias_j     (float32, each op rounded: no FMA)

@@ -18,6 +18,7 @@
 #include "common/thread_pool.h"
 #include "ternary/ternary.h"
 #include "ternary/ternary_internal.h"
+#include "ternary/ternary_math.h"
 #include "ternary/ternary_validate.h"
 
 namespace fastemb::ternary {
@@ -27,6 +28,7 @@ namespace fastemb::ternary {
   void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int rule, int64_t i0,            \
                      int64_t i1, int8_t* xq, float* x_scale);                                                  \
   void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
+  void int8_gemv_t5(const Int8Work& a, int64_t j0, int64_t j1);                                                \
   bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1);                                                   \
   void float_rows(const FloatWork& a, int64_t j0, int64_t j1);                                                 \
   }
@@ -46,6 +48,7 @@ namespace {
 struct IsaKernels {
   void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int, int64_t, int64_t, int8_t*, float*);
   void (*int8_gemv)(const Int8Work&, int64_t, int64_t);
+  void (*int8_gemv_t5)(const Int8Work&, int64_t, int64_t);
   bool (*int8_gemm)(const Int8Work&, int64_t, int64_t);
   void (*float_rows)(const FloatWork&, int64_t, int64_t);
   bool has_gemm;
@@ -56,14 +59,14 @@ IsaKernels kernels_for(Isa requested) {
     throw std::invalid_argument(std::string("isa '") + isa_name(requested) + "' is not supported by this CPU");
   switch (kernel_isa(requested)) {
 #if defined(FASTEMB_X86)
-    case Isa::avx512: return {avx512::quantize_rows, avx512::int8_gemv, avx512::int8_gemm, avx512::float_rows, true};
-    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemm, avx2::float_rows, true};
+    case Isa::avx512: return {avx512::quantize_rows, avx512::int8_gemv, avx512::int8_gemv_t5, avx512::int8_gemm, avx512::float_rows, true};
+    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemv_t5, avx2::int8_gemm, avx2::float_rows, true};
 #endif
 #if defined(FASTEMB_ARM64)
-    case Isa::dotprod: return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemm, dotprod::float_rows, false};
-    case Isa::neon: return {neon::quantize_rows, neon::int8_gemv, neon::int8_gemm, neon::float_rows, false};
+    case Isa::dotprod: return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemv_t5, dotprod::int8_gemm, dotprod::float_rows, false};
+    case Isa::neon: return {neon::quantize_rows, neon::int8_gemv, neon::int8_gemv_t5, neon::int8_gemm, neon::float_rows, false};
 #endif
-    default: return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemm, serial::float_rows, false};
+    default: return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemv_t5, serial::int8_gemm, serial::float_rows, false};
   }
 }
 
@@ -97,7 +100,47 @@ struct AlignedVec {
   AlignedVec& operator=(const AlignedVec&) = delete;
 };
 
+// The whole t5 weight matrix transcoded to i2 (the GEMM and float paths compute on i2: a t5 weight
+// pays one decode pass per call there; the GEMV form reads t5 directly).
+struct I2Copy {
+  std::vector<uint8_t> packed;
+  Weights w;
+};
+void t5_to_i2(const Weights& src, I2Copy& dst) {
+  dst.w = src;
+  dst.w.format = Format::i2;
+  dst.w.kp = padded_k(src.k);
+  const int64_t rs5 = src.kp / 5, rs2 = dst.w.kp / 4;
+  dst.packed.resize(static_cast<size_t>(std::max<int64_t>(1, src.n * rs2)));
+  dst.w.packed = dst.packed.data();
+  const int64_t rows_per_task = 64;
+  parallel_for((src.n + rows_per_task - 1) / rows_per_task, [&](int64_t t) {
+    const int64_t j1 = std::min(src.n, (t + 1) * rows_per_task);
+    for (int64_t j = t * rows_per_task; j < j1; ++j)
+      transcode_t5_to_i2_row(src.packed + j * rs5, src.k, dst.packed.data() + j * rs2);
+  });
+}
+
 }  // namespace
+
+void transcode_t5_to_i2_row(const uint8_t* src, int64_t k, uint8_t* dst) {
+  // 5 codes of every byte value, from the same rule as the kernels (ternary_math.h t5_digit).
+  static const auto lut = [] {
+    std::vector<uint8_t> t(256 * 5);
+    for (uint32_t q = 0; q < 256; ++q)
+      for (int d = 0; d < 5; ++d) t[q * 5 + d] = static_cast<uint8_t>(t5_digit(q, d));
+    return t;
+  }();
+  const int64_t kp2 = padded_k(k);
+  std::memset(dst, 0x55, static_cast<size_t>(kp2 / 4));  // code 1 everywhere (padding)
+  for (int64_t col = 0; col < k; ++col) {
+    const int64_t b = col / kBlockT5, w = col - b * kBlockT5;
+    const int c = lut[static_cast<size_t>(src[b * 64 + (w & 63)]) * 5 + static_cast<size_t>(w >> 6)];
+    uint8_t& byte = dst[(col >> 8) * 64 + (col & 63)];
+    const int sh = static_cast<int>((col >> 6) & 3) * 2;
+    byte = static_cast<uint8_t>((byte & ~(3 << sh)) | (c << sh));
+  }
+}
 
 Isa kernel_isa(Isa requested) {
   if (requested == Isa::avx512 && !cpu_features().avx512vnni) return isa_supported(Isa::avx2) ? Isa::avx2 : Isa::serial;
@@ -128,6 +171,17 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
   const IsaKernels kern = kernels_for(isa);
   if (m == 0 || w.n == 0) return;
   const int64_t kp = w.kp;
+  if (w.format == Format::t5 && kern.has_gemm && m >= gemm_min_rows() && kp > 0) {
+    // GEMM form: transcode the weights to i2 and the activations to its padding (zeros past k).
+    I2Copy c;
+    t5_to_i2(w, c);
+    const int64_t kp2 = c.w.kp;
+    std::vector<int8_t> xq2(static_cast<size_t>(m * kp2), 0);
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(xq2.data() + i * kp2, xq + i * kp, static_cast<size_t>(std::min(kp, kp2)));
+    matmul_int8_isa(isa, xq2.data(), x_scale, m, c.w, bias, out, acc);
+    return;
+  }
 
   std::vector<int32_t> sum_x(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) {
@@ -168,9 +222,10 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
   }
   const int64_t chunk = gemv_chunk(w.n);
   const int64_t tasks = (w.n + chunk - 1) / chunk;
+  const auto gemv = w.format == Format::t5 ? kern.int8_gemv_t5 : kern.int8_gemv;
   auto task = [&](int64_t t) {
     const int64_t j0 = t * chunk, j1 = std::min(w.n, j0 + chunk);
-    kern.int8_gemv(a, j0, j1);
+    gemv(a, j0, j1);
   };
   if (tasks == 1)
     task(0);
@@ -182,6 +237,12 @@ void matmul_float_isa(Isa isa, const float* x, int64_t m, const Weights& w, cons
   validate_float(x, m, w, out);
   const IsaKernels kern = kernels_for(isa);
   if (m == 0 || w.n == 0) return;
+  if (w.format == Format::t5) {
+    I2Copy c;
+    t5_to_i2(w, c);
+    matmul_float_isa(isa, x, m, c.w, bias, out);
+    return;
+  }
   const FloatWork a{x, m, w, bias, out};
   const int64_t chunk = gemv_chunk(w.n);
   const int64_t tasks = (w.n + chunk - 1) / chunk;

@@ -867,6 +867,9 @@ void float_rows_impl(const FloatWork& a, int64_t j0, int64_t j1) {
   }
 }
 
+// ---- t5 (1.6-bit) integer GEMV ------------------------------------------------------------------
+#include "ternary/ternary_t5.h"
+
 }  // namespace
 
 void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int rule, int64_t i0, int64_t i1,
@@ -877,6 +880,8 @@ void quantize_rows(const void* x, int dt, int64_t k, int64_t kp, float eps, int 
 }
 
 void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_impl(a, j0, j1); }
+
+void int8_gemv_t5(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_t5_impl(a, j0, j1); }
 
 bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1) {
 #if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV)

@@ -50,6 +50,17 @@ static inline FASTEMB_HD int32_t dot4_s8(uint32_t a, uint32_t b) {
   return s;
 }
 
+// ---- t5 layout (ternary.h): 5 codes per byte, base-3 fraction ------------------------------
+// 3^t for t = 0..4.
+static inline FASTEMB_HD uint32_t t5_pow3(int t) { return t == 0 ? 1u : t == 1 ? 3u : t == 2 ? 9u : t == 3 ? 27u : 81u; }
+// Digit t (0 most significant) of a t5 byte: (3 (q 3^t mod 256)) >> 8, in 0..2 for every byte.
+static inline FASTEMB_HD int t5_digit(uint32_t q, int t) { return static_cast<int>((((q * t5_pow3(t)) & 0xffu) * 3u) >> 8); }
+// Code (0..2) of weight `col` of a t5 row.
+static inline FASTEMB_HD int t5_code_at(const uint8_t* row, int64_t col) {
+  const int64_t b = col / 320, w = col - b * 320;
+  return t5_digit(row[b * 64 + (w & 63)], static_cast<int>(w >> 6));
+}
+
 // ---- activation quantization ----------------------------------------------------------------
 // rule: ScaleRule as int (0 divide, 1 reciprocal); validated before any kernel runs.
 static inline FASTEMB_HD float activation_scale(float amax, float eps, int rule) {

@@ -14,6 +14,7 @@ from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_
 from .binary_index import BinaryIndex
 from .centroid import centroid_aggregate
 from .graph import fastrp, sparse_random_projection
+from .multivector import maxsim, maxsim_codes, maxsim_topk, muvera_fde
 from .ternary import TernaryWeight, quantize_activations, quantize_ternary, ternary_matmul
 
 __version__ = "0.1.0"
@@ -25,6 +26,10 @@ __all__ = [
     "fastrp",
     "get_num_threads",
     "info",
+    "maxsim",
+    "maxsim_codes",
+    "maxsim_topk",
+    "muvera_fde",
     "set_num_threads",
     "sparse_random_projection",
     "binarize",

@@ -168,4 +168,5 @@ PYBIND11_MODULE(_C, m) {
 
   bindings::bind_ternary(m);
   bindings::bind_graph(m);
+  bindings::bind_multivector(m);
 }

@@ -15,5 +15,6 @@ Isa isa_from_name(const std::string& name);
 
 void bind_ternary(pybind11::module_& m);
 void bind_graph(pybind11::module_& m);
+void bind_multivector(pybind11::module_& m);
 
 }  // namespace fastemb::bindings

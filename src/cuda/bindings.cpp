@@ -117,4 +117,5 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   bindings::bind_ternary_cuda(m);
   bindings::bind_graph_cuda(m);
+  bindings::bind_multivector_cuda(m);
 }

@@ -13,5 +13,6 @@ inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaSt
 
 void bind_ternary_cuda(pybind11::module_& m);
 void bind_graph_cuda(pybind11::module_& m);
+void bind_multivector_cuda(pybind11::module_& m);
 
 }  // namespace fastemb::bindings

@@ -27,6 +27,7 @@
 #include "common/float16.h"
 #include "common/thread_pool.h"
 #include "graph/graph.h"
+#include "multivector/multivector.h"
 #include "ternary/ternary.h"
 
 using namespace fastemb;
@@ -486,6 +487,64 @@ void test_graph() {
     }
 }
 
+
+// MaxSim, its top-k and MUVERA FDEs (multivector.h): odd dims, empty and one-token sets, every sketch.
+void test_multivector() {
+  const int64_t dims[] = {1, 7, 16, 37, 128};
+  int combo = 0;
+  for (int64_t dim : dims) {
+    ++combo;
+    auto sets = [&](int64_t n, int64_t max_len, std::vector<int64_t>& off) {
+      off.assign(1, 0);
+      for (int64_t i = 0; i < n; ++i) off.push_back(off.back() + (i % 5 == 2 ? 0 : randint(1, max_len)));
+      return randf(off.back() * dim);
+    };
+    std::vector<int64_t> qo, dof;
+    const std::vector<float> q = sets(6, 40, qo), d = sets(25, 50, dof);
+    const multivector::TokenSets qs{q.data(), qo.back(), dim, qo.data(), qo.data() + 1, 6};
+    const multivector::TokenSets ds{d.data(), dof.back(), dim, dof.data(), dof.data() + 1, 25};
+    const std::string tag = "multivector dim=" + std::to_string(dim);
+    check(tag + " maxsim", [&](Isa isa) {
+      std::vector<float> out(6 * 25);
+      multivector::maxsim_isa(isa, qs, ds, out.data());
+      Bytes b;
+      put(b, out);
+      return b;
+    });
+    check(tag + " maxsim_topk", [&](Isa isa) {
+      std::vector<float> s(6 * 30);
+      std::vector<int64_t> ids(6 * 30);
+      multivector::maxsim_topk_isa(isa, qs, ds, 30, s.data(), ids.data());
+      Bytes b;
+      put(b, s);
+      put(b, ids);
+      return b;
+    });
+    const int ks[] = {0, 3, 5};
+    const int64_t projs[] = {0, 5, 16};
+    for (int k : ks)
+      for (int64_t dp : projs)
+        for (int doc = 0; doc < 2; ++doc) {
+          multivector::FdeSpec s;
+          s.repetitions = 3;
+          s.k_sim = k;
+          s.d_proj = dp;
+          s.final_dim = (combo + k) % 2 ? 29 : 0;
+          s.document = doc;
+          s.fill_empty = doc;
+          s.seed = 77 + combo;
+          check(tag + " fde k=" + std::to_string(k) + " d_proj=" + std::to_string(dp) + " doc=" + std::to_string(doc),
+                [&](Isa isa) {
+                  std::vector<float> out(static_cast<size_t>(25 * multivector::fde_dim(s, dim)));
+                  multivector::muvera_fde_isa(isa, s, ds, out.data());
+                  Bytes b;
+                  put(b, out);
+                  return b;
+                });
+        }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -514,7 +573,10 @@ int main(int argc, char** argv) {
   test_ternary();
   const int t = g_passed + g_failed;
   test_graph();
-  std::printf("checks per family: binary %d, centroid %d, ternary %d, graph %d\n", b, c - b, t - c, g_passed + g_failed - t);
+  const int g = g_passed + g_failed;
+  test_multivector();
+  std::printf("checks per family: binary %d, centroid %d, ternary %d, graph %d, multivector %d\n", b, c - b, t - c, g - t,
+              g_passed + g_failed - g);
   std::printf("(%d of the passed checks are inputs both variants reject with the same error)\n", g_rejected);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   if (g_variants.empty()) std::printf("note: no SIMD variant on this CPU; nothing was compared\n");

@@ -23,6 +23,7 @@ from ._bitnet import TernaryLinear, patch_bitnet
 from ._centroid import centroid_aggregate, centroid_triplet_loss
 from ._checks import get_cuda_checks, set_cuda_checks
 from ._graph import fastrp, sparse_random_projection
+from ._multivector import maxsim, muvera_fde
 from ._ternary import BitLinear, ternary_linear
 
-__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "get_cuda_checks", "hamming", "sdc_scores", "sdc_topk", "set_cuda_checks", "sparse_random_projection", "BitLinear", "ternary_linear", "TernaryLinear", "patch_bitnet"]
+__all__ = ["binarize", "centroid_aggregate", "centroid_triplet_loss", "fastrp", "get_cuda_checks", "hamming", "maxsim", "muvera_fde", "sdc_scores", "sdc_topk", "set_cuda_checks", "sparse_random_projection", "BitLinear", "ternary_linear", "TernaryLinear", "patch_bitnet"]

@@ -27,7 +27,7 @@ def test_info_has_the_promised_fields():
     assert info["version"] == fastemb.__version__
     assert info["backend"] in ("native", "numpy")
     if info["backend"] == "native":
-        assert set(info["kernel_isas"]) == {"centroid", "binary", "ternary", "graph"}
+        assert set(info["kernel_isas"]) == {"centroid", "binary", "ternary", "graph", "multivector"}
         assert all(v in info["supported_isas"] for v in info["kernel_isas"].values())
     else:
         assert info["kernel_isas"] == {}

@@ -31,15 +31,16 @@ def start_cluster(n_workers):
                                      dashboard_address=":0", env={"FASTEMB_NUM_THREADS": "1"})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster():
-    """The session's cluster: 2 worker processes with one thread each."""
+    """This module's cluster: 2 worker processes with one thread each (closed after the module: its
+    event loop would otherwise keep allocating while later tests, e.g. test_leaks, watch memory)."""
     c = start_cluster(2)
     yield c
     c.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(cluster):
     # Not the default client: other tests keep dask's local schedulers; these pass it explicitly.
     with distributed.Client(cluster, set_as_default=False) as c:

@@ -1433,7 +1433,7 @@ def test_fuzz_torch_ops(seed, mut, n, d, k, dtype):
         expect_error(F, lambda: ft.centroid_aggregate(x, labels, num_groups=-2), ("num_groups", "index"))
         expect_error(F, lambda: ft.centroid_aggregate(x, labels, num_groups=2.0), "num_groups")
     elif mut == "centroid_reduce_bad":
-        expect_error(F, lambda: ft.centroid_aggregate(x, labels, num_groups=k, reduce="max"), "reduce")
+        expect_error(F, lambda: ft.centroid_aggregate(x, labels, num_groups=k, reduce="maximum"), "reduce")
         expect_error(F, lambda: ft.centroid_aggregate(x, labels, num_groups=k, eps=0.0), "eps")
     elif mut == "triplet_ok":
         e = x.double()

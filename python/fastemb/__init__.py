@@ -67,12 +67,13 @@ def get_num_threads() -> int:
 def _kernel_isas(C: Any) -> Dict[str, str]:
     """The variant each family runs: binary codes need AVX512-VPOPCNTDQ and ternary AVX512-VNNI for
     their avx512 variant (avx2 runs without them); the other families run the active ISA, except
-    on ARM64 where centroid and graph have no dotprod variant and run the neon one."""
+    on ARM64 where centroid, graph and multivector have no dotprod variant and run the neon one."""
     if C is None:
         return {}
     isa = C.active_isa()
     shared = "neon" if isa == "dotprod" else isa
-    return {"centroid": shared, "binary": C.binary_kernel_isa(""), "ternary": C.ternary_kernel_isa(""), "graph": shared}
+    return {"centroid": shared, "binary": C.binary_kernel_isa(""), "ternary": C.ternary_kernel_isa(""), "graph": shared,
+            "multivector": shared}
 
 
 def info() -> Dict[str, Any]:

@@ -39,9 +39,10 @@ FAMILIES: Dict[str, List[str]] = {
     "binary": ["bench_binary.py"],
     "ternary": ["bench_ternary.py"],
     "graph": ["bench_fastrp.py"],
+    "multivector": ["bench_multivector.py"],
 }
 #: FASTEMB_BENCH_SCALE of ``--quick`` per family (sizes x scale; each family keeps its own floor on sizes)
-QUICK_SCALE: Dict[str, float] = {"centroid": 0.02, "binary": 0.02, "ternary": 0.1, "graph": 0.01}
+QUICK_SCALE: Dict[str, float] = {"centroid": 0.02, "binary": 0.02, "ternary": 0.1, "graph": 0.01, "multivector": 0.02}
 QUICK_BW_MB = 256  # bandwidth probe buffer of --quick (far above a 32 MB last-level cache)
 
 #: (distribution name, import name) of the peers the suites look for

@@ -380,6 +380,10 @@ def run(scale: float = 1.0, tmpdir: Optional[str] = None, nq: int = 100, k: int 
     free = shutil.disk_usage(base).free
     if free < nbytes + (2 << 30):
         raise RuntimeError(f"{base} has {free / GB:.1f} GB free; the corpus needs {nbytes / GB:.1f} GB + 2 GB")
+    # bench/conftest.py's (bench/ is on sys.path, run as a script or by pytest); imported here, not at the top:
+    # the workers get this module's classes by value and must not run conftest's setup.
+    from conftest import _cpu_model
+
     res: Dict[str, Any] = {
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "rows": n, "nbytes": nbytes, "queries": nq, "k": k, "workers": workers,
@@ -426,17 +430,6 @@ def run(scale: float = 1.0, tmpdir: Optional[str] = None, nq: int = 100, k: int 
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         res["cleaned_up"] = not os.path.exists(folder)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mem_total() -> int:

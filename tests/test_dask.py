@@ -2,7 +2,7 @@
 processes, real serialization): odd chunkings, 1 / 2 / 3 workers, a worker killed mid-computation,
 bad input. The sharded index is in test_dask_index.py.
 
-Sizes are small; starting worker processes is most of the time, so the session shares one 2-worker
+Sizes are small; starting worker processes is most of the time, so the module shares one 2-worker
 cluster, and the last test (test_worker_counts_and_a_killed_worker) rescales it to 3 and 1 workers.
 Every computation waits at most TIMEOUT seconds: a hang fails the test.
 """
@@ -23,37 +23,9 @@ sp = pytest.importorskip("scipy.sparse")
 import fastemb  # noqa: E402
 import fastemb.dask as fd  # noqa: E402
 
-TIMEOUT = 60
+from _dask_cluster import TIMEOUT, cluster_fixtures, compute  # noqa: E402
 
-
-def start_cluster(n_workers):
-    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                     dashboard_address=":0", env={"FASTEMB_NUM_THREADS": "1"})
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """This module's cluster: 2 worker processes with one thread each (closed after the module: its
-    event loop would otherwise keep allocating while later tests, e.g. test_leaks, watch memory)."""
-    c = start_cluster(2)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    # Not the default client: other tests keep dask's local schedulers; these pass it explicitly.
-    with distributed.Client(cluster, set_as_default=False) as c:
-        c.wait_for_workers(2, timeout=TIMEOUT)
-        yield c
-
-
-def compute(client, *arrays):
-    """Computes on ``client`` (dask's local threaded scheduler when None); fails after TIMEOUT."""
-    if client is None:
-        return dask.compute(*arrays, scheduler="threads")
-    futures = client.compute(list(arrays))
-    return tuple(f.result(timeout=TIMEOUT) for f in futures)
+cluster, client = cluster_fixtures()
 
 
 def same_bits(a, b):

@@ -24,31 +24,11 @@ import importlib  # noqa: E402
 # the module (fastemb.dask exports the function fastrp under the same name)
 dfr = importlib.import_module("fastemb.dask._fastrp")
 
-TIMEOUT = 60
+from _dask_cluster import TIMEOUT, cluster_fixtures, compute  # noqa: E402
+
 D = 16
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                 env={"FASTEMB_NUM_THREADS": "1"})
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    # Not the default client: the function under test gets it as client=.
-    with distributed.Client(cluster, set_as_default=False) as c:
-        c.wait_for_workers(2, timeout=TIMEOUT)
-        yield c
-
-
-def compute(client, *arrays):
-    if client is None:
-        return dask.compute(*arrays, scheduler="threads")
-    futures = client.compute(list(arrays))
-    return tuple(f.result(timeout=TIMEOUT) for f in futures)
+cluster, client = cluster_fixtures()
 
 
 def assert_same_bits(got, want):

@@ -16,24 +16,12 @@ import fastemb  # noqa: E402
 import fastemb.dask as fd  # noqa: E402
 from fastemb.dask import index as fdi  # noqa: E402
 
-TIMEOUT = 60
+from _dask_cluster import TIMEOUT, cluster_fixtures  # noqa: E402
+
 DIM, BITS = 40, 2
 CASES = [(1, 1), (5, 1), (200, 1), (5, 3), (7, 50)]  # (k, rescore): k past ntotal, kc capped at ntotal
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                 env={"FASTEMB_NUM_THREADS": "1"})
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    with distributed.Client(cluster, set_as_default=False) as c:
-        c.wait_for_workers(2, timeout=TIMEOUT)
-        yield c
+cluster, client = cluster_fixtures()
 
 
 def same(a, b):

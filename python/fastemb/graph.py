@@ -162,6 +162,20 @@ def _index_dtype(n: int):
     return np.int32 if n <= _INT32_MAX else np.int64
 
 
+def check_edge_indices(name: str, src: np.ndarray, dst: np.ndarray, num_nodes: Optional[int] = None) -> int:
+    """The largest node index of an edge list (-1 when it is empty). ValueError naming ``name`` on a negative
+    index or, with ``num_nodes``, on one >= num_nodes (fastemb.dask checks its edge partitions with it too)."""
+    hi = -1
+    if src.shape[0]:
+        lo = min(int(src.min()), int(dst.min()))
+        if lo < 0:
+            raise ValueError(f"{name}: edge list node index {lo} is negative")
+        hi = max(int(src.max()), int(dst.max()))
+    if num_nodes is not None and hi >= num_nodes:
+        raise ValueError(f"{name}: edge list node index {hi} is out of range [0, num_nodes={num_nodes})")
+    return hi
+
+
 def _edges_to_csr(src: np.ndarray, dst: np.ndarray, w: Optional[np.ndarray], n: int, symmetrize: bool,
                   rows: Optional[int] = None) -> Csr:
     """Canonical CSR from an edge list: rows sorted, columns sorted within a row, duplicates summed
@@ -283,17 +297,9 @@ def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = Fal
     if src.shape != dst.shape:
         raise ValueError(f"graph: src and dst must have the same length, got {src.shape[0]} and {dst.shape[0]}")
     m = src.shape[0]
-    if m:
-        lo = min(int(src.min()), int(dst.min()))
-        if lo < 0:
-            raise ValueError(f"graph: edge list node index {lo} is negative")
-        hi = max(int(src.max()), int(dst.max()))
-    else:
-        hi = -1
+    hi = check_edge_indices("graph", src, dst, num_nodes)
     if num_nodes is None:
         num_nodes = hi + 1  # documented: trailing isolated nodes need num_nodes
-    elif hi >= num_nodes:
-        raise ValueError(f"graph: edge list node index {hi} is out of range [0, num_nodes={num_nodes})")
     w = _check_edge_weights(items[2], m) if len(items) == 3 and items[2] is not None else None
     return _edges_to_csr(src, dst, w, num_nodes, symmetrize)
 
@@ -964,6 +970,17 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     return accum
 
 
+def feature_columns(features: Any) -> Optional[int]:
+    """The column count f of :func:`fastrp`'s ``features`` [N, f] from its shape alone (None without features):
+    ValueError unless 2-D. fastemb.dask.fastrp checks a dask array's shape with it before building anything."""
+    if features is None:
+        return None
+    shape = getattr(features, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"features must be 2-D [N, f], got shape {shape}")
+    return int(shape[1])
+
+
 def _as_features(features: Any, n: int) -> Tuple[Union[np.ndarray, Csr], int]:
     if _is_scipy_sparse(features):
         f = _as_sparse_csr("features", features)
@@ -1081,13 +1098,7 @@ def fastrp(
     """
     return_iterations = _check_bool("return_iterations", return_iterations)
     progress = _check_bool("progress", progress)
-    num_features = None
-    if features is not None:
-        # shape only here; the values are checked in _as_features below
-        shape = getattr(features, "shape", None)
-        if shape is None or len(shape) != 2:
-            raise ValueError(f"features must be 2-D [N, f], got shape {shape}")
-        num_features = int(shape[1])
+    num_features = feature_columns(features)  # shape only here; the values are checked in _as_features below
     plan = plan_fastrp(graph, dim, weights=weights, beta=beta, s=s, normalize=normalize,
                        propagate_normalized=propagate_normalized, self_influence=self_influence,
                        feature_ratio=feature_ratio, num_features=num_features, standardize=standardize,

@@ -140,6 +140,37 @@ def _check_codes(name: str, codes: np.ndarray) -> None:
 
 # ---- TernaryWeight ---------------------------------------------------------------------------
 
+def _check_packed(packed: np.ndarray, k: int, format: str) -> np.ndarray:
+    """uint8 ``packed`` checked as rows of k weights in layout ``format`` (shape, codes / bytes, padding
+    weights 0), C-contiguous."""
+    t5 = format == "t5"
+    kp, per_byte = (_ref.padded_k_t5(k), 5) if t5 else (_ref.padded_k(k), 4)
+    if packed.ndim != 2 or packed.shape[1] != kp // per_byte:
+        where = " in format 't5'" if t5 else ""
+        raise ValueError(f"packed must have shape (n, {kp // per_byte}) for k={k}{where} (k padded to {kp}, "
+                         f"{per_byte} weights per byte), got {packed.shape}")
+    packed = np.ascontiguousarray(packed)
+    if not packed.size:
+        return packed
+    if t5:
+        bad = ~_ref.T5_VALID_BYTES[packed]
+        if bad.any():
+            i, j = (int(t[0]) for t in np.nonzero(bad))
+            raise ValueError(f"packed: byte {int(packed[i, j])} at [{i}, {j}] is not a 't5' encoding "
+                             "(ceil(v * 256 / 243) of a base-3 value v < 243)")
+        unpack, block = _ref.unpack_t5, _ref.T5_BLOCK
+    else:
+        # code 3 = both bits of a 2-bit slot set; checked on the bytes (no unpacked copy)
+        if np.bitwise_and(np.bitwise_and(packed, packed >> 1), 0x55).any():
+            _check_codes("packed", _ref.unpack(packed, kp) + 1)
+        unpack, block = _ref.unpack, BLOCK
+    if kp > k:  # the padding weights are all in the last 64-byte block of a row
+        last = unpack(packed[:, -64:], block)[:, k - (kp - block):]
+        if (last != 0).any():
+            raise ValueError(f"packed: padding weights (columns {k}..{kp - 1}) must have code 1 (w = 0)")
+    return packed
+
+
 class TernaryWeight:
     """Ternary weights ``W = gamma * W_q`` (``W_q`` in {-1, 0, +1}) packed in one of two layouts
     (``src/cpp/ternary/ternary.h``), chosen by ``format``:
@@ -191,51 +222,13 @@ class TernaryWeight:
         if packed.dtype != np.uint8:
             raise TypeError(f"packed must have dtype uint8, got {packed.dtype}")
         format = _check_format(format)
-        if format == "t5":
-            self._init_t5(packed, scale, k)
-            return
-        kp = _ref.padded_k(k)
-        if packed.ndim != 2 or packed.shape[1] != kp // 4:
-            raise ValueError(f"packed must have shape (n, {kp // 4}) for k={k} (k padded to {kp}, 4 weights per "
-                             f"byte), got {packed.shape}")
-        packed = np.ascontiguousarray(packed)
+        packed = _check_packed(packed, k, format)
         n = packed.shape[0]
-        if packed.size:
-            # code 3 = both bits of a 2-bit slot set; checked on the bytes (no unpacked copy)
-            if np.bitwise_and(np.bitwise_and(packed, packed >> 1), 0x55).any():
-                _check_codes("packed", _ref.unpack(packed, kp) + 1)
-            if kp > k:
-                last = _ref.unpack(packed[:, -64:], BLOCK)[:, k - (kp - BLOCK):]
-                if (last != 0).any():
-                    raise ValueError(f"packed: padding weights (columns {k}..{kp - 1}) must have code 1 (w = 0)")
         self.packed = packed
         self.scale = _check_gamma("scale", scale, n)
         self.n = n
         self.k = k
-        self.format = "i2"
-
-    def _init_t5(self, packed: np.ndarray, scale: Any, k: int) -> None:
-        kp = _ref.padded_k_t5(k)
-        if packed.ndim != 2 or packed.shape[1] != kp // 5:
-            raise ValueError(f"packed must have shape (n, {kp // 5}) for k={k} in format 't5' (k padded to {kp}, "
-                             f"5 weights per byte), got {packed.shape}")
-        packed = np.ascontiguousarray(packed)
-        n = packed.shape[0]
-        if packed.size:
-            bad = ~_ref.T5_VALID_BYTES[packed]
-            if bad.any():
-                i, j = (int(t[0]) for t in np.nonzero(bad))
-                raise ValueError(f"packed: byte {int(packed[i, j])} at [{i}, {j}] is not a 't5' encoding "
-                                 "(ceil(v * 256 / 243) of a base-3 value v < 243)")
-            if kp > k:
-                last = _ref.unpack_t5(packed[:, -64:], _ref.T5_BLOCK)[:, k - (kp - _ref.T5_BLOCK):]
-                if (last != 0).any():
-                    raise ValueError(f"packed: padding weights (columns {k}..{kp - 1}) must have code 1 (w = 0)")
-        self.packed = packed
-        self.scale = _check_gamma("scale", scale, n)
-        self.n = n
-        self.k = k
-        self.format = "t5"
+        self.format = format
 
     # -- constructors
     @classmethod

@@ -7,22 +7,17 @@ single-machine functions' own checks, and name the argument and the rows of the 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import dask.array as da
 
+from fastemb.graph import _check_int
+
 Chunks = Tuple[Tuple[float, ...], ...]
 
 
-def check_int(name: str, value: Any, lo: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
+check_int = _check_int  # an int (not a bool), optionally >= lo: the one-machine functions' check
 
 
 def check_split_every(split_every: Any) -> int:

@@ -234,14 +234,7 @@ def _split_edges(name: str, part: Any, columns: Optional[Tuple[Any, ...]], n: in
         src, dst, w = _matrix_edges(name, part, row0, rows, n)
     else:
         src, dst, w = _edge_partition(name, part, columns)
-    m = src.shape[0]
-    if m:
-        lo = min(int(src.min()), int(dst.min()))
-        if lo < 0:
-            raise ValueError(f"{name}: edge list node index {lo} is negative")
-        hi = max(int(src.max()), int(dst.max()))
-        if hi >= n:
-            raise ValueError(f"{name}: edge list node index {hi} is out of range [0, num_nodes={n})")
+    _g.check_edge_indices(name, src, dst, n)
     src = src.astype(np.int64, copy=False)
     dst = dst.astype(np.int64, copy=False)
     nb = len(offs) - 1
@@ -662,14 +655,9 @@ def fastrp(
                                 propagate_normalized=propagate_normalized, self_influence=self_influence,
                                 feature_ratio=feature_ratio, standardize=standardize, min_degree=min_degree,
                                 degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype, preset=preset)
-    num_features = None
-    if features is not None:
-        shape = getattr(features, "shape", None)
-        if shape is None or len(shape) != 2:
-            raise ValueError(f"features must be 2-D [N, f], got shape {shape}")
-        num_features = int(shape[1])
-        if num_features < 1:
-            raise ValueError(f"features must have at least one column, got shape {tuple(shape)}")
+    num_features = _g.feature_columns(features)
+    if num_features is not None and num_features < 1:
+        raise ValueError(f"features must have at least one column, got shape {tuple(features.shape)}")
     if client is None:
         client = ck.current_client()
     placed = _place_graph(graph, args, num_nodes, symmetrize, blocks, client)

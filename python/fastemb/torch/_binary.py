@@ -181,20 +181,29 @@ def _binarize_op(x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: 
 _NATIVE_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
-def _binarize_native_cpu(C, x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str) -> Tensor:
-    """The native C++ kernels on a CPU tensor (same bits as the float64 torch / NumPy path)."""
+def _native_inputs(x: Tensor, scale: Optional[Tensor]):
+    """What both native kernels take: ``(x, ld, s, sc, stride)``, x in a layout they read in place (one copy
+    otherwise) and its row stride ld >= m; the scale as contiguous float64 ``s`` (the caller keeps it alive
+    through the call; None without), its address ``sc`` (0 without) and ``stride`` (1 per row, 0 per tensor)."""
     n, m = x.shape
     if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)):
         x = x.contiguous()  # one copy of a layout the kernel cannot read in place
-    ld = x.stride(0) if n > 1 else m
-    out = torch.empty(_binarize_out_shape(x, bits), dtype=torch.uint8)
-    A = _backend.address
+    ld = max(x.stride(0) if n > 1 else m, m)
     sc, stride, s = 0, 0, None
     if scale is not None:
         s = scale.detach().to(torch.float64).reshape(-1).contiguous()
         _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
-        sc, stride = A(s), (1 if scale.dim() == 1 else 0)
-    ok = C.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, max(ld, m), bits, sc,
+        sc, stride = _backend.address(s), (1 if scale.dim() == 1 else 0)
+    return x, ld, s, sc, stride
+
+
+def _binarize_native_cpu(C, x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str) -> Tensor:
+    """The native C++ kernels on a CPU tensor (same bits as the float64 torch / NumPy path)."""
+    x, ld, s, sc, stride = _native_inputs(x, scale)  # s: the scale at address sc, alive through the call
+    n, m = x.shape
+    out = torch.empty(_binarize_out_shape(x, bits), dtype=torch.uint8)
+    A = _backend.address
+    ok = C.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, ld, bits, sc,
                            stride, threshold_rule == "gt", A(out) if out.numel() else 0, "")
     if not ok:
         raise ValueError("x must be finite (found NaN or inf)")
@@ -203,20 +212,13 @@ def _binarize_native_cpu(C, x: Tensor, bits: int, scale: Optional[Tensor], thres
 
 def _binarize_native_cuda(mod, x: Tensor, bits: int, scale: Optional[Tensor], threshold_rule: str) -> Tensor:
     """The CUDA kernels of fastemb._C_cuda (same bits as the CPU kernels and the reference)."""
+    x, ld, s, sc, stride = _native_inputs(x, scale)  # s: the scale at address sc, alive through the call
     n, m = x.shape
-    if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)):
-        x = x.contiguous()
-    ld = x.stride(0) if n > 1 else m
     out = torch.empty(_binarize_out_shape(x, bits), dtype=torch.uint8, device=x.device)
     bad = torch.zeros((), dtype=torch.int32, device=x.device)
     A = _backend.address
-    sc, stride, s = 0, 0, None
-    if scale is not None:
-        s = scale.detach().to(torch.float64).reshape(-1).contiguous()
-        _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
-        sc, stride = A(s), (1 if scale.dim() == 1 else 0)
     with torch.cuda.device(x.device):
-        mod.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, max(ld, m), bits, sc,
+        mod.binary_binarize(A(x) if x.numel() else 0, _NATIVE_DTYPE_CODES[x.dtype], n, m, ld, bits, sc,
                             stride, threshold_rule == "gt", A(out) if out.numel() else 0, A(bad),
                             torch.cuda.current_stream(x.device).cuda_stream)
     _checks.require(x.device, [(bad == 0, "x must be finite (found NaN or inf)")])

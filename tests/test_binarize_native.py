@@ -314,3 +314,16 @@ def test_hypothesis_matches_reference(data, bits, rule, dtype, use_scale):
                                     exclude_min=False).filter(lambda v: v > 0))
     isa = data.draw(st.sampled_from(native_isas()))
     np.testing.assert_array_equal(_native(x, bits, scale, rule, isa), ref.binarize(x, bits, scale, rule))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misaligned_input_is_copied_not_read_in_place(rng, dtype):
+    """Rows at an odd byte offset (as distributed may deserialize them) are copied before the kernel reads them
+    (reading them as float is undefined behaviour; UBSan in .ci/sanitize flags it)."""
+    x = rng.standard_normal((9, 37)).astype(dtype)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    odd = raw[1:].view(dtype).reshape(x.shape)
+    odd[...] = x
+    assert not odd.flags.aligned
+    for bits in (1, 2, 3):
+        np.testing.assert_array_equal(fastemb.binarize(odd, bits), ref.binarize(x, bits))

@@ -224,9 +224,11 @@ def native_binarize(C, x: np.ndarray, bits: int, scale: Optional[np.ndarray], th
     or inf (detected inside the kernel's single pass)."""
     n, m = x.shape
     item = x.itemsize
-    if not (x.strides[1] == item or m <= 1) or x.strides[0] % item or \
+    if not x.flags.aligned or not (x.strides[1] == item or m <= 1) or x.strides[0] % item or \
             (n > 1 and x.strides[0] // item < m):
-        x = np.ascontiguousarray(x)  # documented: one copy of a non-contiguous input
+        # documented: one copy of a non-contiguous input; also of a misaligned one (e.g. rows deserialized
+        # at an odd offset by dask), which the kernels must not read as float (UB; UBSan flags it)
+        x = np.array(x, order="C")
     ld = x.strides[0] // item if n > 1 else m
     out = np.empty((n, bits, (m + 7) // 8), dtype=np.uint8)
     A = _backend.address

@@ -110,12 +110,29 @@ def cuda_module() -> Optional[Any]:
 
 
 def address(array: Any) -> int:
-    """Data address of a NumPy array or torch tensor (0 for None)."""
+    """Data address of a NumPy array or torch tensor (0 for None), for the native kernels.
+
+    A NumPy array whose data or strides are not a multiple of its item size is refused: the kernels
+    load its elements as typed values, undefined behaviour at such addresses. Inputs reach this point
+    through ``native_array`` (or a buffer fastemb allocated), which copies such arrays; this check
+    makes a path that forgot to do so fail loudly instead of reading misaligned memory."""
     if array is None:
         return 0
     if isinstance(array, np.ndarray):
+        if not array.flags.aligned:
+            raise ValueError(f"internal error: a misaligned {array.dtype} array reached the native kernels "
+                             "(fastemb should have copied it; please report this)")
         return int(array.ctypes.data)
     return int(array.data_ptr())
+
+
+def native_array(a: Any, dtype: Any = None) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned NumPy array (of ``dtype`` when given), copied only when needed.
+
+    ``np.ascontiguousarray`` keeps a contiguous array that starts at an address that is not a multiple of
+    its item size (``np.frombuffer`` at an odd offset, or buffers deserialized by ``distributed``); the
+    native kernels may not read such arrays, so every input passed to them goes through here."""
+    return np.require(a, dtype=dtype, requirements=("C", "A"))
 
 
 def aligned_view(raw: np.ndarray, shape: Any, dtype: Any = np.float32, align: int = 64) -> np.ndarray:

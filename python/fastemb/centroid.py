@@ -55,7 +55,7 @@ def _as_labels(index: Any, n: int) -> np.ndarray:
         raise ValueError(f"index: label {int(index.max())} is out of range (num_groups is an int64)")
     if index.dtype not in (np.int32, np.int64):
         index = index.astype(np.int64)  # small copy: N labels
-    return np.ascontiguousarray(index)
+    return _backend.native_array(index)
 
 
 def _as_offsets(offsets: Any, n: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def _as_offsets(offsets: Any, n: int) -> np.ndarray:
         raise TypeError(f"offsets must be an integer array, got dtype {offsets.dtype}")
     if offsets.ndim != 1 or offsets.shape[0] < 1:
         raise ValueError(f"offsets must be 1-D with at least one entry, got shape {offsets.shape}")
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    offsets = _backend.native_array(offsets, np.int64)
     if offsets[0] != 0:
         raise ValueError(f"offsets must start at 0, got {offsets[0]}")
     if offsets[-1] != n:
@@ -161,10 +161,10 @@ def centroid_aggregate(
         if w.shape != (n,):
             raise ValueError(f"weights must have shape ({n},), got {w.shape}")
         with np.errstate(over="ignore", invalid="ignore"):
-            w = np.ascontiguousarray(w, dtype=acc)  # values past the dtype's range become inf
+            w = _backend.native_array(w, acc)  # values past the dtype's range become inf
         if not np.all(np.isfinite(w)):
             raise ValueError("weights must be finite (found NaN or inf)")
-    x = np.ascontiguousarray(x)
+    x = _backend.native_array(x)
 
     C = _backend.native()
     if C is None:
@@ -201,7 +201,7 @@ def native_backward(C, grad_out, x, labels, offsets, k, weights, reduce, normali
     n, d = x.shape
     grad_x = np.empty_like(x) if need_grad_x else None
     grad_w = np.empty(n, dtype=_ref.acc_dtype(x.dtype)) if need_grad_w else None
-    grad_out = np.ascontiguousarray(grad_out)  # keep a reference: the kernel reads it by address
+    grad_out = _backend.native_array(grad_out)  # keep a reference: the kernel reads it by address
     A = _backend.address
     C.centroid_backward(
         A(x), _backend.DTYPE_CODES[x.dtype.name], n, d,

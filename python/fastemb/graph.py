@@ -12,6 +12,7 @@ comes from SplitMix64 keyed on ``(seed, i * d + j)`` (src/cpp/graph/graph.h). Th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import sys
@@ -124,6 +125,15 @@ class Csr:
     def indices_int32(self) -> bool:
         return self.indices.dtype == np.int32
 
+    def for_native(self) -> "Csr":
+        """This matrix with every array aligned for the native kernels (itself when they are: arrays deserialized by
+        ``distributed`` may start at any byte, see ``_backend.native_array``)."""
+        fields = ("indptr", "indices", "data", "counts", "row_ids")
+        if all(getattr(self, f) is None or getattr(self, f).flags.aligned for f in fields):
+            return self
+        return dataclasses.replace(self, **{f: _backend.native_array(getattr(self, f)) for f in fields
+                                            if getattr(self, f) is not None})
+
 
 def _is_scipy_sparse(obj: Any) -> bool:
     mod = type(obj).__module__ or ""
@@ -150,7 +160,7 @@ def _weights_array(name: str, w: Any, nnz: int) -> Optional[np.ndarray]:
         raise ValueError(f"{name} must be finite (found NaN or inf)")
     if nnz and w.min() < 0:
         raise ValueError(f"{name} must be >= 0 (FastRP's transition matrix needs non-negative weights)")
-    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    w32 = _backend.native_array(w, dtype=np.float32)
     if not np.isfinite(w32).all():
         raise ValueError(f"{name}: a weight overflows float32")
     if np.all(w32 == 1):
@@ -220,7 +230,7 @@ def _csr_arrays(name: str, indptr: Any, indices: Any, data: Any, rows: int, cols
     indices = _int_array(f"{name} indices", indices)
     if indptr.shape[0] != rows + 1:
         raise ValueError(f"{name}: indptr must have {rows + 1} entries (rows + 1), got {indptr.shape[0]}")
-    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indptr = _backend.native_array(indptr, dtype=np.int64)
     if indptr[0] != 0:
         raise ValueError(f"{name}: indptr must start at 0, got {indptr[0]}")
     if rows and np.any(indptr[1:] < indptr[:-1]):
@@ -236,7 +246,7 @@ def _csr_arrays(name: str, indptr: Any, indices: Any, data: Any, rows: int, cols
             raise ValueError(f"{name}: column index {bad} is out of range [0, {cols})")
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
-    indices = np.ascontiguousarray(indices)
+    indices = _backend.native_array(indices)
     w = None
     if data is not None:
         data = np.asarray(data)
@@ -325,6 +335,12 @@ def _native(name: str):
 
 
 _A = _backend.address
+
+
+def _inputs(*arrays: Optional[np.ndarray]) -> Tuple[Optional[np.ndarray], ...]:
+    """The arrays a kernel only reads, aligned for it (copies of misaligned ones, e.g. deserialized by
+    ``distributed``). Buffers a kernel writes are fastemb's own, allocated aligned; ``_A`` refuses others."""
+    return tuple(None if a is None else _backend.native_array(a) for a in arrays)
 
 
 # ---- the FastRP scratch workspace ------------------------------------------------------------------
@@ -479,6 +495,7 @@ class NumpyOps:
         seed, threshold, value, d = spec
         fn = _native("graph_random_rows")
         if fn is not None:
+            (row_scale,) = _inputs(row_scale)
             fn(seed, threshold, float(value), d, row0, out.shape[0], _A(row_scale), _A(out))
         else:
             out[...] = _ref.random_rows(seed, threshold, value, d, row0, out.shape[0], row_scale)
@@ -487,6 +504,7 @@ class NumpyOps:
         seed, threshold, value, d = spec
         fn = _native("graph_project_dense")
         if fn is not None:
+            (x,) = _inputs(x)
             fn(seed, threshold, float(value), d, _A(x), x.shape[0], x.shape[1], _A(out))
         else:
             out[...] = _ref.project_dense(seed, threshold, value, d, x)
@@ -495,6 +513,7 @@ class NumpyOps:
         seed, threshold, value, d = spec
         fn = _native("graph_project_csr")
         if fn is not None:
+            x = x.for_native()
             fn(seed, threshold, float(value), d, _A(x.indptr), _A(x.indices), x.indices_int32, _A(x.data), x.rows,
                x.cols, _A(out))
         else:
@@ -506,6 +525,7 @@ class NumpyOps:
         reading accum (same bits as a zero-filled accum)."""
         fn = _native("graph_propagate")
         if fn is not None:
+            a, (row_scale, prev) = a.for_native(), _inputs(row_scale, prev)
             fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, _A(row_scale), _A(prev),
                prev.shape[1], _A(cur), normalize, propagate_normalized, float(alpha), _A(accum), accum_init=accum_init)
         else:
@@ -522,6 +542,7 @@ class NumpyOps:
         """The first step ``propagate(diag(init_scale) R)`` without materializing the N x d initial matrix
         (native only; same bits as random_rows + propagate for finite weights)."""
         seed, threshold, value, d = spec
+        a, (init_scale, row_scale) = a.for_native(), _inputs(init_scale, row_scale)
         _native("graph_propagate_random")(
             seed, threshold, float(value), d, _A(init_scale), _A(a.indptr), _A(a.indices), a.indices_int32,
             _A(a.data), a.rows, _A(row_scale), _A(cur), normalize, propagate_normalized, float(alpha), _A(accum),
@@ -538,6 +559,7 @@ class NumpyOps:
         d = out.shape[1]
         fn = _native("graph_propagate_block")
         if fn is not None:
+            a, (row_scale, prev, acc_in) = a.for_native(), _inputs(row_scale, prev, acc_in)
             fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, a.cols, _A(row_scale), _A(prev), d,
                _A(acc_in), _A(out), finish, normalize, propagate_normalized, float(alpha), _A(accum),
                accum_init=accum_init, row_ids=_A(a.row_ids), out_rows=out.shape[0])
@@ -584,6 +606,8 @@ class NumpyOps:
             if table is None:
                 table = self.random_table(spec, row0, a.cols)
             offsets, lists = table
+            a, (init_scale, offsets, lists, row_scale, acc_in) = a.for_native(), _inputs(init_scale, offsets, lists,
+                                                                                         row_scale, acc_in)
             fn(seed, threshold, float(value), d, _A(init_scale), _A(offsets), _A(lists), lists.shape[0],
                _A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, a.cols, _A(row_scale), _A(acc_in),
                _A(out), finish, normalize, propagate_normalized, float(alpha), _A(accum), accum_init=accum_init,
@@ -602,6 +626,7 @@ class NumpyOps:
         fn = _native("graph_column_block_sums")
         if fn is not None:
             if rows:
+                x, mean = _inputs(x, mean)
                 fn(_A(x), rows, d, _A(mean), _A(out))
         else:
             out[...] = _ref.column_block_sums(x, mean)
@@ -612,6 +637,9 @@ class NumpyOps:
         fn = _native("graph_standardize_apply")
         if fn is not None:
             if x.shape[0]:
+                mean, std = _inputs(mean, std)
+                if x is not out:
+                    (x,) = _inputs(x)
                 fn(_A(x), x.shape[0], x.shape[1], _A(mean), _A(std), _A(out))
         else:
             out[...] = _ref.standardize_apply(x, mean, std)
@@ -619,6 +647,7 @@ class NumpyOps:
     def accumulate(self, x, normalize, alpha, accum) -> None:
         fn = _native("graph_accumulate")
         if fn is not None:
+            (x,) = _inputs(x)
             fn(_A(x), x.shape[0], x.shape[1], normalize, float(alpha), _A(accum))
         else:
             _ref.accumulate(x, normalize, alpha, accum)
@@ -660,7 +689,7 @@ def _as_dense_float32(name: str, x: np.ndarray) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{name} must be finite (found NaN or inf)")
     # float64 is rounded to float32 (one copy), like any non-contiguous input.
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return _backend.native_array(x, dtype=np.float32)
 
 
 def _as_sparse_csr(name: str, x: Any) -> Csr:
@@ -670,7 +699,7 @@ def _as_sparse_csr(name: str, x: Any) -> Csr:
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
     csr = x if x.format == "csr" else x.tocsr()
     rows, cols = (int(v) for v in csr.shape)
-    indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+    indptr = _backend.native_array(csr.indptr, dtype=np.int64)
     # scipy checks neither indptr's order nor the index range on construction: a malformed matrix
     # must raise here, naming the argument, not reach the kernels.
     if indptr[0] != 0 or (rows and np.any(indptr[1:] < indptr[:-1])):
@@ -686,7 +715,7 @@ def _as_sparse_csr(name: str, x: Any) -> Csr:
             raise ValueError(f"{name}: column index {lo if lo < 0 else hi} is out of range [0, {cols})")
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
-    return Csr(indptr, np.ascontiguousarray(indices), np.ascontiguousarray(data, dtype=np.float32), rows, cols)
+    return Csr(indptr, _backend.native_array(indices), _backend.native_array(data, dtype=np.float32), rows, cols)
 
 
 def _project(ops: NumpyOps, spec, x: Union[np.ndarray, Csr], out) -> None:

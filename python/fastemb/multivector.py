@@ -149,17 +149,17 @@ def token_sets(x: Any, offsets: Any = None, lengths: Any = None, mask: Any = Non
             else:  # scattered tokens: compact them (one copy)
                 flat = x.reshape(n * t, dim)[m.reshape(-1)]
                 off = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
-                return TokenSets(np.ascontiguousarray(flat), off[:-1].copy(), off[1:].copy())
+                return TokenSets(_backend.native_array(flat), off[:-1].copy(), off[1:].copy())
         else:
             begin, end = starts, starts + t
-        x = x.reshape(n * t, dim) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(n * t, dim)
+        x = _backend.native_array(x).reshape(n * t, dim)
     else:
         raise ValueError(f"{name} must be 2-D [total_tokens, dim] (with {offsets_name}) or 3-D "
                          f"[n_sets, max_tokens, dim] (padded), got shape {x.shape}")
     if x.shape[1] < 1:
         raise ValueError(f"{name}: the token dimension must be >= 1, got {x.shape[1]}")
-    return TokenSets(np.ascontiguousarray(x), np.ascontiguousarray(begin, np.int64),
-                     np.ascontiguousarray(end, np.int64))
+    return TokenSets(_backend.native_array(x), _backend.native_array(begin, np.int64),
+                     _backend.native_array(end, np.int64))
 
 
 def _check_finite(name: str, t: TokenSets) -> None:

@@ -102,7 +102,7 @@ def _check_gamma(name: str, gamma: Any, n: int) -> np.ndarray:
     g = np.asarray(gamma)
     if g.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be real numbers, got dtype {g.dtype}")
-    g = np.ascontiguousarray(np.atleast_1d(g).astype(np.float32))
+    g = _backend.native_array(np.atleast_1d(g).astype(np.float32))
     if g.ndim != 1 or g.shape[0] not in (1, n):
         raise ValueError(f"{name} must have shape (1,) or ({n},) (per tensor or per output row), got {g.shape}")
     if not np.isfinite(g).all() or (g < 0).any():
@@ -149,7 +149,7 @@ def _check_packed(packed: np.ndarray, k: int, format: str) -> np.ndarray:
         where = " in format 't5'" if t5 else ""
         raise ValueError(f"packed must have shape (n, {kp // per_byte}) for k={k}{where} (k padded to {kp}, "
                          f"{per_byte} weights per byte), got {packed.shape}")
-    packed = np.ascontiguousarray(packed)
+    packed = _backend.native_array(packed)
     if not packed.size:
         return packed
     if t5:
@@ -464,7 +464,7 @@ class TernaryWeight:
             a = a.reshape(n, (k // _ref.QK_K) * bytes_per_block)
         elif a.ndim != 2 or a.shape[1] % bytes_per_block:
             raise ValueError(f"data must be [n, k / 256 * {bytes_per_block}] (or pass shape=(n, k)), got {a.shape}")
-        codes, d = decode(np.ascontiguousarray(a))
+        codes, d = decode(_backend.native_array(a))
         _check_codes("data", codes)
         n, nb = d.shape
         wq = codes.astype(np.int8) - 1
@@ -625,7 +625,7 @@ def _pick_backend(isa: Optional[str]) -> Tuple[Optional[Any], str]:
 def _quantize_rows(x: np.ndarray, kp: int, eps: float, C: Optional[Any], isa: str,
                    scale_rule: str = "divide") -> Tuple[np.ndarray, np.ndarray]:
     if C is not None and x.shape[0]:
-        return native_quantize_activations(C, np.ascontiguousarray(x), kp, eps, isa, scale_rule)
+        return native_quantize_activations(C, _backend.native_array(x), kp, eps, isa, scale_rule)
     return _ref.quantize_activations(x, eps, kp, scale_rule)
 
 
@@ -663,7 +663,7 @@ def _quantize_activations(x: np.ndarray, eps: float, isa: Optional[str],
     k = x2.shape[1]
     xq, s = _quantize_rows(x2, _ref.padded_k(k) if C is not None else k, eps, C, isa, scale_rule)
     if xq.shape[1] != k:
-        xq = np.ascontiguousarray(xq[:, :k])
+        xq = _backend.native_array(xq[:, :k])
     return (xq.reshape(-1), s) if one else (xq, s)
 
 
@@ -715,7 +715,7 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
             raise TypeError(f"bias must be a real array, got dtype {bias.dtype}")
         if bias.shape != (tw.n,):
             raise ValueError(f"bias must have shape ({tw.n},), got {bias.shape}")
-        b = np.ascontiguousarray(bias, dtype=np.float32)
+        b = _backend.native_array(bias, dtype=np.float32)
         _check_finite("bias", b)
     C, isa = _pick_backend(isa)
     m = x2.shape[0]
@@ -730,7 +730,7 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
         else:
             out, _ = _ref.matmul_int8(xq, s, tw.packed, tw.k, tw.scale, b, tw.format)
     else:
-        x32 = np.ascontiguousarray(x2, dtype=np.float32)
+        x32 = _backend.native_array(x2, dtype=np.float32)
         if C is not None:
             out = native_matmul_float(C, x32, tw, b, isa)
         else:

@@ -237,7 +237,7 @@ def test_graph_same_bits_threads_isas(restore_threads, monkeypatch):
     X = rng.standard_normal((700, 260)).astype(np.float32)
     X[rng.random(X.shape) < 0.8] = 0
     feats = rng.standard_normal((1500, 20)).astype(np.float32)
-    real_native = _graph._native
+    real_native = _graph.ops._native
 
     def run():
         return (fastemb.fastrp(A, 48, seed=2 ** 63 + 5),
@@ -252,7 +252,7 @@ def test_graph_same_bits_threads_isas(restore_threads, monkeypatch):
             if fn is None or name == "graph_standardize_columns":  # no isa argument
                 return fn
             return functools.partial(fn, isa=isa)
-        monkeypatch.setattr(_graph, "_native", native_with_isa)
+        monkeypatch.setattr(_graph.ops, "_native", native_with_isa)
         for threads in THREAD_COUNTS:
             fastemb.set_num_threads(threads)
             got = run()

@@ -278,7 +278,7 @@ def test_local_scheduler_numpy_fallback(rng, monkeypatch):
     n = 4200  # two 4096-row statistics blocks, one split between the row blocks
     a = graph(rng, n, True, isolated=2)
     want = fastemb.fastrp(a, 8, weights=[0.5, 1.0])
-    monkeypatch.setattr(g, "_native", lambda name: None)
+    monkeypatch.setattr(g.ops, "_native", lambda name: None)
     got = dfr.fastrp(split(a, [2000, 2200]), 8, weights=[0.5, 1.0], client=None)
     assert_same_bits(compute(None, got)[0], want)
 

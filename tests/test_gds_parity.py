@@ -271,9 +271,9 @@ def test_backends_match_port(rng, monkeypatch, backend, beta, ratio):
     """The NumPy fallback and each native ISA (forced per kernel call, the ``isa`` argument of the bindings, as
     tests/test_graph_native.py does) give the same result as the port, and the same bits as each other."""
     if backend == "numpy":
-        monkeypatch.setattr(G, "_native", lambda name: None)
+        monkeypatch.setattr(G.ops, "_native", lambda name: None)
     else:
-        monkeypatch.setattr(G, "_native", _native_with_isa(backend[4:]))
+        monkeypatch.setattr(G.ops, "_native", _native_with_isa(backend[4:]))
     n, dim, seed = 50, 33, int(rng.integers(0, 2**63))
     rels = random_relationships(rng, n, directed=bool(rng.integers(0, 2)))
     f = rng.standard_normal((n, 6)).astype(np.float32) if ratio else None
@@ -291,7 +291,7 @@ def test_forced_isa_reaches_the_kernels(monkeypatch):
     """The ISA wrapper above is not a no-op: an unknown ISA name reaches the binding and raises."""
     if _backend.native() is None:
         pytest.skip("native module not built")
-    monkeypatch.setattr(G, "_native", _native_with_isa("no-such-isa"))
+    monkeypatch.setattr(G.ops, "_native", _native_with_isa("no-such-isa"))
     with pytest.raises(ValueError, match="isa"):
         fastemb.fastrp(sp.csr_matrix(np.ones((3, 3))), 4, preset="gds", beta=0.5)
 

@@ -379,7 +379,7 @@ def test_fastrp_memory_error_names_sizes(monkeypatch, preset):
     """2 nodes x dim 10**9: the three float32 buffers (24 GB, + 16 GB of float64 column statistics with
     standardize) are checked against the machine's memory before any is allocated (the OOM killer used to end
     the process); the machine's memory is pinned at 1 GB here, and nothing may be allocated."""
-    monkeypatch.setattr(G, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(G.workspace, "available_memory", lambda: 10**9)
     monkeypatch.setattr(fastemb._backend, "aligned_empty", _no_allocation)
     edges = (np.array([0, 1]), np.array([1, 0]))
     with pytest.raises(MemoryError) as e:
@@ -393,7 +393,7 @@ def test_fastrp_memory_error_names_sizes(monkeypatch, preset):
     # what the machine really has: positive on Linux, and far below 3 buffers of 2 x 10**12 float32
     monkeypatch.undo()
     monkeypatch.setattr(fastemb._backend, "aligned_empty", _no_allocation)
-    avail = G.available_memory()
+    avail = G.workspace.available_memory()
     if sys.platform.startswith("linux"):
         assert isinstance(avail, int) and avail > 0
     if avail is not None:
@@ -602,40 +602,75 @@ def test_fastrp_workspace_reused_and_released(rng):
     A = random_graph(rng, 300, p=0.05, weighted=True, directed=False, isolated=2)
     G.release_workspace()
     first = fastemb.fastrp(A, 64, seed=4)
-    kept = list(G._workspace)
+    kept = list(G.workspace._workspace)
     assert len(kept) == 2 and all(b.size >= 300 * 64 and b.ctypes.data % 64 == 0 for b in kept)
     assert not any(np.shares_memory(first, b) for b in kept)
     # a smaller run takes the same (dirty) buffers and is still exact
     np.testing.assert_array_equal(fastemb.fastrp(A, 32, seed=4, standardize=False),
                                   reference_fastrp(A, 32, "paper", seed=4, standardize=False))
-    assert {id(b) for b in G._workspace} == {id(b) for b in kept}
+    assert {id(b) for b in G.workspace._workspace} == {id(b) for b in kept}
     np.testing.assert_array_equal(fastemb.fastrp(A, 64, seed=4), first)
-    assert G.release_workspace() >= sum(b.nbytes for b in kept)  # plus the dropped results' memory
-    assert G._workspace == [] and G.release_workspace() == 0
+    assert G.release_workspace() == sum(b.nbytes for b in kept)
+    assert G.workspace._workspace == [] and G.release_workspace() == 0
 
 
-def test_fastrp_result_memory_reused_only_when_unreferenced(rng):
-    """The next CPU call writes its result into the last result's memory only once nothing refers to it (not
-    the result, not a view of it); results stay correct either way."""
+def test_fastrp_never_reuses_a_result_behind_the_callers_back(rng):
+    """Results are the caller's: a later call never writes into an earlier result's memory, even once the caller
+    dropped it (no reference counting); ``out=`` is how a caller reuses memory."""
     A = random_graph(rng, 200, p=0.05)
     G.release_workspace()
     want = fastemb.fastrp(A, 32, seed=8)
     first = fastemb.fastrp(A, 32, seed=8)
-    addr = first.ctypes.data
-    kept = fastemb.fastrp(A, 32, seed=8)  # `first` is alive: fresh memory
-    assert kept.ctypes.data != addr and not np.shares_memory(kept, first)
-    np.testing.assert_array_equal(first, want)
-    addr = kept.ctypes.data
-    view = kept[5:]
-    del kept
-    again = fastemb.fastrp(A, 32, seed=8)  # a view of the last result is alive: fresh memory
-    assert again.ctypes.data != addr and not np.shares_memory(again, view)
+    view = first[5:]
+    del first
+    again = fastemb.fastrp(A, 32, seed=8)
+    assert not np.shares_memory(again, view)
     np.testing.assert_array_equal(view, want[5:])
-    addr = again.ctypes.data
-    del again
-    reused = fastemb.fastrp(A, 16, seed=8)  # dropped and big enough: reused
-    assert reused.ctypes.data == addr
-    np.testing.assert_array_equal(reused, fastemb.fastrp(A, 16, seed=8))
-    del reused
-    assert G.release_workspace() > 0
-    assert G._results == [] and G._workspace == []
+
+
+@pytest.mark.parametrize("preset", ["paper", "gds"])
+def test_fastrp_out(rng, preset):
+    """out= receives the same bits as a fresh result, for any previous contents, and is returned."""
+    A = random_graph(rng, 150, p=0.05, weighted=True)
+    feats = rng.standard_normal((150, 7)).astype(np.float32)
+    kw = dict(seed=3, preset=preset, features=feats, feature_ratio=0.25)
+    want = fastemb.fastrp(A, 24, **kw)
+    out = np.full((150, 24), np.nan, np.float32)
+    assert fastemb.fastrp(A, 24, out=out, **kw) is out
+    np.testing.assert_array_equal(out, want)
+    emb, its = fastemb.fastrp(A, 24, out=out, return_iterations=True, **kw)
+    assert emb is out
+    np.testing.assert_array_equal(out, want)
+    empty = np.zeros((0, 24), np.float32)
+    assert fastemb.fastrp(sp.csr_matrix((0, 0), dtype=np.float32), 24, out=empty) is empty
+
+
+def test_fastrp_and_projection_out_errors(rng):
+    A = random_graph(rng, 50, p=0.1)
+    with pytest.raises(TypeError, match="out must have dtype float32"):
+        fastemb.fastrp(A, 8, out=np.zeros((50, 8), np.float64))
+    with pytest.raises(ValueError, match=r"out must have shape \(50, 8\)"):
+        fastemb.fastrp(A, 8, out=np.zeros((50, 9), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastemb.fastrp(A, 8, out=np.zeros((8, 50), np.float32).T)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        fastemb.fastrp(A, 8, out=[[0.0] * 8] * 50)
+    ro = np.zeros((50, 8), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastemb.fastrp(A, 8, out=ro)
+    feats = np.zeros((50, 16), np.float32)
+    with pytest.raises(ValueError, match="overlaps the input features"):
+        fastemb.fastrp(A, 8, features=feats, feature_ratio=0.5, out=feats.reshape(-1)[:400].reshape(50, 8))
+    X = rng.standard_normal((20, 30)).astype(np.float32)
+    want = fastemb.sparse_random_projection(X, 30, seed=2)
+    out = np.empty((20, 30), np.float32)
+    assert fastemb.sparse_random_projection(X, 30, seed=2, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    out2 = np.empty((20, 30), np.float32)
+    assert fastemb.sparse_random_projection(sp.csr_matrix(X), 30, seed=2, out=out2) is out2
+    np.testing.assert_array_equal(out2, want)
+    with pytest.raises(ValueError, match="overlaps the input X"):
+        fastemb.sparse_random_projection(X, 30, seed=2, out=X)
+    with pytest.raises(ValueError, match=r"out must have shape \(20, 31\)"):
+        fastemb.sparse_random_projection(X, 31, seed=2, out=out)

@@ -232,7 +232,7 @@ def test_numpy_ops_fallback_same_bits(rng, monkeypatch, weighted):
     results = {}
     for backend in (["native"] if C is not None else []) + ["numpy"]:
         if backend == "numpy":
-            monkeypatch.setattr(g, "_native", lambda name: None)
+            monkeypatch.setattr(g.ops, "_native", lambda name: None)
         results[backend] = (chain(False), chain(True))
     whole = g.Csr(indptr, indices, data, n, n)
     want_cur, want_acc = np.empty((n, d), np.float32), np.zeros((n, d), np.float32)
@@ -316,7 +316,7 @@ def test_column_block_sums_and_apply(rng, monkeypatch, rows):
     results = {}
     for backend in backends:
         if backend == "numpy":
-            monkeypatch.setattr(g, "_native", lambda name: None)
+            monkeypatch.setattr(g.ops, "_native", lambda name: None)
         ops = g.NumpyOps()
         s1 = ops.column_block_sums(x)
         total = np.zeros(d)
@@ -374,7 +374,7 @@ def test_chain_with_row_ids(rng, monkeypatch, isa, d):
     # Pieces that list their rows (row_ids): a chain over them (out zeroed first, in place, the epilogue over every
     # row by an empty [rows, 0] piece) equals propagate; the dense and the random first step alike.
     if isa == "numpy":
-        monkeypatch.setattr(g, "_native", lambda name: None)
+        monkeypatch.setattr(g.ops, "_native", lambda name: None)
     else:  # NumpyOps with the native calls pinned to this ISA
         for name in ("graph_propagate_block", "graph_propagate_random_block"):
             fn = getattr(C, name)

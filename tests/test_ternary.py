@@ -631,7 +631,7 @@ def test_public_signatures_hide_the_isa_test_hook():
     import inspect
 
     params = inspect.signature(fastemb.ternary_matmul).parameters
-    assert list(params) == ["x", "tw", "activations", "bias", "eps", "scale_rule"]
+    assert list(params) == ["x", "tw", "activations", "bias", "eps", "scale_rule", "out"]
     assert list(inspect.signature(fastemb.quantize_activations).parameters) == ["x", "eps", "scale_rule"]
     with pytest.raises(TypeError):
         fastemb.ternary_matmul(np.zeros((1, 4), np.float32), quantize_ternary(np.ones((2, 4), np.float32)), _isa="numpy")

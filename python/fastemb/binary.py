@@ -24,6 +24,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _backend
+from ._out import check_out
 from ._reference import binary as _ref
 
 MODE_CODES = {"hamming": 0, "sdc": 1}
@@ -152,7 +153,8 @@ def native_topk(C, q: np.ndarray, d: np.ndarray, k: int, dim: int, isa: str = ""
 
 # ---- public API -------------------------------------------------------------------------------
 
-def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: str = "ge") -> np.ndarray:
+def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: str = "ge", *,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
     """Training-free recurrent binarization of float rows into ``bits``-bit codes.
 
     Each row is scaled by ``s = mean|x|`` (or ``scale``: a positive scalar or ``[n]`` array);
@@ -175,6 +177,8 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
             the upper level ``x/s + 2^-(bits-1)``, "gt" the lower ``x/s - 2^-(bits-1)``; all
             other values get the same codes under both rules. Plane 0 compares ``x`` itself,
             which has the sign of ``x/s`` (also where ``x/s`` underflows to zero).
+        out: optional uint8 ``[n, bits, ceil(m / 8)]`` C-contiguous array the codes are written to (and
+            returned), sharing no memory with ``x``; default: a new array.
 
     Returns:
         uint8 ``[n, bits, ceil(m / 8)]`` codes (padding bits zero).
@@ -201,9 +205,16 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
         if not (np.isfinite(s).all() and (s > 0).all()):
             raise ValueError("scale must be positive and finite")
         scale = s
+    shape = (x.shape[0], bits, (x.shape[1] + 7) // 8)
+    if out is not None:
+        check_out(out, shape, np.uint8, {"x": x})
     if not native:
-        return _ref.binarize(x, bits, scale, threshold_rule)
-    return native_binarize(C, x, bits, scale, threshold_rule)
+        codes = _ref.binarize(x, bits, scale, threshold_rule)
+        if out is None:
+            return codes
+        out[...] = codes
+        return out
+    return native_binarize(C, x, bits, scale, threshold_rule, out=out)
 
 
 _NATIVE_BINARIZE_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
@@ -217,11 +228,11 @@ def _check_finite(x: np.ndarray) -> None:
 
 
 def native_binarize(C, x: np.ndarray, bits: int, scale: Optional[np.ndarray], threshold_rule: str,
-                    isa: str = "") -> np.ndarray:
+                    isa: str = "", out: Optional[np.ndarray] = None) -> np.ndarray:
     """binarize with the C++ kernels (x: validated float16/32/64 ``[n, m]``; scale: None or a
     validated float64 scalar / ``[n]`` array). Rows with contiguous elements are read in place
     (any row stride >= m); any other layout is copied once. Raises the reference's errors for NaN
-    or inf (detected inside the kernel's single pass)."""
+    or inf (detected inside the kernel's single pass). ``out``: a checked result buffer, or None."""
     n, m = x.shape
     item = x.itemsize
     if not x.flags.aligned or not (x.strides[1] == item or m <= 1) or x.strides[0] % item or \
@@ -230,7 +241,8 @@ def native_binarize(C, x: np.ndarray, bits: int, scale: Optional[np.ndarray], th
         # at an odd offset by dask), which the kernels must not read as float (UB; UBSan flags it)
         x = np.array(x, order="C")
     ld = x.strides[0] // item if n > 1 else m
-    out = np.empty((n, bits, (m + 7) // 8), dtype=np.uint8)
+    if out is None:
+        out = np.empty((n, bits, (m + 7) // 8), dtype=np.uint8)
     A = _backend.address
     if scale is None:
         sc, stride = 0, 0

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from . import _backend
+from ._out import check_out
 from ._reference import centroid as _ref
 
 REDUCE_CODES = {"sum": 0, "mean": 1, "amax": 2, "amin": 3}
@@ -95,6 +96,7 @@ def centroid_aggregate(
     eps: float = 1e-12,
     leave_one_out: bool = False,
     return_counts: bool = False,
+    out: Optional[np.ndarray] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Aggregates the rows of ``x`` by group.
 
@@ -113,6 +115,9 @@ def centroid_aggregate(
         leave_one_out: return ``[N, D]``: for each row, its group's centroid without itself
             (``(S_y - w_i x_i) / (W_y - w_i)`` for mean); singletons give 0. sum/mean only.
         return_counts: also return the ``[K]`` int64 row count of each group.
+        out: optional C-contiguous array of the result's dtype and shape (``[K, D]``, or ``[N, D]`` with
+            ``leave_one_out``) the result is written to and returned, sharing no memory with ``x``;
+            default: a new array.
 
     Returns:
         ``[K, D]`` (or ``[N, D]`` with ``leave_one_out``) array of ``x``'s dtype, and the counts
@@ -164,23 +169,31 @@ def centroid_aggregate(
             w = _backend.native_array(w, acc)  # values past the dtype's range become inf
         if not np.all(np.isfinite(w)):
             raise ValueError("weights must be finite (found NaN or inf)")
+    if out is not None:
+        check_out(out, (n if leave_one_out else k, d), x.dtype, {"x": x, "index": labels, "offsets": off, "weights": w})
     x = _backend.native_array(x)
 
     C = _backend.native()
     if C is None:
         if labels is not None:
             _check_label_range(labels, k)
-        out, counts, *_ = _ref.forward(x, labels, off, k, w, reduce, normalize, eps, leave_one_out)
+        result, counts, *_ = _ref.forward(x, labels, off, k, w, reduce, normalize, eps, leave_one_out)
+        if out is not None:
+            out[...] = result
+            result = out
     else:
-        out, counts, *_ = native_forward(C, x, labels, off, k, w, reduce, normalize, eps, leave_one_out)
-    return (out, counts) if return_counts else out
+        result, counts, *_ = native_forward(C, x, labels, off, k, w, reduce, normalize, eps, leave_one_out, out=out)
+    return (result, counts) if return_counts else result
 
 
-def native_forward(C, x, labels, offsets, k, weights, reduce, normalize, eps, leave_one_out, isa: str = ""):
-    """Runs the C++ forward on validated NumPy inputs; returns (out, counts, wsum, arg, out_norm)."""
+def native_forward(C, x, labels, offsets, k, weights, reduce, normalize, eps, leave_one_out, isa: str = "",
+                   out=None):
+    """Runs the C++ forward on validated NumPy inputs (``out``: a checked result buffer, or None); returns
+    (out, counts, wsum, arg, out_norm)."""
     n, d = x.shape
     acc = _ref.acc_dtype(x.dtype)
-    out = np.empty((n if leave_one_out else k, d), dtype=x.dtype)
+    if out is None:
+        out = np.empty((n if leave_one_out else k, d), dtype=x.dtype)
     counts = np.empty(k, dtype=np.int64)
     wsum = np.empty(k, dtype=acc)
     arg = np.empty((k, d), dtype=np.int64) if reduce in ("amax", "amin") else None

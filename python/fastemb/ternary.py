@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from . import _backend
+from ._out import check_out
 from ._reference import ternary as _ref
 
 EPS = _ref.EPS
@@ -587,11 +588,12 @@ def _fmt_kwargs(tw: TernaryWeight) -> Dict[str, int]:
 
 
 def native_matmul_int8(C: Any, xq: np.ndarray, s: np.ndarray, tw: TernaryWeight, bias: Optional[np.ndarray],
-                       isa: str = "", with_acc: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Runs the native integer matmul: xq int8 [m, kp], s float32 [m] -> (out float32 [m, n],
-    acc int32 [m, n] when with_acc)."""
+                       isa: str = "", with_acc: bool = False,
+                       out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Runs the native integer matmul: xq int8 [m, kp], s float32 [m] -> (out float32 [m, n] (``out``: a
+    checked result buffer, or None), acc int32 [m, n] when with_acc)."""
     m = xq.shape[0]
-    out = np.empty((m, tw.n), dtype=np.float32)
+    out = np.empty((m, tw.n), dtype=np.float32) if out is None else out
     acc = np.empty((m, tw.n), dtype=np.int32) if with_acc else None
     A = _backend.address
     C.ternary_matmul_int8(A(xq), A(s), m, A(tw.packed), tw.n, tw.k, tw.kp, A(tw.scale), tw.per_row, A(bias),
@@ -599,10 +601,12 @@ def native_matmul_int8(C: Any, xq: np.ndarray, s: np.ndarray, tw: TernaryWeight,
     return out, acc
 
 
-def native_matmul_float(C: Any, x: np.ndarray, tw: TernaryWeight, bias: Optional[np.ndarray], isa: str = "") -> np.ndarray:
-    """Runs the native float matmul on a C-contiguous float32 ``x`` [m, k]."""
+def native_matmul_float(C: Any, x: np.ndarray, tw: TernaryWeight, bias: Optional[np.ndarray], isa: str = "",
+                        out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Runs the native float matmul on a C-contiguous float32 ``x`` [m, k] (``out``: a checked result buffer
+    [m, n], or None)."""
     m = x.shape[0]
-    out = np.empty((m, tw.n), dtype=np.float32)
+    out = np.empty((m, tw.n), dtype=np.float32) if out is None else out
     A = _backend.address
     C.ternary_matmul_float(A(x), m, A(tw.packed), tw.n, tw.k, tw.kp, A(tw.scale), tw.per_row, A(bias), A(out), isa,
                            **_fmt_kwargs(tw))
@@ -668,7 +672,7 @@ def _quantize_activations(x: np.ndarray, eps: float, isa: Optional[str],
 
 
 def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", bias: Optional[np.ndarray] = None,
-                   eps: float = EPS, scale_rule: str = "divide") -> np.ndarray:
+                   eps: float = EPS, scale_rule: str = "divide", *, out: Optional[np.ndarray] = None) -> np.ndarray:
     """``y = x W^T (+ bias)`` with ternary ``W = gamma W_q``: float32 ``[m, n]`` (``[n]`` for 1-D x).
 
     Args:
@@ -684,12 +688,14 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
         scale_rule: the activation scale's formula with ``activations='int8'`` (see
             :func:`quantize_activations`): 'divide' (default) or 'reciprocal' (transformers'
             BitNet, bit for bit). Checked but unused with ``activations='float'``.
+        out: optional float32 C-contiguous array of the result's shape (``[m, n]``, ``[n]`` for 1-D x) the
+            result is written to and returned, sharing no memory with ``x`` or ``bias``; default: a new array.
     """
-    return _ternary_matmul(x, tw, activations, bias, eps, None, scale_rule)
+    return _ternary_matmul(x, tw, activations, bias, eps, None, scale_rule, out)
 
 
 def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Optional[np.ndarray], eps: float,
-                    isa: Optional[str], scale_rule: str = "divide") -> np.ndarray:
+                    isa: Optional[str], scale_rule: str = "divide", out: Optional[np.ndarray] = None) -> np.ndarray:
     """:func:`ternary_matmul` on a chosen backend (test hook, kept out of the public signature):
     ``isa`` None -> the default, 'numpy' -> the reference, an ISA name -> that native variant."""
     if not isinstance(tw, TernaryWeight):
@@ -719,20 +725,28 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
         _check_finite("bias", b)
     C, isa = _pick_backend(isa)
     m = x2.shape[0]
+    given = None  # the caller's out, viewed as [m, n]
+    if out is not None:
+        given = check_out(out, (tw.n,) if one else (m, tw.n), np.float32, {"x": x, "bias": bias}).reshape(m, tw.n)
     if m == 0 or tw.n == 0 or tw.k == 0:
-        out = np.zeros((m, tw.n), np.float32)
+        y = np.zeros((m, tw.n), np.float32) if given is None else given
+        y[...] = 0
         if b is not None:
-            out += b
+            y += b
     elif activations == "int8":
         xq, s = _quantize_rows(x2, tw.kp, eps, C, isa, scale_rule)
         if C is not None:
-            out, _ = native_matmul_int8(C, xq, s, tw, b, isa)
+            y, _ = native_matmul_int8(C, xq, s, tw, b, isa, out=given)
         else:
-            out, _ = _ref.matmul_int8(xq, s, tw.packed, tw.k, tw.scale, b, tw.format)
+            y, _ = _ref.matmul_int8(xq, s, tw.packed, tw.k, tw.scale, b, tw.format)
     else:
         x32 = _backend.native_array(x2, dtype=np.float32)
         if C is not None:
-            out = native_matmul_float(C, x32, tw, b, isa)
+            y = native_matmul_float(C, x32, tw, b, isa, out=given)
         else:
-            out = _ref.matmul_float(x32, tw.packed, tw.k, tw.scale, b, tw.format)
-    return out.reshape(-1) if one else out
+            y = _ref.matmul_float(x32, tw.packed, tw.k, tw.scale, b, tw.format)
+    if given is not None:
+        if y is not given:  # the NumPy reference's new array
+            given[...] = y
+        return out
+    return y.reshape(-1) if one else y

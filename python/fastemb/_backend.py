@@ -119,11 +119,16 @@ def address(array: Any) -> int:
     if array is None:
         return 0
     if isinstance(array, np.ndarray):
+        if _array_address is not None:
+            return _array_address(array)  # the same check, in C++
         if not array.flags.aligned:
             raise ValueError(f"internal error: a misaligned {array.dtype} array reached the native kernels "
                              "(fastemb should have copied it; please report this)")
         return int(array.ctypes.data)
     return int(array.data_ptr())
+
+
+_array_address = getattr(_C, "array_address", None)  # None: the NumPy fallback, or a module built before it
 
 
 def native_array(a: Any, dtype: Any = None) -> np.ndarray:

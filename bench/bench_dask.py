@@ -20,6 +20,8 @@ waits for). Sizes (FASTEMB_BENCH_SCALE multiplies the rows):
     sdc_topk                  1M x 1024-bit 1-bit codes, 100 queries, k = 10, 8 row chunks
     centroid_aggregate        N x 128 float32, K = 1000 (issue: 10M; FASTEMB_BENCH_CENTROID_N, default 10M)
     sparse_random_projection  100k x 1000 dense float32 -> 256, s = sqrt(n), 8 row chunks
+(FASTEMB_BENCH_DASK_CHUNKS sets the 8: e.g. 2, which is coarser than dask's default of 128 MiB chunks would
+give for the codes, where the fixed latency of each task weighs less)
     groupby peer              FASTEMB_BENCH_PEER_N (default 5M) x 128, K = 1000
 Timings never assert anything; results are checked against the single-machine functions once.
 """
@@ -44,7 +46,7 @@ import fastemb
 
 SCALE = float(os.environ.get("FASTEMB_BENCH_SCALE", "1.0"))
 ROUNDS = int(os.environ.get("FASTEMB_BENCH_ROUNDS", "7"))
-CHUNKS = 8
+CHUNKS = int(os.environ.get("FASTEMB_BENCH_DASK_CHUNKS", "8"))  # row chunks of every dask array
 SDC_N, SDC_NBYTES, NQ, K = max(CHUNKS, int(1_000_000 * SCALE)), 128, 100, 10
 CENT_N = max(CHUNKS, int(int(os.environ.get("FASTEMB_BENCH_CENTROID_N", "10000000")) * SCALE))
 CENT_D, CENT_K = 128, 1000

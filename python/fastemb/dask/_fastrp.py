@@ -285,8 +285,9 @@ def _block_meta(b: RowBlock) -> Tuple[int, int, List[int], int]:
 # ---- the step tasks ---------------------------------------------------------------------------------
 
 def _writable(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """``a`` itself when this task may write into it; a copy when it arrived read-only (deserialized)."""
-    if a is None or a.flags.writeable and a.flags.c_contiguous:
+    """``a`` itself when this task may write into it; a copy when it arrived read-only or at an address the
+    kernels may not use (deserialized: frames can start at any byte)."""
+    if a is None or a.flags.writeable and a.flags.c_contiguous and a.flags.aligned:
         return a
     out = _backend.aligned_empty(a.shape)
     out[...] = a

@@ -19,6 +19,9 @@ Peers (FastRP):
     fastemb_kernels  the kernels driven directly: propagate_random (step 1, U_1 = M diag(deg^beta) R
                    with R as sparse lists) -> propagate x 3 (fused D^-1 A SpMM + row-L2 + weighted
                    sum) -> standardize_columns; 3 N x d float32 buffers. Speedups are against this.
+    fastemb_kernels_bands  (not in the default list) the same with the dense steps forced into
+                   column bands of 8 MB of prev (FASTEMB_GRAPH_BAND_ROWS; same bits): shows what
+                   the cache-blocked step costs where the automatic choice leaves it off.
     scipy_spmm     float32 re-implementation with scipy: M = D^-1 A (CSR), U = M @ (deg^beta R),
                    U = M @ U, sklearn-style normalize + weighted sum, column scaling.
     reference      the computation of the paper's public code (GTmac/FastRP, restated): sklearn
@@ -138,6 +141,14 @@ def run_fastemb_kernels(indptr, indices, n, d):
     fastemb.set_num_threads(THREADS)
     e, times = fastemb_kernels(indptr, indices, n, d)
     return e, {"api": "kernels", "step_s": times}
+
+
+def run_fastemb_kernels_bands(indptr, indices, n, d):
+    """fastemb_kernels with the dense steps forced into column bands of 8 MB of prev (graph.h "Column bands";
+    the automatic choice keeps them off on the benchmark graphs). Same bits as fastemb_kernels."""
+    os.environ["FASTEMB_GRAPH_BAND_ROWS"] = str((8 << 20) // (4 * d))
+    e, info = run_fastemb_kernels(indptr, indices, n, d)
+    return e, {**info, "api": f"kernels, bands of {os.environ['FASTEMB_GRAPH_BAND_ROWS']} rows forced"}
 
 
 def run_fastemb(indptr, indices, n, d):
@@ -322,7 +333,7 @@ def report(results: list) -> str:
         f = by.get((r["graph"], ref_peer))
         speed = f"{r['time_s'] / f['time_s']:.1f}x" if f and "error" not in f and r["peer"] != ref_peer else ""
         note = ""
-        if r["peer"] in ("fastemb", "fastemb_kernels"):
+        if r["peer"] in ("fastemb", "fastemb_kernels", "fastemb_kernels_bands"):
             nd = r["n"] * r["d"] * 4 / 2**20
             note = f"N*d*4 = {nd:.0f} MB; {r.get('api', '')}"
             if "step_s" in r:

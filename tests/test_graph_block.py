@@ -436,3 +436,54 @@ def test_row_ids_bad_arguments():
     with pytest.raises(ValueError, match="acc_in: with row_ids it must be null or out itself"):
         call([0, 1], acc_in=other)
     call([0, 1], acc_in=out)
+
+
+@native
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 16, 300])
+def test_chain_in_bands_equals_propagate(rng, monkeypatch, isa, d):
+    # Every link in column bands (FASTEMB_GRAPH_BAND_ROWS forces them): pieces with and without row_ids, acc_in in
+    # place or not, continuing from acc_in -- the one-pass propagate's bits.
+    n = int(rng.integers(30, 160))
+    indptr, indices, data = sorted_csr(rng, n, min(1.0, 10 / n), bool(rng.integers(0, 2)))
+    deg = np.diff(indptr)
+    row_scale = np.where(deg > 0, rng.random(n) + 0.5, 0.0).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    monkeypatch.setenv("FASTEMB_GRAPH_BAND_ROWS", "0")
+    want_accum = rng.standard_normal((n, d)).astype(np.float32)
+    accum0 = want_accum.copy()
+    want = np.empty((n, d), np.float32)
+    C.graph_propagate(addr(indptr), addr(indices), indices.dtype == np.int32, addr(data), n, addr(row_scale),
+                      addr(prev), d, addr(want), True, False, 0.75, addr(want_accum), isa)
+    bounds = random_blocks(rng, n, int(rng.integers(1, 4)))
+    nb = len(bounds) - 1
+    for band in ["1", "2", str(int(rng.integers(3, n)))]:
+        monkeypatch.setenv("FASTEMB_GRAPH_BAND_ROWS", band)
+        got = np.empty((n, d), np.float32)
+        got_accum = accum0.copy()
+        for i in range(nb):
+            r0, r1 = int(bounds[i]), int(bounds[i + 1])
+            acc = None
+            with_ids = bool(rng.integers(0, 2))
+            if with_ids:  # pieces listing their rows, out zeroed first, finished by an empty piece
+                acc = np.zeros((r1 - r0, d), np.float32)
+            for j in range(nb):
+                c0, c1 = int(bounds[j]), int(bounds[j + 1])
+                a = column_piece(indptr, indices, data, r0, r1, c0, c1)
+                if with_ids:
+                    a = compress(a)
+                    C.graph_propagate_block(addr(a.indptr), addr(a.indices), a.indices_int32, addr(a.data), a.rows,
+                                            a.cols, 0, addr(prev[c0:c1]), d, addr(acc), addr(acc), False, True,
+                                            False, 0.0, 0, isa=isa, row_ids=addr(a.row_ids), out_rows=r1 - r0)
+                    continue
+                finish = j == nb - 1
+                out = acc if (acc is not None and rng.integers(0, 2)) else np.full((r1 - r0, d), np.nan, np.float32)
+                run_block(isa, a, row_scale[r0:r1], prev[c0:c1], d, acc, out, finish, True, False, 0.75,
+                          got_accum[r0:r1])
+                acc = out
+            if with_ids:
+                empty = g.Csr(np.zeros(r1 - r0 + 1, np.int64), np.zeros(0, np.int32), None, r1 - r0, 0)
+                run_block(isa, empty, row_scale[r0:r1], None, d, acc, acc, True, True, False, 0.75, got_accum[r0:r1])
+            got[r0:r1] = acc
+        np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"bands of {band}")
+        np.testing.assert_array_equal(bits(got_accum), bits(want_accum))

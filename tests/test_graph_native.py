@@ -283,6 +283,69 @@ def test_propagate_threads_same_bits(rng, threads):
         np.testing.assert_array_equal(accum, results[0][1])
 
 
+# ---- propagate in column bands (FASTEMB_GRAPH_BAND_ROWS forces them on small graphs) -----------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 100, 513])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_propagate_bands_same_bits(rng, monkeypatch, isa, d, weighted):
+    # Bands of 1 row up to more rows than the graph: the bits of the one-pass step and of the reference, with
+    # unsorted and duplicate indices (the stored order is kept), empty rows, both index types, every epilogue.
+    n = int(rng.integers(2, 150))
+    indptr, indices, data = random_csr(rng, n, n, density=min(1.0, 8 / n), weighted=weighted,
+                                       int32=bool(rng.integers(0, 2)), unsorted=bool(rng.integers(0, 2)))
+    deg = np.diff(indptr)
+    row_scale = np.where(deg > 0, rng.random(n) + 0.5, 0.0).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    for normalize, pn in [(True, False), (True, True), (False, False), (False, True)]:
+        alpha = float(np.float32(rng.standard_normal() * 3))
+        accum0 = rng.standard_normal((n, d)).astype(np.float32)
+        want_accum = accum0.copy()
+        want = ref.propagate(indptr, indices, data, row_scale, prev, normalize, pn, alpha, want_accum)
+        for band in ["0", "1", str(int(rng.integers(2, n + 1))), str(n + 5)]:
+            monkeypatch.setenv("FASTEMB_GRAPH_BAND_ROWS", band)
+            accum = accum0.copy()
+            cur = run_propagate(isa, indptr, indices, data, row_scale, prev, normalize, pn, alpha, accum)
+            np.testing.assert_array_equal(cur.view(np.uint32), want.view(np.uint32), err_msg=f"bands of {band}")
+            np.testing.assert_array_equal(accum.view(np.uint32), want_accum.view(np.uint32))
+
+
+def test_propagate_bands_threads_and_accum_init(rng, monkeypatch, threads):
+    # A power-law-like graph (a few rows with hundreds of edges across every band), any thread count, accum_init.
+    n, d = 2000, 40
+    deg = rng.integers(0, 12, size=n)
+    deg[rng.integers(0, n, size=5)] = 900
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    indices = np.concatenate([np.sort(rng.integers(0, n, size=k)) for k in deg]).astype(np.int32)
+    data = rng.random(len(indices)).astype(np.float32)
+    row_scale = (1.0 / np.maximum(deg, 1)).astype(np.float32)
+    prev = rng.standard_normal((n, d)).astype(np.float32)
+    results = []
+    for band, t in [("0", 1), ("0", 2), ("37", 1), ("37", 2), ("512", 2)]:
+        monkeypatch.setenv("FASTEMB_GRAPH_BAND_ROWS", band)
+        fastemb.set_num_threads(t)
+        accum = np.full((n, d), np.nan, np.float32)
+        cur = np.full((n, d), np.nan, np.float32)
+        C.graph_propagate(addr(indptr), addr(indices), True, addr(data), n, addr(row_scale), addr(prev), d, addr(cur),
+                          True, False, 0.5, addr(accum), "", accum_init=True)
+        results.append((cur, accum))
+    want_accum = np.zeros((n, d), np.float32)
+    want = ref.propagate(indptr, indices, data, row_scale, prev, True, False, 0.5, want_accum)
+    for cur, accum in results:
+        np.testing.assert_array_equal(cur.view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(accum.view(np.uint32), want_accum.view(np.uint32))
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "12x", ""])
+def test_band_rows_env_bad(rng, monkeypatch, value):
+    indptr, indices, data = random_csr(rng, 5, 5, density=0.5)
+    prev = rng.standard_normal((5, 3)).astype(np.float32)
+    monkeypatch.setenv("FASTEMB_GRAPH_BAND_ROWS", value)
+    with pytest.raises(ValueError, match="FASTEMB_GRAPH_BAND_ROWS"):
+        run_propagate("", indptr, indices, data, None, prev, True, False, 1.0, None)
+
+
 # ---- accumulate, norm -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -64,6 +64,17 @@ void project_csr(const RandomSpec& r, const Csr& x, float* out);
 //             zero-filled accum without the N x d fill)
 // accum may be null (nothing accumulated). Rows are independent: any thread split gives the same
 // bits. prev and cur must not overlap.
+//
+// Column bands (CPU; propagate and propagate_block alike): when prev is far larger than the L3, the step
+// may run as passes over bands of prev's rows [b * W, (b + 1) * W), b increasing, so that each pass
+// gathers from a cache-resident 8 MB slice of prev. Each row's sum is carried across the passes in cur
+// (float32, exactly the register value) and continues from a per-row cursor into its stored edges: a
+// pass adds the row's next edges while their column is below the band's end, so every row still adds
+// the same terms in stored order and the bits are those of one pass, for any index order, ISA and
+// thread count. Scratch: the cursors, 8 bytes per row of a. Chosen per call (graph_dispatch.cpp
+// band_rows_for): on only when the graph has many edges per (row, band) pair, since each pair costs a
+// read and a write of the row's partial sum; FASTEMB_GRAPH_BAND_ROWS = k forces bands of k rows
+// (0: never).
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
                bool propagate_normalized, float alpha, float* accum, bool accum_init = false);
 

@@ -27,7 +27,7 @@ namespace fastemb::graph {
                      bool verify);                                                                                 \
   void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in,         \
                  float* cur, bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum,    \
-                 bool accum_init, const int64_t* task_rows, int64_t num_tasks);                                    \
+                 bool accum_init, const int64_t* task_rows, int64_t num_tasks, int64_t band_rows);                 \
   void accumulate(const float* x, int64_t rows, int64_t d, bool normalize, float alpha, float* accum);            \
   void propagate_random(const Csr& a, const int64_t* offsets, const int32_t* lists, const float* pv,              \
                         const float* row_scale, int64_t d, const float* acc_in, float* cur, bool finish,          \
@@ -152,6 +152,41 @@ std::vector<int64_t> balanced_tasks(const int64_t* indptr, int64_t n, int64_t d)
   return rows;
 }
 
+// ---- column bands (graph.h "Column bands") ------------------------------------------------------------
+
+// Bytes of prev per band: a quarter of the 32 MB L3 of the EPYC VM the choice was measured on (2 threads
+// share it; the streams of indices and partial sums pass through it too). 20M random-edge gathers at
+// d = 128 took 0.068 s from a 1 MB prev, 0.076 s from 8 MB, 0.28 s from 32 MB and 0.70 s from 512 MB.
+constexpr int64_t kBandBytes = int64_t(8) << 20;
+
+// The band width (rows of prev) for one step over a [rows, cols] with nnz edges, 0 = one pass (no bands).
+// FASTEMB_GRAPH_BAND_ROWS overrides the choice: 0 = never, k > 0 = bands of k rows whenever cols > k
+// (tests force small bands with it). Automatic: bands pay when the gathers they turn into cache hits
+// outweigh the partial sums they add: each (row, band) pair with an edge costs a read and a write of the
+// row's partial sum (2 * 4d bytes, streamed), each edge saves a random 4d-byte gather from DRAM. Measured
+// on the 2-core EPYC VM (BENCHMARKS.md): at d = 128 a prev of 64 MB in 8 MB bands with 25 edges per pair
+// gained ~1.3x, 128 MB with 6 edges per pair nothing, the 1M-node / 20M-edge Chung-Lu graph (61 bands,
+// 1.5 edges per pair) lost 2-8x. So: prev at least 8 bands, and at least kEdgesPerPair edges per pair,
+// counting min(degree, bands) pairs per row (at least the expected count for uniformly spread columns).
+constexpr int64_t kEdgesPerPair = 16;
+
+int64_t band_rows_for(const Csr& a, int64_t d, int64_t nnz) {
+  if (const char* env = std::getenv("FASTEMB_GRAPH_BAND_ROWS")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end == env || *end != '\0' || v < 0)
+      fail(std::string("FASTEMB_GRAPH_BAND_ROWS: expected an integer >= 0, got '") + env + "'");
+    return v < a.cols ? static_cast<int64_t>(v) : 0;
+  }
+  const int64_t row_bytes = d * 4;
+  const int64_t band_rows = std::max<int64_t>(1, kBandBytes / row_bytes);
+  if (a.cols * row_bytes < 8 * kBandBytes || nnz < kEdgesPerPair * a.rows) return 0;
+  const int64_t bands = (a.cols + band_rows - 1) / band_rows;
+  int64_t pairs = 0;
+  for (int64_t i = 0; i < a.rows; ++i) pairs += std::min(a.indptr[i + 1] - a.indptr[i], bands);
+  return pairs <= nnz / kEdgesPerPair ? band_rows : 0;
+}
+
 }  // namespace
 
 // ---- random rows ------------------------------------------------------------------------------------
@@ -234,7 +269,7 @@ void propagate_isa(Isa isa, const Csr& a, const float* row_scale, const float* p
   if (accum) advise_huge_pages(accum, static_cast<size_t>(bytes));
   const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
   k.propagate(a, row_scale, prev, d, nullptr, cur, true, normalize, propagate_normalized, alpha, accum, accum_init,
-              tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+              tasks.data(), static_cast<int64_t>(tasks.size()) - 1, band_rows_for(a, d, a.indptr[n]));
 }
 
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, float* cur, bool normalize,
@@ -326,7 +361,8 @@ void propagate_block_isa(Isa isa, const Csr& a, int64_t out_rows, const float* r
   if (finish && accum && accum_init) advise_huge_pages(accum, static_cast<size_t>(bytes));
   const std::vector<int64_t> tasks = balanced_tasks(a.indptr, n, d);
   k.propagate(a, row_scale, prev, d, acc_in, out, finish, normalize, propagate_normalized, alpha,
-              finish ? accum : nullptr, accum_init, tasks.data(), static_cast<int64_t>(tasks.size()) - 1);
+              finish ? accum : nullptr, accum_init, tasks.data(), static_cast<int64_t>(tasks.size()) - 1,
+              band_rows_for(a, d, a.indptr[n]));
 }
 
 void propagate_block(const Csr& a, int64_t out_rows, const float* row_scale, const float* prev, int64_t d,

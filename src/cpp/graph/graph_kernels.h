@@ -374,6 +374,76 @@ void propagate_rows(const Csr& a, const float* row_scale, const float* prev, int
   }
 }
 
+// ---- propagate in column bands of prev ----------------------------------------------------------------
+
+constexpr int64_t kBandAhead = 4;          // rows ahead whose partial sums a band pass prefetches
+constexpr int64_t kBandPrefetchEdges = 8;  // edges of the next row whose rows of prev it prefetches
+
+// Prefetch (into L1) the lines of the n floats at p (always_inline: see prefetch_vectors).
+__attribute__((always_inline)) inline void prefetch_span(const float* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < n * 4; off += 64) __builtin_prefetch(c + off, 1, 3);
+}
+
+// One band pass of the banded step (graph.h "Column bands"): for each row of [i0, i1), the edges from
+// cursor[i] on while their column is < hi (every remaining edge when `last`), i.e. a stretch of the
+// row's edges in stored order; the sum continues from the row's partial sum in cur (or from acc_in /
+// 0 at the row's first stretch) and is stored back unscaled (scale 1: x * 1.0f is x exactly). The
+// last pass finishes every row (row scale, epilogue) as propagate_rows does. So each row adds the same
+// terms in the same (stored) order as propagate_rows, whatever the index order: an edge of a later band
+// only makes the row wait, with the edges after it, for that band's pass (unsorted rows lose the cache
+// benefit, never the bits). spmm_chunk's own prefetch (idx[e + 16]) is off: the next edges in CSR order
+// mostly belong to other bands; the loop below prefetches the next row's first edges of this band.
+template <class I>
+void propagate_rows_band(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in,
+                         float* cur, bool finish, bool normalize, bool propagate_normalized, float alpha,
+                         float* accum, bool accum_init, int64_t i0, int64_t i1, int64_t hi, bool first, bool last,
+                         int64_t* __restrict cursor) {
+  const I* __restrict idx = static_cast<const I*>(a.indices);
+  const Edges<I> E{idx, a.data, 0};
+  for (int64_t i = i0; i < i1; ++i) {
+    if (i + kBandAhead < i1) {
+      // The partial sum and the next edges of a row a few rows ahead (the loads of this row's own partial
+      // sum wait behind its gathers otherwise: one memory latency per row), and the band's rows of prev
+      // that the first edges of the next row gather (from L3).
+      const int64_t ia = i + kBandAhead;
+      if (!first) {
+        prefetch_span(cur + (a.row_ids ? a.row_ids[ia] : ia) * d, d);
+        __builtin_prefetch(idx + cursor[ia], 0, 3);
+      }
+      const int64_t in = i + 1, en = first ? a.indptr[in] : cursor[in], en_end = a.indptr[in + 1];
+      for (int64_t e = en; e < en + kBandPrefetchEdges && e < en_end; ++e) {
+        const int64_t c = static_cast<int64_t>(idx[e]);
+        if (c >= hi) break;
+        prefetch_span(prev + c * d, d);
+      }
+    }
+    const int64_t e_row = a.indptr[i], e_end = a.indptr[i + 1];
+    const int64_t e0 = first ? e_row : cursor[i];
+    int64_t e1 = e0;
+    if (last) {
+      e1 = e_end;
+    } else {
+      while (e1 < e_end && static_cast<int64_t>(idx[e1]) < hi) ++e1;
+      if (e1 == e0) {
+        cursor[i] = e0;
+        continue;
+      }
+    }
+    cursor[i] = e1;
+    const int64_t r = a.row_ids ? a.row_ids[i] : i;
+    float* out = cur + r * d;
+    const float* init = e0 > e_row ? out : (acc_in ? acc_in + r * d : nullptr);
+    const float scale = (last && finish && row_scale) ? row_scale[r] : 1.f;
+    for (int64_t j0 = 0; j0 < d; j0 += kChunk) {
+      const int64_t width = d - j0 < kChunk ? d - j0 : kChunk;
+      spmm_chunk_any<I>(E, e0, e1, prev, d, j0, width, init ? init + j0 : nullptr, scale, out + j0);
+    }
+    if (last && finish)
+      epilogue(out, d, normalize, propagate_normalized, alpha, accum ? accum + r * d : nullptr, accum_init);
+  }
+}
+
 }  // namespace
 
 // ---- entry points (called by graph_dispatch.cpp after validation) -----------------------------------
@@ -555,9 +625,33 @@ void build_table(const RandomSpec& r, int64_t n, int64_t* offsets, int32_t** lis
 }
 
 // acc_in null / finish true: graph.h propagate; otherwise propagate_block (a row block's partial sums).
+// band_rows > 0 (and < a.cols): in column bands of band_rows rows of prev, in increasing order, with a
+// cursor per row (8 bytes per row of scratch); the same bits as band_rows = 0.
 void propagate(const Csr& a, const float* row_scale, const float* prev, int64_t d, const float* acc_in, float* cur,
                bool finish, bool normalize, bool propagate_normalized, float alpha, float* accum, bool accum_init,
-               const int64_t* task_rows, int64_t num_tasks) {
+               const int64_t* task_rows, int64_t num_tasks, int64_t band_rows) {
+  if (band_rows > 0 && band_rows < a.cols) {
+    Buffer cursor_buf(static_cast<size_t>(a.rows) * sizeof(int64_t));
+    int64_t* cursor = static_cast<int64_t*>(cursor_buf.p);
+    const int64_t bands = (a.cols + band_rows - 1) / band_rows;
+    for (int64_t b = 0; b < bands; ++b) {
+      const bool first = b == 0, last = b == bands - 1;
+      const int64_t hi = (b + 1) * band_rows;
+      auto band_task = [&](int64_t t) {
+        if (a.indices_int32) {
+          propagate_rows_band<int32_t>(a, row_scale, prev, d, acc_in, cur, finish, normalize, propagate_normalized,
+                                       alpha, accum, accum_init, task_rows[t], task_rows[t + 1], hi, first, last,
+                                       cursor);
+        } else {
+          propagate_rows_band<int64_t>(a, row_scale, prev, d, acc_in, cur, finish, normalize, propagate_normalized,
+                                       alpha, accum, accum_init, task_rows[t], task_rows[t + 1], hi, first, last,
+                                       cursor);
+        }
+      };
+      parallel_for_each(num_tasks, band_task);
+    }
+    return;
+  }
   auto task = [&](int64_t t) {
     if (a.indices_int32) {
       propagate_rows<int32_t>(a, row_scale, prev, d, acc_in, cur, finish, normalize, propagate_normalized, alpha,

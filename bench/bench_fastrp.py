@@ -15,7 +15,8 @@ standardization). FASTEMB_BENCH_THREADS threads for fastemb, and for the peers t
 RAYON/OMP/OPENBLAS_NUM_THREADS set before they load.
 
 Peers:
-    fastemb            fastemb.fastrp((indptr, indices, n), dim=128)  (paper preset)
+    fastemb            fastemb.fastrp((indptr, indices, n), dim=128)  (paper preset; a new result each call)
+    fastemb, out=      the same with out=buf, a [N, 128] buffer kept across calls (no fresh result pages)
     scipy SpMM         bench_graph.run_scipy_spmm: float32 D^-1 A @ U with scipy.sparse
     fastrp (PyPI)      fastrp.fit_csr (Rust, rayon; its own variant of the algorithm: a speed peer)
     paper code         bench_graph.run_reference (sklearn SparseRandomProjection + sparse products;
@@ -100,8 +101,8 @@ def _threads():
     fastemb.set_num_threads(THREADS)
 
 
-FASTRP_PEERS = ["fastemb", "scipy_spmm", "fastrp_pypi", "reference"]
-LABEL = {"fastemb": "fastemb", "scipy_spmm": "scipy SpMM", "fastrp_pypi": "fastrp (PyPI)",
+FASTRP_PEERS = ["fastemb", "fastemb_out", "scipy_spmm", "fastrp_pypi", "reference"]
+LABEL = {"fastemb": "fastemb", "fastemb_out": "fastemb, out=", "scipy_spmm": "scipy SpMM", "fastrp_pypi": "fastrp (PyPI)",
          "reference": "paper code (sklearn)", "sklearn_srp": "sklearn SRP"}
 
 
@@ -109,7 +110,7 @@ LABEL = {"fastemb": "fastemb", "scipy_spmm": "scipy SpMM", "fastrp_pypi": "fastr
 def test_fastrp(benchmark, peer):
     indptr, indices, n = graph()
     nnz = int(indptr[-1])
-    rounds, warmup = (ROUNDS, 1) if peer == "fastemb" else (PEER_ROUNDS, 0 if FULL else 1)
+    rounds, warmup = (ROUNDS, 1) if peer.startswith("fastemb") else (PEER_ROUNDS, 0 if FULL else 1)
     if peer == "fastemb":
         impl = f"fastemb.fastrp (paper preset, {fastemb.info()['isa']}, {THREADS} threads)"
 
@@ -117,6 +118,15 @@ def test_fastrp(benchmark, peer):
             return fastemb.fastrp((indptr, indices, n), dim=D, seed=0)
         e = fn()
         assert e.shape == (n, D) and np.isfinite(e).all()
+    elif peer == "fastemb_out":
+        # the same call writing into a buffer the caller keeps (out=): no fresh N x d result pages per call
+        impl = f"fastemb.fastrp(..., out=buf) (paper preset, {fastemb.info()['isa']}, {THREADS} threads)"
+        buf = np.empty((n, D), np.float32)
+
+        def fn():
+            return fastemb.fastrp((indptr, indices, n), dim=D, seed=0, out=buf)
+        e = fn()
+        assert e is buf and np.isfinite(e).all()
     elif peer == "scipy_spmm":
         _need("scipy", "scipy")
         impl = "float32 D^-1 A @ U with scipy.sparse (bench_graph.run_scipy_spmm)"

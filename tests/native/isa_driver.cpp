@@ -477,6 +477,38 @@ void test_graph() {
           return b;
         });
       }
+      // fastemb.dask's entry points: a chain of two links continued in place from a nonzero partial
+      // accumulator (acc_in = out), the second finishing; and the first step's fused random block.
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool normalize = variant & 1, prop_norm = variant & 2, init = variant == 3;
+        check(tag + " propagate_block chain v=" + std::to_string(variant), [&](Isa isa) {
+          std::vector<float> out = acc0, accum = acc0;
+          graph::propagate_block_isa(isa, a.csr, n, scale.data(), prev.data(), d, out.data(), out.data(), false,
+                                     normalize, prop_norm, 0.f, nullptr);
+          graph::propagate_block_isa(isa, a.csr, n, scale.data(), acc0.data(), d, out.data(), out.data(), true,
+                                     normalize, prop_norm, 0.6f, variant ? accum.data() : nullptr, init);
+          Bytes b;
+          put(b, out);
+          put(b, accum);
+          return b;
+        });
+        check(tag + " propagate_random_block v=" + std::to_string(variant), [&](Isa isa) {
+          std::vector<int64_t> offsets(static_cast<size_t>(n + 1));
+          graph::random_table_offsets_isa(isa, r, 3, n, offsets.data());
+          std::vector<int32_t> lists(static_cast<size_t>(offsets[n]));
+          graph::random_table_lists_isa(isa, r, 3, n, offsets.data(), lists.data(), offsets[n]);
+          std::vector<float> out(static_cast<size_t>(n * d)), accum = acc0;
+          graph::propagate_random_block_isa(isa, r, scale.data(), offsets.data(), lists.data(), offsets[n], a.csr, n,
+                                            scale.data(), variant == 2 ? acc0.data() : nullptr, out.data(), true,
+                                            normalize, prop_norm, 0.4f, variant ? accum.data() : nullptr, init);
+          Bytes b;
+          put(b, offsets);
+          put(b, lists);
+          put(b, out);
+          put(b, accum);
+          return b;
+        });
+      }
       check(tag + " accumulate", [&](Isa isa) {
         std::vector<float> accum = acc0;
         graph::accumulate_isa(isa, prev.data(), n, d, combo % 2 == 0, 0.25f, accum.data());

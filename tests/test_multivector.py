@@ -106,6 +106,38 @@ def test_maxsim_topk(rng, k):
         assert np.all(i[r, keep:] == -1) and np.all(s[r, keep:] == -np.inf)
 
 
+@pytest.mark.parametrize("backend", ["default", "numpy"])
+def test_maxsim_candidates_rerank(rng, backend, monkeypatch):
+    """maxsim(..., candidates=) scores each query against its own documents: the full matrix's entries (bit for
+    bit with the native kernels), -inf for -1; e.g. reranking maxsim_topk's (padded) ids gives back its scores."""
+    q, qo = make_sets(rng, 6, 9, 20)
+    d, do = make_sets(rng, 15, 12, 20)
+    if backend == "numpy":
+        monkeypatch.setattr(_backend, "_C", None)
+    native = _backend.native() is not None
+    full = fastemb.maxsim(q, qo, d, do)
+    cand = rng.integers(-1, 15, (6, 7))
+    cand[2] = -1  # a query with no candidate at all
+    cand[3, :3] = [4, 4, 0]  # repeats are scored again
+    got = fastemb.maxsim(q, qo, d, do, candidates=cand)
+    assert got.shape == (6, 7) and got.dtype == np.float32
+    want = np.where(cand >= 0, full[np.arange(6)[:, None], np.maximum(cand, 0)], -np.inf).astype(np.float32)
+    # native kernels: the same bits; the NumPy fallback's BLAS products depend on the batch: float32 rounding
+    same = np.testing.assert_array_equal if native else \
+        (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6))
+    same(got, want)
+    assert np.all(np.isneginf(got) == (cand < 0))
+    s, ids = fastemb.maxsim_topk(q, qo, d, do, 20)  # k > n_docs: padded with -1
+    same(fastemb.maxsim(q, qo, d, do, candidates=ids), s)
+    assert fastemb.maxsim(q, qo, d, do, candidates=np.zeros((6, 0), np.int64)).shape == (6, 0)
+    with pytest.raises(ValueError, match=r"candidates must be document indices in \[0, 15\)"):
+        fastemb.maxsim(q, qo, d, do, candidates=np.full((6, 2), 15))
+    with pytest.raises(ValueError, match=r"candidates must have shape \(6, C\)"):
+        fastemb.maxsim(q, qo, d, do, candidates=np.zeros((5, 2), np.int64))
+    with pytest.raises(TypeError, match="candidates must be an integer array"):
+        fastemb.maxsim(q, qo, d, do, candidates=np.zeros((6, 2)))
+
+
 def test_maxsim_topk_ties_go_to_the_lower_id(rng):
     d1, _ = make_sets(rng, 1, 6, 10, empty=False)
     d = np.concatenate([d1, d1, d1 * 0.5, d1])  # sets 0, 1, 3 identical

@@ -212,8 +212,10 @@ def native_fde(C: Any, x: TokenSets, spec: "FdeSpec", isa: str = "") -> np.ndarr
 
 def maxsim(q: np.ndarray, q_offsets: Optional[np.ndarray], d: np.ndarray, d_offsets: Optional[np.ndarray], *,
            q_lengths: Optional[np.ndarray] = None, q_mask: Optional[np.ndarray] = None,
-           d_lengths: Optional[np.ndarray] = None, d_mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Exact MaxSim (ColBERT late interaction) of every query set against every document set.
+           d_lengths: Optional[np.ndarray] = None, d_mask: Optional[np.ndarray] = None,
+           candidates: Optional[np.ndarray] = None) -> np.ndarray:
+    """Exact MaxSim (ColBERT late interaction) of every query set against every document set, or against each
+    query's own candidate documents (``candidates``: the rerank after a first stage such as FDE search).
 
     ``score(Q, D) = sum over q in Q of max over t in D of <q, t>``.
 
@@ -223,9 +225,15 @@ def maxsim(q: np.ndarray, q_offsets: Optional[np.ndarray], d: np.ndarray, d_offs
         q_offsets: ``[n_queries + 1]`` non-decreasing from 0 to the token count (None when ``q`` is 3-D).
         d: document tokens, the same layouts (``d_offsets`` / ``d_lengths`` / ``d_mask``).
         d_offsets: ``[n_docs + 1]``.
+        candidates: optional integer ``[n_queries, C]``: document indices per query (e.g. the ids of
+            :func:`fastemb.sdc_topk` or :func:`maxsim_topk`), ``-1`` for none (the padding those functions
+            use). The documents' tokens are read where they are (no gather copy).
 
     Returns:
-        float32 ``[n_queries, n_docs]``. An empty query or document set scores 0. Native kernels: dot
+        float32 ``[n_queries, n_docs]``, or ``[n_queries, C]`` with ``candidates`` (``score[i, j]`` =
+        MaxSim of query i and document ``candidates[i, j]``, the same bits as the full matrix's entry with the
+        native kernels;
+        ``-inf`` where the candidate is -1). An empty query or document set scores 0. Native kernels: dot
         products are float32 fused multiply-add chains over the dimensions, the same bits on every ISA and
         thread count (and on CUDA, via :func:`fastemb.torch.maxsim`); the NumPy fallback (BLAS products)
         agrees within float32 rounding.
@@ -239,8 +247,42 @@ def maxsim(q: np.ndarray, q_offsets: Optional[np.ndarray], d: np.ndarray, d_offs
     if C is None:
         _check_finite("q", qs)
         _check_finite("d", ds)
+    if candidates is not None:
+        return _maxsim_candidates(C, qs, ds, _candidates(candidates, qs.n, ds.n))
+    if C is None:
         return _ref.maxsim(qs.x, qs.begin, qs.end, ds.x, ds.begin, ds.end)
     return native_maxsim(C, qs, ds)
+
+
+def _candidates(candidates: Any, n_queries: int, n_docs: int) -> np.ndarray:
+    c = np.asarray(candidates)
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"candidates must be an integer array, got dtype {c.dtype}")
+    if c.ndim != 2 or c.shape[0] != n_queries:
+        raise ValueError(f"candidates must have shape ({n_queries}, C) (one row per query), got {c.shape}")
+    if c.size and (int(c.min()) < -1 or int(c.max()) >= n_docs):
+        raise ValueError(f"candidates must be document indices in [0, {n_docs}) or -1 (none), got values in "
+                         f"[{int(c.min())}, {int(c.max())}]")
+    return c.astype(np.int64, copy=False)
+
+
+def _maxsim_candidates(C: Any, qs: TokenSets, ds: TokenSets, cand: np.ndarray) -> np.ndarray:
+    """score[i, j] = MaxSim(query i, document cand[i, j]): one kernel call per query over the candidates'
+    (begin, end) token ranges, so their tokens are never copied."""
+    out = np.full(cand.shape, -np.inf, np.float32)
+    for i in range(qs.n):
+        valid = np.nonzero(cand[i] >= 0)[0]
+        if not len(valid):
+            continue
+        docs = cand[i, valid]
+        q1 = TokenSets(qs.x, qs.begin[i:i + 1], qs.end[i:i + 1])
+        d1 = TokenSets(ds.x, _backend.native_array(ds.begin[docs]), _backend.native_array(ds.end[docs]))
+        if C is None:
+            row = _ref.maxsim(q1.x, q1.begin, q1.end, d1.x, d1.begin, d1.end)
+        else:
+            row = native_maxsim(C, q1, d1)
+        out[i, valid] = row[0]
+    return out
 
 
 def maxsim_topk(q: np.ndarray, q_offsets: Optional[np.ndarray], d: np.ndarray, d_offsets: Optional[np.ndarray],

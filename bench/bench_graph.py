@@ -15,7 +15,7 @@ Chung-Lu power-law graph from bench/gen_graph.py (1M nodes / 20M nonzeros, d = 1
 row-L2 normalization, s = sqrt(N), column standardization (the paper's BlogCatalog setting).
 
 Peers (FastRP):
-    fastemb        the public fastemb.fastrp() (python/fastemb/graph.py) when it exists, else as below.
+    fastemb        the public fastemb.fastrp() (python/fastemb/graph/embedding.py) when it exists, else as below.
     fastemb_kernels  the kernels driven directly: propagate_random (step 1, U_1 = M diag(deg^beta) R
                    with R as sparse lists) -> propagate x 3 (fused D^-1 A SpMM + row-L2 + weighted
                    sum) -> standardize_columns; 3 N x d float32 buffers. Speedups are against this.

@@ -1621,7 +1621,7 @@ def test_torch_ternary_linear_zero_features_regression(k):
 @pytest.mark.parametrize("bad", ["index_high", "index_negative", "indptr_decreasing"])
 @pytest.mark.parametrize("api", ["sparse_random_projection", "fastrp_features"])
 def test_regression_malformed_scipy_matrix_names_the_argument(bad, api):
-    """graph.py _as_sparse_csr: a scipy CSR with an out-of-range column index or a decreasing indptr (scipy
+    """graph/projection.py _as_sparse_csr: a scipy CSR with an out-of-range column index or a decreasing indptr (scipy
     checks neither on construction) raised the C++ layer's 'indices: ...' ValueError (native) or computed
     garbage (NumPy fallback); it must raise ValueError naming the argument."""
     X = sp.csr_matrix(np.array([[1.0, 0, 2.0], [0, 3.0, 0]], np.float32))

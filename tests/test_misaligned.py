@@ -147,3 +147,42 @@ def test_multivector_functions() -> None:
     padded = rng.standard_normal((3, 5, 24)).astype(np.float32)
     lengths = np.array([5, 1, 3], np.int64)
     both(lambda a, ln: fastemb.maxsim(a, None, a, None, q_lengths=ln, d_lengths=ln), padded, lengths)
+
+
+# ---- fastemb.torch: tensors made from misaligned NumPy buffers (torch.from_numpy keeps the address) ----------
+
+def test_torch_ops() -> None:
+    torch = pytest.importorskip("torch")
+    import fastemb.torch as ft
+
+    def t(a: np.ndarray):
+        return torch.from_numpy(misaligned(a))
+
+    def check(fn, *arrays) -> None:
+        expected = fn(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        got = fn(*[t(a) for a in arrays])
+        for u, v in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+            np.testing.assert_array_equal(u.detach().numpy(), v.detach().numpy())
+
+    x = rng.standard_normal((30, 40)).astype(np.float32)
+    labels = rng.integers(0, 5, 30)
+    check(lambda a: ft.binarize(a, 2), x)
+    check(lambda a, s: ft.binarize(a, 2, scale=s), x, np.abs(x).mean(1).astype(np.float64))
+    codes = fastemb.binarize(x, 2)
+    check(lambda q, d: ft.sdc_topk(q, d, 3, dim=40), codes[:4], codes)
+    check(lambda a, lb: ft.centroid_aggregate(a, lb, num_groups=5), x, labels)
+    check(lambda a, lb: ft.centroid_aggregate(a, lb, num_groups=5, reduce="amax"), x, labels.astype(np.int32))
+    check(lambda a, lb: ft.centroid_triplet_loss(a, lb, num_groups=5), x, labels)
+    tw = fastemb.quantize_ternary(rng.standard_normal((12, 40)).astype(np.float32))
+    scale = np.asarray(tw.scale, np.float32).reshape(-1)
+    bias = rng.standard_normal(12).astype(np.float32)
+    check(lambda a, p, s, b: ft.ternary_linear(a, p, s, 40, b), x, tw.packed, scale, bias)
+    check(lambda a, p, s: ft.ternary_linear(a, p, s, 40, activations="float"), x, tw.packed, scale)
+    off = np.array([0, 4, 4, 30], np.int64)
+    check(lambda q, qo, d, do: ft.maxsim(q, qo, d, do), x, off, x, off)
+    check(lambda a, o: ft.muvera_fde(a, o, "document", repetitions=2, k_sim=2, d_proj=8), x, off)
+    check(lambda a: ft.sparse_random_projection(a, 16, seed=2), x)
+    # the native entry refuses a misaligned tensor that slipped through
+    with pytest.raises(ValueError, match="misaligned"):
+        _backend.address(t(x))
+    assert _backend.native_tensor(t(x)).data_ptr() % 4 == 0

@@ -107,3 +107,36 @@ def test_ternary_matmul_out(fmt, activations, backend, monkeypatch):
                  overlapping=x.reshape(-1)[:120].reshape(6, 20))
     zero = poisoned((0, 20), np.float32)
     assert fastemb.ternary_matmul(np.zeros((0, 70), np.float32), tw, activations, out=zero) is zero
+
+
+def test_ternary_matmul_out_must_not_overlap_the_weight():
+    """An out over the weight's own arrays would corrupt it for every later call."""
+    tw = fastemb.quantize_ternary(rng.standard_normal((20, 64)).astype(np.float32), granularity="row")
+    scale = tw.scale.copy()
+    with pytest.raises(ValueError, match="overlaps the input tw"):
+        fastemb.ternary_matmul(rng.standard_normal(64).astype(np.float32), tw, out=tw.scale)
+    np.testing.assert_array_equal(tw.scale, scale)
+    with pytest.raises(ValueError, match="overlaps the input tw"):
+        fastemb.ternary_matmul(rng.standard_normal((1, 64)).astype(np.float32), tw,
+                               out=tw.packed.reshape(-1)[:80].view(np.float32).reshape(1, 20))
+
+
+def test_out_subclass_rejected():
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    class Sub(np.ndarray):
+        pass
+
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray, got Sub"):
+        fastemb.centroid_aggregate(x, np.array([0, 1, 0, 1]), num_groups=2, out=np.zeros((2, 16), np.float32).view(Sub))
+
+
+def test_dask_functions_reject_out():
+    da = pytest.importorskip("dask.array")
+    import fastemb.dask as fd
+
+    x = da.from_array(rng.standard_normal((10, 16)).astype(np.float32), chunks=5)
+    with pytest.raises(TypeError, match="out= is not supported by fastemb.dask"):
+        fd.binarize(x, 1, out=np.empty((10, 1, 2), np.uint8))
+    tw = fastemb.quantize_ternary(rng.standard_normal((3, 16)).astype(np.float32))
+    with pytest.raises(TypeError, match="out= is not supported by fastemb.dask"):
+        fd.ternary_matmul(x, tw, out=np.empty((10, 3), np.float32))

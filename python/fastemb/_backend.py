@@ -125,7 +125,11 @@ def address(array: Any) -> int:
             raise ValueError(f"internal error: a misaligned {array.dtype} array reached the native kernels "
                              "(fastemb should have copied it; please report this)")
         return int(array.ctypes.data)
-    return int(array.data_ptr())
+    ptr = int(array.data_ptr())  # a torch tensor
+    if ptr % array.element_size() and array.numel():
+        raise ValueError(f"internal error: a misaligned {array.dtype} tensor reached the native kernels "
+                         "(fastemb should have copied it; please report this)")
+    return ptr
 
 
 _array_address = getattr(_C, "array_address", None)  # None: the NumPy fallback, or a module built before it
@@ -138,6 +142,15 @@ def native_array(a: Any, dtype: Any = None) -> np.ndarray:
     its item size (``np.frombuffer`` at an odd offset, or buffers deserialized by ``distributed``); the
     native kernels may not read such arrays, so every input passed to them goes through here."""
     return np.require(a, dtype=dtype, requirements=("C", "A"))
+
+
+def native_tensor(t: Any) -> Any:
+    """A torch tensor as the kernels read it: contiguous, its data starting at a multiple of its element size
+    (``torch.from_numpy`` / ``torch.frombuffer`` of a buffer at an odd offset is not); copied only when needed."""
+    t = t.contiguous()
+    if t.numel() and t.data_ptr() % t.element_size():
+        t = t.clone()  # a new allocation: aligned
+    return t
 
 
 def aligned_view(raw: np.ndarray, shape: Any, dtype: Any = np.float32, align: int = 64) -> np.ndarray:

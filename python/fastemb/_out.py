@@ -12,8 +12,6 @@ from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _backend
-
 
 def check_out(out: Any, shape: Tuple[int, ...], dtype: Any, inputs: Mapping[str, Any]) -> np.ndarray:
     """``out`` if it can take a result of ``shape`` / ``dtype``: a writeable, C-contiguous, aligned NumPy array of
@@ -21,7 +19,7 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: Any, inputs: Mapping[str,
     arrays, or None). Raises TypeError / ValueError naming ``out`` otherwise."""
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
-    if not isinstance(out, np.ndarray):
+    if type(out) is not np.ndarray:  # a subclass (np.matrix, a masked array) would be returned as the result
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"out must have dtype {dtype} (the result's), got {out.dtype}")
@@ -42,10 +40,8 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: Any, inputs: Mapping[str,
     return out
 
 
-def result_buffer(out: Optional[Any], shape: Tuple[int, ...], dtype: Any, inputs: Mapping[str, Any],
-                  aligned: bool = False) -> np.ndarray:
-    """The array a result is written to: the caller's ``out`` (checked with :func:`check_out`), or a new one
-    (64-byte aligned when ``aligned``)."""
+def result_buffer(out: Optional[Any], shape: Tuple[int, ...], dtype: Any, inputs: Mapping[str, Any]) -> np.ndarray:
+    """The array a result is written to: the caller's ``out`` (checked with :func:`check_out`), or a new one."""
     if out is not None:
         return check_out(out, shape, dtype, inputs)
-    return _backend.aligned_empty(shape, dtype) if aligned else np.empty(shape, dtype)
+    return np.empty(shape, dtype)

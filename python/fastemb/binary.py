@@ -178,7 +178,8 @@ def binarize(x: np.ndarray, bits: int = 1, scale: Any = None, threshold_rule: st
             other values get the same codes under both rules. Plane 0 compares ``x`` itself,
             which has the sign of ``x/s`` (also where ``x/s`` underflows to zero).
         out: optional uint8 ``[n, bits, ceil(m / 8)]`` C-contiguous array the codes are written to (and
-            returned), sharing no memory with ``x``; default: a new array.
+            returned), sharing no memory with ``x``; default: a new array. When ``x`` holds NaN or inf the
+            native kernels find it in their single pass: the ValueError then leaves ``out`` partly written.
 
     Returns:
         uint8 ``[n, bits, ceil(m / 8)]`` codes (padding bits zero).

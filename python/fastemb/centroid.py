@@ -187,7 +187,7 @@ def centroid_aggregate(
 
 
 def native_forward(C, x, labels, offsets, k, weights, reduce, normalize, eps, leave_one_out, isa: str = "",
-                   out=None):
+                   out: Optional[np.ndarray] = None):
     """Runs the C++ forward on validated NumPy inputs (``out``: a checked result buffer, or None); returns
     (out, counts, wsum, arg, out_norm)."""
     n, d = x.shape

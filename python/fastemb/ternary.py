@@ -689,7 +689,7 @@ def ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str = "int8", 
             :func:`quantize_activations`): 'divide' (default) or 'reciprocal' (transformers'
             BitNet, bit for bit). Checked but unused with ``activations='float'``.
         out: optional float32 C-contiguous array of the result's shape (``[m, n]``, ``[n]`` for 1-D x) the
-            result is written to and returned, sharing no memory with ``x`` or ``bias``; default: a new array.
+            result is written to and returned, sharing no memory with ``x``, ``bias`` or ``tw``; default: a new array.
     """
     return _ternary_matmul(x, tw, activations, bias, eps, None, scale_rule, out)
 
@@ -727,7 +727,7 @@ def _ternary_matmul(x: np.ndarray, tw: TernaryWeight, activations: str, bias: Op
     m = x2.shape[0]
     given = None  # the caller's out, viewed as [m, n]
     if out is not None:
-        given = check_out(out, (tw.n,) if one else (m, tw.n), np.float32, {"x": x, "bias": bias}).reshape(m, tw.n)
+        given = check_out(out, (tw.n,) if one else (m, tw.n), np.float32, {"x": x, "bias": bias, "tw": (tw.packed, tw.scale)}).reshape(m, tw.n)
     if m == 0 or tw.n == 0 or tw.k == 0:
         y = np.zeros((m, tw.n), np.float32) if given is None else given
         y[...] = 0

@@ -1,5 +1,5 @@
 // pybind11 glue for the graph family of fastemb._C (registered from bindings.cpp). Buffers are
-// addresses (Python ints); the Python layer (fastemb/graph.py) checks dtypes, shapes and
+// addresses (Python ints); the Python layer (the fastemb/graph/ package) checks dtypes, shapes and
 // contiguity, the C++ layer checks values again (std::invalid_argument -> ValueError).
 #include <pybind11/pybind11.h>
 

@@ -20,6 +20,13 @@ Chunks = Tuple[Tuple[float, ...], ...]
 check_int = _check_int  # an int (not a bool), optionally >= lo: the one-machine functions' check
 
 
+def reject_out(kwargs: dict) -> None:
+    """``out=`` of the one-machine functions has no meaning here: the result is a lazy dask array."""
+    if "out" in kwargs:
+        raise TypeError("out= is not supported by fastemb.dask: the result is a lazy dask array (write it where it "
+                        "should go with e.g. dask.array.store or .to_zarr)")
+
+
 def check_split_every(split_every: Any) -> int:
     """The fan-in of the tree reductions (>= 2)."""
     return check_int("split_every", split_every, 2)

@@ -45,6 +45,7 @@ def binarize(x: Any, bits: int = 1, scale: Any = None, **kwargs: Any) -> da.Arra
         A lazy dask array of uint8 codes ``[n, bits, ceil(m / 8)]``, chunked like ``x``'s rows.
         NaN / inf in a chunk raise ValueError (naming ``x``) when computed.
     """
+    ck.reject_out(kwargs)
     x = ck.as_dask("x", x)
     ck.check_ndim("x", x, (2,), "2-D [n, m]")
     ck.check_known_chunks("x", x)

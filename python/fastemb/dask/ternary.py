@@ -49,6 +49,7 @@ def ternary_matmul(x: Any, tw: TernaryWeight, activations: str = "int8", bias: O
     Returns:
         A lazy float32 dask array ``[m, n]`` chunked like ``x``'s rows; bit-identical to one machine.
     """
+    ck.reject_out(kwargs)
     if not isinstance(tw, TernaryWeight):
         raise TypeError(f"tw must be a fastemb.TernaryWeight (see fastemb.quantize_ternary), got {type(tw).__name__}")
     x = ck.as_dask("x", x)

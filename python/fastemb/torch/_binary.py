@@ -186,12 +186,12 @@ def _native_inputs(x: Tensor, scale: Optional[Tensor]):
     otherwise) and its row stride ld >= m; the scale as contiguous float64 ``s`` (the caller keeps it alive
     through the call; None without), its address ``sc`` (0 without) and ``stride`` (1 per row, 0 per tensor)."""
     n, m = x.shape
-    if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)):
-        x = x.contiguous()  # one copy of a layout the kernel cannot read in place
+    if not ((x.stride(1) == 1 or m <= 1) and (n <= 1 or x.stride(0) >= m)) or x.data_ptr() % x.element_size():
+        x = _backend.native_tensor(x)  # one copy of a layout the kernel cannot read in place (or misaligned)
     ld = max(x.stride(0) if n > 1 else m, m)
     sc, stride, s = 0, 0, None
     if scale is not None:
-        s = scale.detach().to(torch.float64).reshape(-1).contiguous()
+        s = _backend.native_tensor(scale.detach().to(torch.float64).reshape(-1))
         _checks.require(x.device, [((torch.isfinite(s) & (s > 0)).all(), "scale must be positive and finite")])
         sc, stride = _backend.address(s), (1 if scale.dim() == 1 else 0)
     return x, ld, s, sc, stride
@@ -247,7 +247,7 @@ def _cuda_module(name: str):
 
 def _scores_impl(q: Tensor, d: Tensor, dim: int, mode: str) -> Tensor:
     _check_pair(q, d, dim, mode)
-    q, d = q.contiguous(), d.contiguous()
+    q, d = _backend.native_tensor(q), _backend.native_tensor(d)
     out = torch.empty((q.shape[0], d.shape[0]), dtype=torch.int32, device=q.device)
     if out.numel() == 0:
         return out
@@ -296,7 +296,7 @@ def _(q, d, dim):
 def _sdc_topk_op(q: Tensor, d: Tensor, k: int, dim: int) -> Tuple[Tensor, Tensor]:
     _check_pair(q, d, dim, "sdc")
     _check_k(k)
-    q, d = q.contiguous(), d.contiguous()
+    q, d = _backend.native_tensor(q), _backend.native_tensor(d)
     nq, nd = q.shape[0], d.shape[0]
     scores = torch.empty((nq, k), dtype=torch.int32, device=q.device)
     ids = torch.empty((nq, k), dtype=torch.int64, device=q.device)

@@ -137,10 +137,10 @@ def _centroid_aggregate_op(x: Tensor, index: Optional[Tensor], offsets: Optional
                            leave_one_out: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     _check_meta(x, index, offsets, weights, num_groups, reduce, normalize, eps, leave_one_out)
     _check_values(x, index, offsets, weights, num_groups)
-    x = x.contiguous()
-    index = None if index is None else index.contiguous()
-    offsets = None if offsets is None else offsets.contiguous()
-    weights = None if weights is None else weights.contiguous()
+    x = _backend.native_tensor(x)
+    index = None if index is None else _backend.native_tensor(index)
+    offsets = None if offsets is None else _backend.native_tensor(offsets)
+    weights = None if weights is None else _backend.native_tensor(weights)
     outs = _alloc_outputs(x, num_groups, reduce, normalize, leave_one_out)
     out, counts, wsum, arg, out_norm = outs
     A = _backend.address
@@ -182,12 +182,12 @@ def _centroid_backward_op(grad_out: Tensor, x: Tensor, index: Optional[Tensor], 
                           weights: Optional[Tensor], out: Tensor, counts: Tensor, wsum: Tensor, arg: Tensor,
                           out_norm: Tensor, num_groups: int, reduce: str, normalize: str, eps: float,
                           leave_one_out: bool, need_grad_x: bool, need_grad_w: bool) -> Tuple[Tensor, Tensor]:
-    x = x.contiguous()
-    grad_out = grad_out.contiguous()
+    x = _backend.native_tensor(x)
+    grad_out = _backend.native_tensor(grad_out)
     # The saved inputs are the caller's tensors, strides included: the kernels read them densely.
-    index = None if index is None else index.contiguous()
-    offsets = None if offsets is None else offsets.contiguous()
-    weights = None if weights is None else weights.contiguous()
+    index = None if index is None else _backend.native_tensor(index)
+    offsets = None if offsets is None else _backend.native_tensor(offsets)
+    weights = None if weights is None else _backend.native_tensor(weights)
     grad_x = torch.empty_like(x) if need_grad_x else x.new_empty((0,))
     acc = _acc_dtype(x.dtype)
     grad_w = torch.empty(x.shape[0], dtype=acc, device=x.device) if need_grad_w else torch.empty(0, dtype=acc, device=x.device)

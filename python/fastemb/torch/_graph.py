@@ -127,7 +127,7 @@ def _project_float32(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
 def _srp_op(x: Tensor, dim: int, s: float, seed: int) -> Tensor:
     _check_meta(x, dim, s, seed)
     seed_u = _seed_from_i64(seed)
-    x = x.detach().contiguous()
+    x = _backend.native_tensor(x.detach())
     if x.numel():
         _checks.require(x.device, [(torch.isfinite(x).all(), "x must be finite (found NaN or inf)")])
     if x.dtype == torch.float64:
@@ -145,7 +145,7 @@ def _(x, dim, s, seed):
 def _srp_backward_op(grad: Tensor, n_in: int, s: float, seed: int) -> Tensor:
     """grad_x [N, n_in] = grad [N, dim] @ R^T, R materialized in row blocks."""
     seed_u = _seed_from_i64(seed)
-    grad = grad.contiguous()
+    grad = _backend.native_tensor(grad)
     n, dim = grad.shape
     out = torch.empty((n, n_in), dtype=grad.dtype, device=grad.device)
     step = _block_rows(dim)
@@ -429,7 +429,7 @@ def fastrp(
             raise ValueError(f"features must have one row per node ({n}), got shape {tuple(features.shape)}")
         if features.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"features must be float32 or float64, got {features.dtype}")
-        f = features.detach().to(torch.float32).contiguous()
+        f = _backend.native_tensor(features.detach().to(torch.float32))
         if not bool(torch.isfinite(f).all()):
             raise ValueError("features must be finite (found NaN or inf)")
     if n == 0:

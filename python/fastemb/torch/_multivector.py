@@ -148,8 +148,9 @@ def _torch_maxsim(q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor) ->
 def _native_maxsim(q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor) -> Tensor:
     """float32 CPU: the native kernel (or the NumPy reference), the bits of fastemb.maxsim."""
     qo, do = q_offsets.numpy(), d_offsets.numpy()
-    qs = _mv.TokenSets(q.numpy(), np.ascontiguousarray(qo[:-1]), np.ascontiguousarray(qo[1:]))
-    ds = _mv.TokenSets(d.numpy(), np.ascontiguousarray(do[:-1]), np.ascontiguousarray(do[1:]))
+    na = _backend.native_array
+    qs = _mv.TokenSets(na(q.numpy()), na(qo[:-1]), na(qo[1:]))
+    ds = _mv.TokenSets(na(d.numpy()), na(do[:-1]), na(do[1:]))
     C = _backend.native()
     if C is not None:
         return torch.from_numpy(_mv.native_maxsim(C, qs, ds))
@@ -164,7 +165,7 @@ def _cuda_module(name: str):
 
 
 def _bounds(off: Tensor) -> Tuple[Tensor, Tensor]:
-    return off[:-1].contiguous(), off[1:].contiguous()
+    return _backend.native_tensor(off[:-1]), _backend.native_tensor(off[1:])
 
 
 def _cuda_maxsim(mod, q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor) -> Tensor:
@@ -182,8 +183,8 @@ def _cuda_maxsim(mod, q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor
 @torch.library.custom_op("fastemb::maxsim", mutates_args=())
 def _maxsim_op(q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor) -> Tensor:
     _validate(q, q_offsets, d, d_offsets)
-    q, d = q.contiguous(), d.contiguous()
-    q_offsets, d_offsets = q_offsets.contiguous(), d_offsets.contiguous()
+    q, d = _backend.native_tensor(q), _backend.native_tensor(d)
+    q_offsets, d_offsets = _backend.native_tensor(q_offsets), _backend.native_tensor(d_offsets)
     if q.dtype == torch.float32:
         if q.device.type == "cpu":
             return _native_maxsim(q, q_offsets, d, d_offsets)
@@ -202,7 +203,7 @@ def _(q, q_offsets, d, d_offsets):
 @torch.library.custom_op("fastemb::maxsim_backward", mutates_args=())
 def _maxsim_backward_op(grad: Tensor, q: Tensor, q_offsets: Tensor, d: Tensor, d_offsets: Tensor
                         ) -> Tuple[Tensor, Tensor]:
-    q, d, grad = q.contiguous(), d.contiguous(), grad.contiguous()
+    q, d, grad = _backend.native_tensor(q), _backend.native_tensor(d), _backend.native_tensor(grad)
     grad_q, grad_d = torch.zeros_like(q), torch.zeros_like(d)
     nq, nd = q_offsets.shape[0] - 1, d_offsets.shape[0] - 1
     if nq == 0 or nd == 0 or q.shape[0] == 0:
@@ -272,7 +273,7 @@ def _muvera_fde_op(x: Tensor, offsets: Tensor, document: bool, repetitions: int,
                                   x.shape[1])
         _check_offsets_values("offsets", offsets, x.shape[0])
         _check_finite("x", x)
-        x, offsets = x.contiguous(), offsets.contiguous()
+        x, offsets = _backend.native_tensor(x), _backend.native_tensor(offsets)
         n = offsets.shape[0] - 1
         out = torch.empty((n, _mv.fde_dim(x.shape[1], spec.repetitions, spec.k_sim, spec.d_proj, spec.final_dim)),
                           dtype=torch.float32, device=x.device)
@@ -286,7 +287,7 @@ def _muvera_fde_op(x: Tensor, offsets: Tensor, document: bool, repetitions: int,
                                     torch.cuda.current_stream(x.device).cuda_stream, max_tokens=max_tokens)
         return out
     # CPU, or CUDA without the CUDA module: computed on the CPU (same bits), moved back
-    xs = x.detach().contiguous().cpu().numpy()
+    xs = _backend.native_tensor(x.detach()).cpu().numpy()
     out = _mv.muvera_fde(xs, offsets.cpu().numpy(), kind, repetitions=repetitions, k_sim=k_sim, d_proj=d_proj,
                          final_dim=final_dim, fill_empty=bool(fill_empty) and document, seed=seed_u)
     return torch.from_numpy(out).to(x.device)

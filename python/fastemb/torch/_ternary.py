@@ -197,10 +197,10 @@ def _all_finite(x: Tensor) -> bool:
 def _as_float32(x: Tensor) -> Tensor:
     """float32 contiguous copy of x (NumPy on CPU for float16 / float64: see _all_finite)."""
     if x.dtype == torch.float32:
-        return x.contiguous()
+        return _backend.native_tensor(x)
     if x.device.type == "cpu" and x.dtype != torch.bfloat16:
         return torch.from_numpy(np.ascontiguousarray(x.numpy(), dtype=np.float32))
-    return x.to(torch.float32).contiguous()
+    return _backend.native_tensor(x.to(torch.float32))
 
 
 @torch.library.custom_op("fastemb::ternary_linear", mutates_args=())
@@ -212,7 +212,7 @@ def _ternary_linear_op(x: Tensor, packed: Tensor, scale: Tensor, k: int, bias: O
     if format == "t5" and x.device.type == "cuda":
         raise NotImplementedError("format 't5' (1.6-bit) has no CUDA kernel yet: convert the weight with "
                                   "TernaryWeight.to_format('i2') for CUDA tensors")
-    x, packed, scale = x.contiguous(), packed.contiguous(), scale.contiguous()
+    x, packed, scale = _backend.native_tensor(x), _backend.native_tensor(packed), _backend.native_tensor(scale)
     if x.numel():
         if x.device.type == "cuda":
             _checks.require(x.device, [(torch.isfinite(x).all(), "x must be finite (found NaN or inf)")])

@@ -6,8 +6,10 @@ Run (a few minutes; FASTEMB_BENCH_SCALE=0.1 shrinks K and N for a smoke run):
     python bench/report_ternary.py bench-ternary.json -o table.md
 
 Cases (M x K x N, spec /work/shared/specs/ternary.md): 1x2560x6912, 1x6912x2560, 1x4096x4096,
-8x4096x4096, 128x4096x4096. Weights come from DRAM, not cache: every peer cycles through enough
-copies of its weights to exceed 3x the last-level cache (32 MB here, lscpu), one copy per call.
+8x2560x6912, 8x4096x4096, 128x4096x4096; and, fastemb_native only (the multi-row GEMV tiles
+against the single-row time; issue 17: "8 rows within 2x of one row"): M = 2, 4, 16 on 2560x6912
+and 4096x4096. Weights come from DRAM, not cache: every peer cycles through enough copies of its
+weights to exceed 3x the last-level cache (32 MB here, lscpu), one copy per call.
 FASTEMB_BENCH_THREADS (default 2) threads for everyone.
 
 Peers (benchmark group = case, extra_info["peer"]):
@@ -54,7 +56,8 @@ THREADS = int(os.environ.get("FASTEMB_BENCH_THREADS", "2"))
 LLC_BYTES = 32 << 20
 CYCLE_BYTES = 3 * LLC_BYTES  # weights touched between two uses of one copy
 
-BASE_CASES = [(1, 2560, 6912), (1, 6912, 2560), (1, 4096, 4096), (8, 4096, 4096), (128, 4096, 4096)]
+BASE_CASES = [(1, 2560, 6912), (1, 6912, 2560), (1, 4096, 4096), (8, 2560, 6912), (8, 4096, 4096), (128, 4096, 4096)]
+ROW_CASES = [(m, k, n) for k, n in ((2560, 6912), (4096, 4096)) for m in (2, 4, 16)]
 
 
 def _scaled(v):
@@ -62,6 +65,7 @@ def _scaled(v):
 
 
 CASES = [(m, _scaled(k), _scaled(n)) for m, k, n in BASE_CASES]
+ROWS = [(m, _scaled(k), _scaled(n)) for m, k, n in ROW_CASES]
 
 
 def _copies(nbytes):
@@ -133,7 +137,7 @@ def test_fastemb(benchmark, case):
 
 
 @pytest.mark.skipif(_backend.native() is None, reason="native module not in use")
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("case", CASES + ROWS, ids=lambda c: "x".join(map(str, c)))
 def test_fastemb_native(benchmark, case):
     C = _backend.native()
     m, k, n = case

@@ -96,10 +96,10 @@ def test_int8_every_isa_matches_reference(rng, isa, m):
 
 
 @pytest.mark.parametrize("isa", native_isas())
-@pytest.mark.parametrize("m,n,k", [(70, 50, 300), (260, 49, 257), (17, 100, 1024), (48, 1, 33)])
+@pytest.mark.parametrize("m,n,k", [(100, 50, 300), (260, 49, 257), (130, 100, 1024), (96, 1, 33), (32, 7, 300)])
 def test_int8_gemm_sizes(rng, isa, m, n, k):
-    # m >= 16 takes the GEMM form on AVX-512 VNNI: several row groups, a partial last group, more
-    # than one 256-row pass, panels with missing columns.
+    # m >= 96 (AVX-512 VNNI) / m >= 32 (AVX2) takes the GEMM form: several row groups, a partial last
+    # group, more than one 256-row pass, panels with missing columns; each crossover itself.
     x, packed, gamma, bias = rand_problem(rng, m, n, k, per_row=True, with_bias=True)
     xq, xs = R.quantize_activations(x, kp=R.padded_k(k))
     out, acc = n_int8(xq, xs, packed, k, gamma, bias, isa)
@@ -134,14 +134,16 @@ def test_int8_extreme_activations_and_code_3(rng, isa):
     np.testing.assert_array_equal(bits(out), bits(ref_out))
 
 
-# Tile and loop tails of every variant (the AVX2 one: m = 1 takes 2 weight rows per tile and sums
-# 2 blocks in int16; m >= 2 takes 3 x 3 tiles and sums 4 blocks; m >= 16 the 16 x 6 GEMM micro-kernel
-# over 48-column panels): n = 1, 2, 3, 5 and odd n, k not a multiple of 256 and 1 to 9 blocks.
+# Tile and loop tails of every variant (AVX-512 VNNI: m >= 2 in groups of <= 8 rows, 4 or 3 weight
+# rows per tile; AVX2: m = 1 takes 2 weight rows per tile and sums 2 blocks in int16, m >= 2 groups of
+# <= 4 rows x 3 or 2 weight rows summing 4 blocks, m >= 32 the 16 x 6 GEMM micro-kernel over
+# 48-column panels): n = 1, 2, 3, 5 and odd n, k not a multiple of 256 and 1 to 9 blocks; m with
+# unequal row groups (9, 10, 17, 31, 33, 63) and both sides of each GEMM crossover.
 TAIL_NK = [(1, 1), (2, 255), (3, 257), (5, 520), (97, 1000), (10, 2304)]
 
 
 @pytest.mark.parametrize("isa", native_isas())
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 128])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16, 17, 31, 32, 33, 63, 95, 96, 128])
 def test_int8_tile_tails(rng, isa, m):
     for idx, (n, k) in enumerate(TAIL_NK):
         x, packed, gamma, bias = rand_problem(rng, m, n, k, per_row=bool(idx % 2), with_bias=bool((idx + m) % 2))
@@ -179,7 +181,7 @@ from fastemb._reference import ternary as R
 C = _backend.native()
 rng = np.random.default_rng(5)
 for isa in _backend.native_isas():
-    for m, n, k in [(1, 97, 1000), (3, 50, 520), (9, 7, 257), (15, 49, 300), (128, 13, 2304)]:
+    for m, n, k in [(1, 97, 1000), (3, 50, 520), (9, 7, 257), (15, 49, 300), (128, 13, 2304), (600, 7, 300)]:
         w = rng.integers(-1, 2, (n, k)).astype(np.int8)
         packed = R.pack(w)
         kp = R.padded_k(k)
@@ -200,7 +202,8 @@ print("ok")
 @pytest.mark.parametrize("min_rows", ["1", "1000000"])
 def test_int8_forced_gemm_or_gemv(min_rows):
     # FASTEMB_TERNARY_GEMM_MIN_ROWS (read once per process): 1 runs the GEMM form for every m
-    # (m = 1 included), 1000000 the GEMV form for m = 128; both must give the reference's bits.
+    # (m = 1 included), 1000000 the GEMV form for m = 128 and 600 (more than 64 row groups: several
+    # passes over the weight rows); both must give the reference's bits.
     import os
     import subprocess
     import sys
@@ -226,9 +229,9 @@ def test_int8_k_zero_and_empty(isa):
     C.ternary_quantize_activations(0, 0, 0, 10, 256, 1e-5, 0, 0, isa)
 
 
-@pytest.mark.parametrize("threads_path", ["gemv", "gemm", "float"])
+@pytest.mark.parametrize("threads_path", ["gemv", "gemv_groups", "gemm", "float"])
 def test_same_bits_for_1_and_2_threads(rng, threads_path):
-    m = {"gemv": 3, "gemm": 40, "float": 5}[threads_path]
+    m = {"gemv": 3, "gemv_groups": 11, "gemm": 100, "float": 5}[threads_path]
     n, k = 517, 700
     x, packed, gamma, bias = rand_problem(rng, m, n, k, per_row=True, with_bias=True)
     xq, xs = R.quantize_activations(x, kp=R.padded_k(k))

@@ -127,7 +127,8 @@ def test_every_isa_public_api(rng, isa, rule):
         for got, want in zip(tern._quantize_activations(x, ref.EPS, isa, rule),
                              ref.quantize_activations(x, scale_rule=rule)):
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} {m}x{k}")
-        # GEMV (m < 16) and GEMM (m >= 16) forms, per-tensor and per-row gamma, with a bias
+        # GEMV and GEMM forms (AVX2: GEMM from 32 rows; AVX-512 VNNI: multi-row GEMV tiles below
+        # 96 rows), per-tensor and per-row gamma, with a bias
         n = 37
         gamma = rng.uniform(0.01, 2, n if m % 2 else 1).astype(np.float32)
         tw = TernaryWeight.from_ternary(rng.integers(-1, 2, (n, k)), gamma)

@@ -194,7 +194,8 @@ class TernaryWeight:
     unpacking; AVX2: per-digit extraction), so it is faster only where the 'i2' GEMV is pinned at
     the DRAM read floor (many cores sharing memory bandwidth). On a 2-core Zen 4 VM 'i2' was faster
     at every shape (t5: 0.73-0.93x on AVX-512, ~0.5x on AVX2; still 2.2-2.8x faster than ggml's
-    TQ1_0). Batches of >= 16 rows run the 'i2' GEMM (a 't5' weight is transcoded per call), and
+    TQ1_0). Batches of >= 16 rows run on 'i2' (a 't5' weight is transcoded per call: the i2 multi-row
+    GEMV below 96 rows on AVX-512 VNNI / 32 on AVX2, the GEMM above), and
     CUDA computes on 'i2' only. Choose 't5' for memory / disk size or TQ1_0 interchange.
 
     Attributes:

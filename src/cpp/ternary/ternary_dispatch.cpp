@@ -2,11 +2,10 @@
 //
 // Threads split the output columns (weight rows) into contiguous tasks; every output element is
 // computed by one task in a fixed order, so results are the same bits for any thread count.
-// Integer path: m < kGemmMinRows (or a variant without one) -> GEMV form; otherwise the GEMM form
-// of the AVX-512 VNNI or AVX2 variant (activations repacked here, weight panels decoded once per
-// task). The crossover (16 rows) was measured on the Zen 4 VM (BENCHMARKS.md, "Ternary matmul") and,
-// for AVX2, with FASTEMB_FORCE_ISA=avx2 there (GEMV and GEMM within noise at 16 rows, GEMM ahead
-// from 32).
+// Integer path: m < gemm_min_rows (or a variant without a GEMM form) -> GEMV form (activations
+// block-interleaved here for the multi-row tiles); otherwise the GEMM form of the AVX-512 VNNI or
+// AVX2 variant (activations repacked here, weight panels decoded once per task). The crossovers
+// were measured on the Zen 4 VM (see gemm_min_rows; AVX2 with FASTEMB_FORCE_ISA=avx2 there).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -70,21 +69,30 @@ IsaKernels kernels_for(Isa requested) {
   }
 }
 
-// Activation rows from which the GEMM form runs (below it, the GEMV form: measured crossover).
-int64_t gemm_min_rows() {
-  static const int64_t v = [] {
-    const char* e = std::getenv("FASTEMB_TERNARY_GEMM_MIN_ROWS");  // tuning / tests only
-    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(16);
+// Activation rows from which the GEMM form runs (below it, the GEMV form), by kernel variant and
+// format; FASTEMB_TERNARY_GEMM_MIN_ROWS (tuning / tests only) overrides every one of them.
+// Measured on the Zen 4 VM (4096x4096, cold weights, CPU time per call; BENCHMARKS.md "Ternary
+// matmul"): the multi-row GEMV tiles beat the GEMM form up to 64 rows on AVX-512 VNNI (16 rows:
+// 1.45x, 48 rows: 1.5x, 64 rows: 1.12x, 96 and 128 rows within 5%), and up to 16 rows on AVX2 (16:
+// 1.2x; 32 rows: GEMM 1.05x ahead). t5 weights keep 16: their GEMV reads t5 directly with small
+// tiles, their GEMM transcodes to i2 (and then takes the i2 crossover).
+int64_t gemm_min_rows(Isa kisa, Format fmt) {
+  static const int64_t forced = [] {
+    const char* e = std::getenv("FASTEMB_TERNARY_GEMM_MIN_ROWS");
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(0);
   }();
-  return v;
+  if (forced) return forced;
+  if (fmt == Format::t5) return 16;
+  return kisa == Isa::avx512 ? 96 : 32;
 }
 
-// Output columns per GEMV task: enough tasks to balance two or more threads, each a multiple of 4.
+// Output columns per GEMV task: enough tasks to balance two or more threads, each a multiple of 12
+// (of every GEMV tile width, 1 to 4 weight rows: no narrow remainder tile inside a task).
 int64_t gemv_chunk(int64_t n) {
   const int64_t threads = get_num_threads();
   if (threads <= 1) return std::max<int64_t>(n, 1);
   const int64_t target = (n + 8 * threads - 1) / (8 * threads);
-  return std::max<int64_t>(16, (target + 3) / 4 * 4);
+  return std::max<int64_t>(24, (target + 11) / 12 * 12);
 }
 
 template <class T>
@@ -171,7 +179,8 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
   const IsaKernels kern = kernels_for(isa);
   if (m == 0 || w.n == 0) return;
   const int64_t kp = w.kp;
-  if (w.format == Format::t5 && kern.has_gemm && m >= gemm_min_rows() && kp > 0) {
+  const int64_t gemm_min = gemm_min_rows(kernel_isa(isa), w.format);
+  if (w.format == Format::t5 && kern.has_gemm && m >= gemm_min && kp > 0) {
     // GEMM form: transcode the weights to i2 and the activations to its padding (zeros past k).
     I2Copy c;
     t5_to_i2(w, c);
@@ -192,7 +201,7 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
   }
   Int8Work a{xq, x_scale, sum_x.data(), m, w, bias, out, acc, nullptr};
 
-  if (kern.has_gemm && m >= gemm_min_rows() && kp > 0) {
+  if (kern.has_gemm && m >= gemm_min && kp > 0) {
     // Repack activations: [k block][group of 16 rows][64 k-groups of 4][16 rows][4 bytes], zero
     // rows past m (so one zmm holds 4 consecutive k of 16 rows; group stride 4096 bytes).
     const int64_t groups = (m + kGemmRowGroup - 1) / kGemmRowGroup, nb = kp / kBlock;
@@ -219,6 +228,15 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
       kern.int8_gemm(a, j0, j1);
     });
     return;
+  }
+  // GEMV form with several rows (x86 SIMD variants): activations block-interleaved, [kp/256][m][256].
+  AlignedVec<int8_t> xblk(w.format == Format::i2 && kern.has_gemm && m >= 2 ? m * kp : 0);
+  if (w.format == Format::i2 && kern.has_gemm && m >= 2) {
+    const int64_t nb = kp / kBlock;
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t i = 0; i < m; ++i)
+        std::memcpy(xblk.p + (b * m + i) * kBlock, xq + i * kp + b * kBlock, static_cast<size_t>(kBlock));
+    a.xblk = xblk.p;
   }
   const int64_t chunk = gemv_chunk(w.n);
   const int64_t tasks = (w.n + chunk - 1) / chunk;

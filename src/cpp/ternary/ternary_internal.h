@@ -25,6 +25,9 @@ struct Int8Work {
   int32_t* acc;           // [m, n] or null
   // GEMM path only: xq repacked as [kp/256][ceil(m/16)][64][16 rows][4 bytes] (zero rows past m).
   const int8_t* xpack;
+  // GEMV path, m >= 2, AVX-512 VNNI and AVX2 variants: xq repacked as [kp/256][m][256] (block b of
+  // row i at (b * m + i) * 256), so a tile of consecutive rows reads one contiguous stream per block.
+  const int8_t* xblk = nullptr;
 };
 
 struct FloatWork {

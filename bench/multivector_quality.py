@@ -164,17 +164,14 @@ def dot_topk(fq: np.ndarray, fd: np.ndarray, k: int) -> np.ndarray:
 
 
 def rerank(q: TokenSets, d: TokenSets, cand: np.ndarray, k: int = K) -> np.ndarray:
-    """Exact MaxSim of each query against its candidate documents (their token rows gathered), top-k ids."""
+    """Exact MaxSim of each query against its candidate documents (``fastemb.maxsim(..., candidates=)``: the
+    candidates' tokens are read in place), top-k ids (ties to the lower id)."""
+    s = fastemb.maxsim(q.x, q.offsets, d.x, d.offsets, candidates=cand)  # -inf where cand is -1
     out = np.full((q.n, k), -1, np.int64)
-    dl = d.lengths
     for i in range(q.n):
-        c = cand[i][cand[i] >= 0]
-        lens = dl[c]
-        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        rows = np.repeat(d.offsets[c] - off[:-1], lens) + np.arange(off[-1])
-        s = fastemb.maxsim(q.x[q.offsets[i]:q.offsets[i + 1]], np.array([0, q.offsets[i + 1] - q.offsets[i]]),
-                           d.x[rows], off)[0]
-        order = np.lexsort((c, -s))[:k]
+        valid = cand[i] >= 0
+        c, si = cand[i][valid], s[i][valid]
+        order = np.lexsort((c, -si))[:k]
         out[i, :len(order)] = c[order]
     return out
 

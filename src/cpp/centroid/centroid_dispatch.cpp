@@ -1,5 +1,7 @@
 // Validation, grouping (segments) and run-time ISA dispatch for the centroid kernels.
 #include <algorithm>
+#include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -76,6 +78,56 @@ struct OwnedSegments {
   Segments view;
 };
 
+// Very many groups: a one-pass counting sort scatters every row id to one of K cursors, and once
+// the K * 8 bytes of cursors pass the L2 every row costs a cache miss on its cursor. Then the
+// permutation is built in two cache-friendly radix passes: (A) a stable partition of the row ids
+// by label block (label >> shift, at most kRadixMaxBlocks blocks, so its write streams stay in
+// L1/L2), then (B) within each block, in parallel, a stable counting sort by the label's low bits
+// into the block's slice of perm (2^shift cursors and that slice stay in L2). Both passes are
+// stable, so perm is the same permutation as the one-pass sort (rows of each group in increasing
+// order) and the results keep the same bits. Scratch: n row ids (int32 while n < 2^31, else
+// int64) plus n uint32 low labels, freed before the kernels run (at most 12 bytes per row,
+// besides perm's 8).
+// Threshold measured at 1M rows x 128 fp32 on a 2-core Zen 4 (1 MB L2, 32 MB L3), forward
+// median ms, loaded machine: K = 100k (800 KB of cursors) one-pass 125, two-pass 180;
+// K = 1M (8 MB) one-pass 311-423, two-pass 181-403. So: two passes only past 2^17 groups (1 MB).
+constexpr int64_t kRadixMinGroups = int64_t(1) << 17;
+constexpr int64_t kRadixMinRows = 65536;
+constexpr int64_t kRadixMaxBlocks = 256;
+
+// 0: use the one-pass counting sort; else the block shift (groups per block = 2^shift).
+int radix_block_shift(const Problem& p) {
+  if (p.k <= kRadixMinGroups || p.n < kRadixMinRows) return 0;
+  int shift = 1;
+  while (((p.k - 1) >> shift) + 1 > kRadixMaxBlocks) ++shift;
+  return shift <= 32 ? shift : 0;  // low labels are stored as uint32
+}
+
+template <class R, class L>
+void build_perm_two_pass(const Problem& p, const L* labels, OwnedSegments& seg, int shift) {
+  const int64_t n = p.n, k = p.k;
+  const int64_t blocks = ((k - 1) >> shift) + 1;
+  const uint64_t low_mask = (uint64_t(1) << shift) - 1;
+  // Block b holds groups [b << shift, (b + 1) << shift): its rows start at offsets[b << shift].
+  std::vector<int64_t> cursor(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) cursor[b] = seg.offsets[b << shift];
+  std::unique_ptr<R[]> rows(new R[static_cast<size_t>(n)]);  // no zero fill: every slot is written
+  std::unique_ptr<uint32_t[]> low(new uint32_t[static_cast<size_t>(n)]);
+  for (int64_t i = 0; i < n; ++i) {  // pass A: labels were range-checked by the counting pass
+    const uint64_t g = static_cast<uint64_t>(labels[i]);
+    const int64_t at = cursor[g >> shift]++;
+    rows[at] = static_cast<R>(i);
+    low[at] = static_cast<uint32_t>(g & low_mask);
+  }
+  int64_t* perm = seg.perm.data();
+  const int64_t* offsets = seg.offsets.data();
+  parallel_for(blocks, [&](int64_t b) {  // pass B: one block per task, writes only its slice
+    const int64_t g0 = b << shift, g1 = std::min<int64_t>(k, (b + 1) << shift);
+    std::vector<int64_t> cur(offsets + g0, offsets + g1);
+    for (int64_t j = offsets[g0]; j < offsets[g1]; ++j) perm[cur[low[j]]++] = static_cast<int64_t>(rows[j]);
+  });
+}
+
 template <class L>
 void group_labels(const Problem& p, const L* labels, OwnedSegments& seg, bool need_perm) {
   seg.offsets.assign(static_cast<size_t>(p.k) + 1, 0);
@@ -96,8 +148,16 @@ void group_labels(const Problem& p, const L* labels, OwnedSegments& seg, bool ne
   if (sorted) return;
   seg.labels_unsorted = true;
   if (!need_perm) return;
-  // Stable counting sort: rows of each group stay in increasing order.
   seg.perm.resize(static_cast<size_t>(p.n));
+  const int shift = radix_block_shift(p);
+  if (shift > 0) {
+    if (p.n <= INT32_MAX)
+      build_perm_two_pass<int32_t>(p, labels, seg, shift);
+    else
+      build_perm_two_pass<int64_t>(p, labels, seg, shift);
+    return;
+  }
+  // Stable counting sort: rows of each group stay in increasing order.
   std::vector<int64_t> cursor(seg.offsets.begin(), seg.offsets.end() - 1);
   for (int64_t i = 0; i < p.n; ++i) seg.perm[cursor[static_cast<size_t>(labels[i])]++] = i;
 }

@@ -17,12 +17,15 @@ k = 10; FASTEMB_BENCH_THREADS (default 2) threads for everyone.
 
     hamming-256    [N, 32] codes (256 bits), NQ queries
     hamming-1024   [N, 128] codes (1024 bits), NQ queries; the same bytes viewed as [N, 2, 64]
-                   are the "sdc2-512d" peer (SDC, bits=2, 512 dims = 1024 bits of code)
+                   are the "sdc2-512d" peer (SDC, bits=2, 512 dims = 1024 bits of code), as
+                   [N, 4, 32] the "sdc4-256d" one (bits=4, 256 dims)
     scan1-1024     one query over the 1024-bit corpus (memory-bound: the bandwidth floor)
 
 Peers (label = benchmark "peer"):
     fastemb         fastemb.sdc_topk(q, d, 10) on 1-bit codes (= Hamming ranking, S = dim - 2 H)
     fastemb_sdc2    fastemb.sdc_topk on [N, 2, 64] codes (bits=2, 512 dims), hamming-1024 case only
+    fastemb_sdc4    fastemb.sdc_topk on [N, 4, 32] codes (bits=4, 256 dims), hamming-1024 case only
+                    (issue 17: multi-bit SDC at the 1-bit cost of the same bytes; its time / fastemb's)
     faiss           faiss.IndexBinaryFlat(bits).search(q, 10) (index built outside the timed call;
                     faiss.omp_set_num_threads(THREADS))
     numkong_topk    numkong.hammings_packed (uint32 distances; corpus pre-packed outside the timed
@@ -107,8 +110,8 @@ class Case:
 CASES = [Case("hamming-256", 32, NQ), Case("hamming-1024", 128, NQ), Case("scan1-1024", 128, 1)]
 PEERS = {
     "hamming-256": ["fastemb", "faiss", "numkong_topk", "numkong_dist", "simsimd_topk", "simsimd_dist", "numpy"],
-    "hamming-1024": ["fastemb", "fastemb_sdc2", "faiss", "numkong_topk", "numkong_dist", "simsimd_topk",
-                     "simsimd_dist", "numpy"],
+    "hamming-1024": ["fastemb", "fastemb_sdc2", "fastemb_sdc4", "faiss", "numkong_topk", "numkong_dist",
+                     "simsimd_topk", "simsimd_dist", "numpy"],
     "scan1-1024": ["fastemb", "fastemb_sdc2", "faiss"],
 }
 
@@ -241,10 +244,11 @@ def _check_fastemb_vs_faiss(q, d, idx, nbytes):
     return nchk
 
 
-def _check_sdc2_vs_reference(q2, d2):
-    nsub = min(d2.shape[0], 20_000)
-    s, i = fastemb.sdc_topk(q2[:4], d2[:nsub], K)
-    rs, ri = ref.sdc_topk(q2[:4], d2[:nsub], K, 8 * d2.shape[2])
+def _check_sdc_vs_reference(qb, db):
+    # 9 queries: one full 8-query group (the AVX-512 group kernels) and a remainder
+    nsub = min(db.shape[0], 20_000)
+    s, i = fastemb.sdc_topk(qb[:9], db[:nsub], K)
+    rs, ri = ref.sdc_topk(qb[:9], db[:nsub], K, 8 * db.shape[2])
     np.testing.assert_array_equal(s, rs)
     np.testing.assert_array_equal(i, ri)
 
@@ -296,7 +300,8 @@ def _record(benchmark, case, peer, impl, nq, nd, bits, nbytes_plane, rounds, sub
 
 COMMON_KERNEL = {"hamming-256": "hamming top-k 256-bit", "hamming-1024": "hamming top-k 1024-bit",
                  "scan1-1024": "hamming scan 1 query 1024-bit"}
-COMMON_PEER = {"fastemb": "fastemb", "fastemb_sdc2": "fastemb SDC bits=2 512d", "faiss": "faiss",
+COMMON_PEER = {"fastemb": "fastemb", "fastemb_sdc2": "fastemb SDC bits=2 512d",
+               "fastemb_sdc4": "fastemb SDC bits=4 256d", "faiss": "faiss",
                "numkong_topk": "numkong", "numkong_dist": "numkong (dist only)", "simsimd_topk": "simsimd",
                "simsimd_dist": "simsimd (dist only)", "numpy": "numpy"}
 
@@ -314,14 +319,15 @@ def test_topk(benchmark, data, case: Case, peer: str):
         fn = lambda: fastemb.sdc_topk(q, d, K)  # noqa: E731
         if faiss is not None and case.nq > 1:
             verified = f"top-k distances == faiss on {_check_fastemb_vs_faiss(q, d, data.faiss_index(case.nbytes), case.nbytes)} queries"
-    elif peer == "fastemb_sdc2":
-        bits, nbp = 2, case.nbytes // 2
-        q2 = q.reshape(q.shape[0], 2, nbp)
-        d2 = d.reshape(N, 2, nbp)
-        impl = f"fastemb.sdc_topk, bits=2 codes [n, 2, {nbp}] = {8 * nbp} dims ({isa})"
-        fn = lambda: fastemb.sdc_topk(q2, d2, K)  # noqa: E731
-        _check_sdc2_vs_reference(q2, d2)
-        verified = "== NumPy reference sdc_topk on 4 queries x 20k codes"
+    elif peer.startswith("fastemb_sdc"):
+        bits = int(peer[len("fastemb_sdc"):])
+        nbp = case.nbytes // bits
+        qb = q.reshape(q.shape[0], bits, nbp)
+        db = d.reshape(N, bits, nbp)
+        impl = f"fastemb.sdc_topk, bits={bits} codes [n, {bits}, {nbp}] = {8 * nbp} dims ({isa})"
+        fn = lambda: fastemb.sdc_topk(qb, db, K)  # noqa: E731
+        _check_sdc_vs_reference(qb, db)
+        verified = f"== NumPy reference sdc_topk on {min(9, qb.shape[0])} queries x 20k codes"
     elif peer == "faiss":
         if faiss is None:
             pytest.skip("faiss-cpu is not installed")

@@ -320,6 +320,38 @@ def test_group_topk_long_rows(rng, isa):
 
 
 @needs_native
+@pytest.mark.parametrize("isa", native_isas())
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_multibit_group_topk_extremes(rng, isa, bits):
+    # Multi-bit sdc through the query-group kernels (avx512: the fused form, B + B(B-1)/2 popcounts
+    # per plane word with per-query z and per-doc e planes; avx2: nibble tables): rows of several
+    # words, codes at the extremes (every level the same, complements), equal rows, and padding bits
+    # set; scores against the float oracle, top-k against a full sort of them.
+    C = _backend.native()
+    L = 2 ** bits - 1
+    for dim in (64, 333, 1000):
+        q = codes(rng, 24, bits, dim, garbage_padding=True)
+        d = codes(rng, 150, bits, dim, garbage_padding=True)
+        top = fastemb.pack_levels(np.ones((1, bits, dim)))
+        bottom = fastemb.pack_levels(-np.ones((1, bits, dim)))
+        q[0], q[1], q[2] = top[0], bottom[0], q[3]
+        d[10], d[11], d[40:60] = top[0], bottom[0], d[5]
+        d[12] = ~q[3]  # every level negated (padding bits garbage, masked)
+        q[4] = d[5]
+        s = float_oracle(q, d, dim)
+        assert s[0, 10] == dim * L * L and s[0, 11] == -dim * L * L
+        assert s[3, 12] == -float_oracle(q[3:4], q[3:4], dim)[0, 0]
+        np.testing.assert_array_equal(B.native_scores(C, q, d, dim, "sdc", isa), s, err_msg=f"{isa} dim={dim}")
+        for nq in (8, 17, 24):
+            for k in (1, 7, 160):
+                ts, ti = B.native_topk(C, q[:nq], d, k, dim, isa)
+                es, ei = full_sort_topk(s[:nq], k)
+                msg = f"{isa} bits={bits} dim={dim} nq={nq} k={k}"
+                np.testing.assert_array_equal(ts, es, err_msg=msg)
+                np.testing.assert_array_equal(ti, ei, err_msg=msg)
+
+
+@needs_native
 def test_one_bit_topk_thread_counts(rng):
     # several corpus parts and query sub-blocks for the 1-bit group kernels; many ties (9 dims)
     q, d = codes(rng, 70, 1, 9, garbage_padding=True), codes(rng, 5000, 1, 9, garbage_padding=True)

@@ -15,7 +15,9 @@
 // All integer math is exact (int64 accumulators, int32 results bounded by the dispatcher).
 // The avx2 variant's top-k uses table kernels of its own instead (byte-major tiles, per-query
 // nibble tables, 3-query groups: see "AVX2 group top-k" below); the avx512 one, query-group tile
-// kernels with vpopcntq (tile_scores_group).
+// kernels with vpopcntq (tile_scores_group; sdc with bits 2-3: the fused form of
+// tile_scores_sdc_group, B + B(B-1)/2 popcounts per plane word instead of B^2), and the table
+// kernels for sdc with bits = 4 (chosen per bit count by measurement).
 #ifndef FASTEMB_ISA_NS
 #error "define FASTEMB_ISA_NS before including binary_kernels.h"
 #endif
@@ -314,6 +316,193 @@ inline void tile_scores_xor_group(const Geo& g, const uint64_t* qw, const uint64
     default: return tile_scores_group<4>(g, qw, tile, cnt, thr, sc, mask);
   }
 }
+
+// ---- Multi-bit sdc (bits = B > 1) at close to 1-bit cost: B + B(B-1)/2 popcounts per plane word
+// instead of B^2, accumulated per weight in registers and combined once per row.
+//
+// The XOR form needs wx = sum_{i,k} 2^(2u-i-k) popcnt(Pq_i ^ Pd_k): B^2 popcounts. Each cross pair
+// (i < k) appears twice with the same weight, and per bit, with X = q_k ^ d_k (a diagonal term),
+// z = q_i ^ q_k (query only) and e = d_i ^ d_k (doc only):
+//   (q_i ^ d_k) + (q_k ^ d_i) = (z ^ X) + (e ^ X) = 2 T(z, e, X) - z + e,
+//   T(z, e, X) = 1 for (z, e, X) in {001, 100, 101, 110}    (vpternlogq immediate 0x72; T(0,0,0) = 0).
+// So one ternlog + one popcount replace two xor + popcount, and
+//   wx = sum_i 2^(2u-2i) pc(X_ii) + sum_{i<k} 2^(2u-i-k+1) pc(T_ik) + E_d - Z_q,
+//   E_d = sum_{i<k} 2^(2u-i-k) pc(e_ik) (per doc, once per tile), Z_q the same of z_ik (per query).
+// Padding bits are 0 in every plane, so X, z, e and T are 0 there and add nothing. All exact.
+// (No boolean decomposition does better at B = 2: an exhaustive search finds no exact form with
+// two popcounts per dimension, whatever row terms are added.)
+// Weights: per distinct exponent one accumulator per (query, doc vector); queries are scored in
+// sub-groups of kSdcSub<B> to keep the accumulators in the 32 zmm registers.
+// (GCC 12 warns falsely about the undefined source operand inside _mm512_slli_epi64.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <int B>
+constexpr int sdc_pairs() { return B * (B - 1) / 2; }
+constexpr int sdc_diag_exp(int B, int i) { return 2 * (B - 1) - 2 * i; }
+constexpr int sdc_cross_exp(int B, int i, int k) { return 2 * (B - 1) - i - k + 1; }
+constexpr bool sdc_exp_used(int B, int e) {
+  for (int i = 0; i < B; ++i) {
+    if (sdc_diag_exp(B, i) == e) return true;
+    for (int k = i + 1; k < B; ++k)
+      if (sdc_cross_exp(B, i, k) == e) return true;
+  }
+  return false;
+}
+// Queries per sub-group. One thread, 128 queries x 50k docs, ns per pair, sub-groups of (B=2, B=3, B=4):
+// (2, 1, 1) 1.95 / 2.10 / 3.30; (4, 2, 1) 1.88 / 2.07 / 3.31; (4, 2, 2) 1.90 / 2.12 / -.
+template <int B>
+constexpr int kSdcSub = B == 2 ? 4 : 2;
+
+// Query side of the fused form: z planes qz[(r * P + p) * words + w] and Z_q, for rows [0, n) of qw.
+inline void sdc_query_side(const Geo& g, const uint64_t* qw, int64_t n, uint64_t* qz, int64_t* zq) {
+  const int B = g.bits, P = B * (B - 1) / 2;
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t z = 0;
+    int p = 0;
+    for (int i = 0; i < B; ++i)
+      for (int k = i + 1; k < B; ++k, ++p) {
+        int64_t pc = 0;
+        for (int64_t w = 0; w < g.words; ++w) {
+          const uint64_t v = qw[r * g.row_words + i * g.words + w] ^ qw[r * g.row_words + k * g.words + w];
+          qz[(r * P + p) * g.words + w] = v;
+          pc += popcount64(v);
+        }
+        z += pc << (2 * (B - 1) - i - k);
+      }
+    zq[r] = z;
+  }
+}
+
+// Doc side: e planes et[(p * words + w) * T + j] of a loaded tile and E_d (ed[T]).
+inline void sdc_tile_side(const Geo& g, const uint64_t* tile, uint64_t* et, int64_t* ed) {
+  const int B = g.bits;
+  for (int64_t j = 0; j < T; ++j) ed[j] = 0;
+  int p = 0;
+  for (int i = 0; i < B; ++i)
+    for (int k = i + 1; k < B; ++k, ++p) {
+      const int sh = 2 * (B - 1) - i - k;
+      for (int64_t w = 0; w < g.words; ++w) {
+        const uint64_t* a = tile + (i * g.words + w) * T;
+        const uint64_t* b = tile + (k * g.words + w) * T;
+        uint64_t* o = et + (p * g.words + w) * T;
+        for (int64_t j = 0; j < T; ++j) {
+          o[j] = a[j] ^ b[j];
+          ed[j] += int64_t(popcount64(o[j])) << sh;
+        }
+      }
+    }
+}
+
+// wx of QS queries (rows of qw / qz) against the tile, without E_d - Z_q: out[r][v], docs 8 v ..
+template <int B, int QS>
+__attribute__((always_inline)) inline void sdc_sub(const uint64_t* qw, int64_t nw, const uint64_t* qz,
+                                                   const uint64_t* __restrict tile, const uint64_t* __restrict et,
+                                                   int64_t pw, __m512i (*out)[2]) {
+  constexpr int P = sdc_pairs<B>();
+  constexpr int NE = 2 * (B - 1) + 2;
+  __m512i acc[QS][2][NE];
+#pragma GCC unroll 4
+  for (int r = 0; r < QS; ++r)
+#pragma GCC unroll 8
+    for (int e = 0; e < NE; ++e) acc[r][0][e] = acc[r][1][e] = _mm512_setzero_si512();
+  for (int64_t w = 0; w < pw; ++w) {
+#pragma GCC unroll 4
+    for (int r = 0; r < QS; ++r) {
+      __m512i X[B][2];
+#pragma GCC unroll 4
+      for (int i = 0; i < B; ++i) {
+        const __m512i qv = _mm512_set1_epi64(static_cast<long long>(qw[r * nw + i * pw + w]));
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; ++v) {
+          X[i][v] = _mm512_xor_si512(qv, _mm512_load_si512(tile + (i * pw + w) * T + 8 * v));
+          const int e = sdc_diag_exp(B, i);
+          acc[r][v][e] = _mm512_add_epi64(acc[r][v][e], _mm512_popcnt_epi64(X[i][v]));
+        }
+      }
+      int p = 0;
+#pragma GCC unroll 4
+      for (int i = 0; i < B; ++i)
+#pragma GCC unroll 4
+        for (int k = i + 1; k < B; ++k, ++p) {
+          const __m512i zv = _mm512_set1_epi64(static_cast<long long>(qz[(r * P + p) * pw + w]));
+#pragma GCC unroll 2
+          for (int v = 0; v < 2; ++v) {
+            const __m512i ev = _mm512_load_si512(et + (p * pw + w) * T + 8 * v);
+            const __m512i t = _mm512_ternarylogic_epi64(zv, ev, X[k][v], 0x72);
+            const int e = sdc_cross_exp(B, i, k);
+            acc[r][v][e] = _mm512_add_epi64(acc[r][v][e], _mm512_popcnt_epi64(t));
+          }
+        }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < QS; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) {
+      __m512i s = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int e = 0; e < NE; ++e)
+        if (sdc_exp_used(B, e))
+          s = _mm512_add_epi64(s, e ? _mm512_slli_epi64(acc[r][v][e], static_cast<unsigned>(e)) : acc[r][v][e]);
+      out[r][v] = s;
+    }
+}
+
+// Scores s0 (docs 0-7) / s1 (docs 8-15) of one query: *mask = docs (of `valid`) above thr, and the
+// scores stored to sc[16] when there is any.
+__attribute__((always_inline)) inline void emit_group_row(__m512i s0, __m512i s1, int64_t thr, uint32_t valid,
+                                                          int64_t* sc, uint32_t* mask) {
+  const __m512i t = _mm512_set1_epi64(thr);
+  const uint32_t m =
+      (uint32_t(_mm512_cmpgt_epi64_mask(s0, t)) | (uint32_t(_mm512_cmpgt_epi64_mask(s1, t)) << 8)) & valid;
+  *mask = m;
+  if (m) {
+    _mm512_storeu_si512(sc, s0);
+    _mm512_storeu_si512(sc + 8, s1);
+  }
+}
+
+// The group kernel's contract (tile_scores_group: 8 queries, thresholds, masks, sc) for sdc with
+// bits = B > 1 in the fused form. qz / zq: sdc_query_side of the group's rows; et / ed: sdc_tile_side.
+template <int B>
+__attribute__((noinline)) void tile_scores_sdc_group(const Geo& g, const uint64_t* qw, const uint64_t* qz,
+                                                     const int64_t* zq, const uint64_t* tile, const uint64_t* et,
+                                                     const int64_t* ed, int64_t cnt, const int64_t* thr, int64_t* sc,
+                                                     uint32_t* mask) {
+  constexpr int QS = kSdcSub<B>;
+  static_assert(kQueryGroup % QS == 0, "sub-groups split the query group");
+  constexpr int P = sdc_pairs<B>();
+  const int64_t pw = g.words;
+  const uint32_t valid = cnt >= T ? 0xFFFFu : ((1u << cnt) - 1u);
+  const __m512i top = _mm512_set1_epi64(g.dim * g.L * g.L);
+  const __m512i ed0 = _mm512_loadu_si512(ed), ed1 = _mm512_loadu_si512(ed + 8);
+  for (int r0 = 0; r0 < kQueryGroup; r0 += QS) {
+    __m512i wx[QS][2];
+    sdc_sub<B, QS>(qw + r0 * g.row_words, g.row_words, qz + r0 * P * pw, tile, et, pw, wx);
+#pragma GCC unroll 4
+    for (int rr = 0; rr < QS; ++rr) {
+      const int r = r0 + rr;
+      const __m512i zv = _mm512_set1_epi64(zq[r]);
+      // S = dim L^2 - 2 (wx + E_d - Z_q)
+      const __m512i w0 = _mm512_sub_epi64(_mm512_add_epi64(wx[rr][0], ed0), zv);
+      const __m512i w1 = _mm512_sub_epi64(_mm512_add_epi64(wx[rr][1], ed1), zv);
+      emit_group_row(_mm512_sub_epi64(top, _mm512_add_epi64(w0, w0)), _mm512_sub_epi64(top, _mm512_add_epi64(w1, w1)),
+                     thr[r], valid, sc + r * T, mask + r);
+    }
+  }
+}
+
+inline void tile_scores_sdc_dispatch(const Geo& g, const uint64_t* qw, const uint64_t* qz, const int64_t* zq,
+                                     const uint64_t* tile, const uint64_t* et, const int64_t* ed, int64_t cnt,
+                                     const int64_t* thr, int64_t* sc, uint32_t* mask) {
+  switch (g.bits) {
+    case 2: return tile_scores_sdc_group<2>(g, qw, qz, zq, tile, et, ed, cnt, thr, sc, mask);
+    case 3: return tile_scores_sdc_group<3>(g, qw, qz, zq, tile, et, ed, cnt, thr, sc, mask);
+    default: return tile_scores_sdc_group<4>(g, qw, qz, zq, tile, et, ed, cnt, thr, sc, mask);
+  }
+}
+#pragma GCC diagnostic pop
 #else
 constexpr bool kHaveGroupKernel = false;
 inline void tile_scores_xor_group(const Geo&, const uint64_t*, const uint64_t*, int64_t, const int64_t*, int64_t*,
@@ -405,7 +594,20 @@ inline void heap_replace_top(int32_t* hs, int64_t* hi, int64_t n, int32_t s, int
   hi[i] = id;
 }
 
-#if defined(__AVX2__) && !(defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__))
+// Offers score v of doc `id_` to a heap of n (<= k) entries: pushed while not full, else it replaces
+// the worst entry when strictly better (docs arrive in increasing id, so ties keep the lower). (The
+// older loops keep this inline in their own text: routed through here, the 1-bit top-k ran 3-6%
+// slower at -O3, a code-generation effect.)
+inline void heap_offer(int32_t* hs, int64_t* hi, int64_t& n, int64_t k, int32_t v, int64_t id_) {
+  if (n < k) {
+    heap_push(hs, hi, n, v, id_);
+    ++n;
+  } else if (v > hs[0]) {
+    heap_replace_top(hs, hi, n, v, id_);
+  }
+}
+
+#if defined(__AVX2__)  // avx2 and avx512
 // ---- AVX2 group top-k for the XOR form with a single weight (Hamming, or sdc with bits = 1).
 //
 // Designed for AVX2, not the AVX-512 kernel narrowed: AVX2 has no vector popcount, and a nibble-LUT
@@ -432,6 +634,11 @@ inline void heap_replace_top(int32_t* hs, int64_t* hi, int64_t n, int32_t s, int
 // against 16. (-mavx2 code on an AVX-512 core, which runs it somewhat differently from an
 // AVX2-only core.)
 #define FASTEMB_BINARY_AVX2_LUT 1
+// The avx512 variant compiles these kernels too and takes them for sdc with bits >= 4, by measurement
+// (one thread, 128 queries x 50k docs, ns per pair, fused vpopcntq form / these tables): bits = 2 on
+// 512 dims 1.88-1.96 / 2.50, bits = 3 on 256 dims 2.07-2.14 / 2.15-2.16, bits = 4 on 256 dims
+// 3.43-3.80 / 3.17-3.18.
+constexpr int kLutMinBitsAvx512 = 4;
 constexpr int64_t kLutTile = 64;            // docs per tile
 constexpr int kLutGroup = 3;                // queries per group
 constexpr int64_t kLutMaxRowBytes = 8191;   // H <= 8 * row bytes must fit 16 bits
@@ -704,6 +911,11 @@ __attribute__((noinline)) void lut_group_sdc(const uint8_t* tab, int bits, int64
 // topk_block on the table kernels: lut_group (Hamming, or sdc with bits = 1; rows of at most
 // kLutMaxRowBytes bytes) or lut_group_sdc (sdc with bits > 1). Same integers, and the same heap updates
 // in the same doc order, as the generic path.
+// (Kept out of line in the avx512 variant, where it serves only bits = 4: inlined into topk_block
+// there, it slowed the 1-bit kernels by 2-3%.)
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+__attribute__((noinline))
+#endif
 void topk_lut(const Problem& p, const Geo& g, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int64_t k,
               int32_t* hs, int64_t* hi, int64_t* hn) {
   const bool multi = g.and_form;  // sdc with bits > 1
@@ -804,6 +1016,49 @@ void score_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+namespace {
+
+// topk_block's tile loop for sdc with bits 2-3 in the fused form (AVX-512, full query groups): the
+// query z planes and Z_q made once, the tile e planes and E_d per tile (tile_scores_sdc_group); the
+// same heap updates in the same doc order as topk_block's loop. Out of line on purpose: folded into
+// topk_block (as a template shared with its loop, inlined or not), the 1-bit kernels ran 3-7% slower.
+__attribute__((noinline)) void topk_fused(const Problem& p, const Geo& g, int64_t q0, int64_t q1, int64_t d0,
+                                          int64_t d1, int64_t k, int32_t* hs, int64_t* hi, int64_t* hn) {
+  const int64_t nqb = q1 - q0, npairs = g.bits * (g.bits - 1) / 2;
+  Buf<uint64_t> qwb(nqb * g.row_words), tile(g.row_words * T), qz(nqb * npairs * g.words), et(npairs * g.words * T);
+  Buf<int64_t> sumcq(nqb), zq(nqb);
+  load_queries(g, p.q, q0, q1, qwb.p, sumcq.p);
+  const uint64_t* qw = qwb.p;
+  alignas(64) int64_t ed[T];
+  int64_t sumcd[T], scg[kQueryGroup * T], thr[kQueryGroup];
+  uint32_t mask[kQueryGroup];
+  sdc_query_side(g, qw, nqb, qz.p, zq.p);
+  for (int64_t t0 = d0; t0 < d1; t0 += T) {
+    const int64_t cnt = min_i64(T, d1 - t0);
+    load_tile(g, p.d, t0, cnt, tile.p, sumcd);
+    sdc_tile_side(g, tile.p, et.p, ed);
+    for (int64_t i = 0; i < nqb; i += kQueryGroup) {
+      // the last group overlaps the previous one when nqb is not a multiple of 8: its shared queries
+      // are offered nothing twice (their candidates are masked out below).
+      const int64_t i0 = min_i64(i, nqb - kQueryGroup);
+      for (int r = 0; r < kQueryGroup; ++r)
+        thr[r] = hn[i0 + r] < k ? INT64_MIN : static_cast<int64_t>(hs[(i0 + r) * k]);
+      tile_scores_sdc_dispatch(g, qw + i0 * g.row_words, qz.p + i0 * npairs * g.words, zq.p + i0, tile.p, et.p, ed,
+                               cnt, thr, scg, mask);
+      for (int r = static_cast<int>(i - i0); r < kQueryGroup; ++r)
+        for (uint32_t c = mask[r]; c != 0; c &= c - 1) {  // docs in increasing id
+          const int j = __builtin_ctz(c);
+          const int64_t q = i0 + r;
+          heap_offer(hs + q * k, hi + q * k, hn[q], k, static_cast<int32_t>(scg[r * T + j]), t0 + j);
+        }
+    }
+  }
+}
+
+}  // namespace
+#endif
+
 // Keeps the best k (k >= 1) of docs [d0, d1) for each query of [q0, q1) in heaps: query i owns
 // hs/hi[(i - q0) * k, + k) with hn[i - q0] entries (the caller zeroes hn). Docs are visited in
 // increasing id, so a doc only enters when its score beats the worst kept one strictly.
@@ -813,11 +1068,17 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   const int64_t nqb = q1 - q0;
   if (nqb <= 0 || d1 <= d0) return;
 #if defined(FASTEMB_BINARY_AVX2_LUT)
-  // AVX2: the table kernels, except for one or two queries in the 1-bit XOR form (the direct scan
-  // below) and 1-bit rows too long for 16-bit sums. (Multi-bit sdc takes them even for one query:
-  // 1M x 4 x 256-bit codes, one thread: 26 against 36-59 ns per doc.)
+  // AVX-512: the tables for multi-bit sdc from bits = kLutMinBitsAvx512 on, the fused form (full
+  // query groups) below that. AVX2: the table kernels, except for one or two queries in the 1-bit
+  // XOR form (the direct scan below) and 1-bit rows too long for 16-bit sums. (Multi-bit sdc takes
+  // them even for one query: 1M x 4 x 256-bit codes, one thread: 26 against 36-59 ns per doc.)
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+  if (g.and_form && g.bits >= kLutMinBitsAvx512) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+  if (g.and_form && nqb >= kQueryGroup) return topk_fused(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+#else
   if (g.and_form || (nqb > kDirectMaxQueries && g.bits * g.nbytes <= kLutMaxRowBytes))
     return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+#endif
 #endif
   Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
   Buf<int64_t> sumcq(nqb);

@@ -171,7 +171,7 @@ def case_sdc(e: Optional[Env], nq: int = NQ) -> Callable[[], Any]:
         codes = local_rows(gen_codes, SDC_N, 7)
         return lambda: fastemb.sdc_topk(q, codes, K)
     D = e.rows(gen_codes, SDC_N, (1, SDC_NBYTES), np.uint8, 7)
-    return lambda: e.run(*fd.sdc_topk(q, D, K))
+    return lambda: e.run(*fd.sdc_topk(q, D, K, client=e.client))  # the client: tasks grouped by placement
 
 
 def case_centroid(e: Optional[Env], n: int = CENT_N) -> Callable[[], Any]:

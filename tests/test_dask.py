@@ -107,6 +107,33 @@ def test_sdc_topk_identical(client, rng):
         assert same_bits(got[2 * c], s1) and same_bits(got[2 * c + 1], i1), (c, k)
 
 
+def test_sdc_topk_groups_chunks_held_by_a_worker(client, rng):
+    # A persisted corpus: each worker's chunks are scored by one task per worker thread (any chunks of the
+    # worker, not only neighbours: the merge is a total order), with the same result for every chunking.
+    from distributed import futures_of, wait
+    from fastemb.dask._graph import nonempty, placement_groups
+
+    bits, dim = 2, 37
+    d = fastemb.binarize(rng.standard_normal((N, dim)), bits)
+    d[10] = d[20]
+    d[40] = d[20]  # ties across chunks that may land in different groups
+    q = np.concatenate([d[20:21], fastemb.binarize(rng.standard_normal((6, dim)), bits)])
+    for chunks in CHUNKINGS:
+        D = client.persist(da.from_array(d, chunks=(chunks, bits, d.shape[2])))
+        with client.as_current():
+            wait(futures_of(D))
+        groups = placement_groups(D, nonempty(D), client)
+        flat = sorted(c[0] for g in groups for c in g)
+        assert flat == [c[0] for c in nonempty(D)]  # every nonempty chunk exactly once
+        assert len(groups) <= sum(client.nthreads().values())  # one task per worker thread at most
+        for k in (1, 5, 100):
+            s, i = compute(client, *fd.sdc_topk(q, D, k, dim=dim, client=client))
+            s1, i1 = fastemb.sdc_topk(q, d, k, dim=dim)
+            assert same_bits(s, s1) and same_bits(i, i1), (chunks, k)
+    assert placement_groups(da.from_array(d, chunks=7), nonempty(da.from_array(d, chunks=7)), client) == \
+        [[c] for c in nonempty(da.from_array(d, chunks=7))]  # not held by the cluster: one task per chunk
+
+
 def test_sdc_topk_dask_queries_and_1bit_2d_codes(client, rng):
     d = np.packbits(rng.random((N, 40)) > 0.5, axis=1)  # [n, nbytes]: 1-bit codes
     q = np.packbits(rng.random((9, 40)) > 0.5, axis=1)

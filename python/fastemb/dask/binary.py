@@ -13,7 +13,7 @@ import fastemb
 from fastemb.binary import as_codes, check_dim
 
 from . import _checks as ck
-from ._graph import key_token, nonempty, row_blocks, tree_levels
+from ._graph import key_token, nonempty, placement_groups, row_blocks, tree_levels
 
 INT32_MIN = np.iinfo(np.int32).min
 _INT32_MAX = np.iinfo(np.int32).max
@@ -111,6 +111,14 @@ def _chunk_topk(q: np.ndarray, d: np.ndarray, k: int, dim: int, row0: int) -> Tu
     return scores, ids
 
 
+def _chunks_topk(q: np.ndarray, k: int, dim: int, row0s: Tuple[int, ...], *blocks: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """The top-k of a group of chunks (starting at rows ``row0s``), with global ids."""
+    if len(blocks) == 1:
+        return _chunk_topk(q, blocks[0], k, dim, row0s[0])
+    return merge_topk(*[_chunk_topk(q, b, k, dim, r0) for b, r0 in zip(blocks, row0s)], k=k)
+
+
 def _as_codes3(name: str, a: da.Array) -> da.Array:
     """Validates dask codes ``[n, bits, nbytes]`` (or ``[n, nbytes]`` for 1 bit) and returns them 3-D."""
     if a.dtype != np.uint8:
@@ -131,7 +139,7 @@ def _as_codes3(name: str, a: da.Array) -> da.Array:
 
 
 def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
-             split_every: int = DEFAULT_SPLIT_EVERY) -> Tuple[da.Array, da.Array]:
+             split_every: int = DEFAULT_SPLIT_EVERY, client: Any = None) -> Tuple[da.Array, da.Array]:
     """:func:`fastemb.sdc_topk` over a chunked corpus: the ``k`` best corpus rows of each query.
 
     Each corpus chunk gives its top-k with global ids (the chunk's first row + local id), and a tree
@@ -151,6 +159,10 @@ def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
         k: >= 1 (may exceed the corpus size: padded).
         dim: true dimensions per plane (default ``8 * nbytes``).
         split_every: fan-in of the merge tree (>= 2).
+        client: the distributed Client the result will be computed on (default: the current one, if any).
+            When ``d``'s chunks are held by its workers (persisted or scattered), consecutive chunks on the
+            same worker are scored by one task per worker thread instead of one task per chunk (each task
+            costs milliseconds of scheduling); the result is the same.
 
     Returns:
         ``(scores, ids)``: lazy dask arrays int32 / int64 ``[nq, k]``, chunked like ``q``'s rows;
@@ -166,7 +178,8 @@ def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
         q_np = None
         q_da = _as_codes3("q", ck.as_dask("q", q))
         q_shape = q_da.shape
-    d = _as_codes3("d", ck.as_dask("d", d))
+    d_given = ck.as_dask("d", d)
+    d = _as_codes3("d", d_given)
     if q_shape[1] != d.shape[1]:
         raise ValueError(f"q and d disagree on bits: q has shape {q_shape} (bits={q_shape[1]}), d has shape "
                          f"{d.shape} (bits={d.shape[1]}); codes are [n, bits, nbytes]")
@@ -181,6 +194,8 @@ def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
     token = key_token("sdc_topk", d.name, q_da.name if q_da is not None else q_np, k, dim, split_every)
     d_blocks = row_blocks(d)
     d_chunks = nonempty(d)
+    # grouped by where the chunks already are (the chunk indices of d are d_given's: rows only)
+    groups = placement_groups(d_given, d_chunks, client if client is not None else ck.current_client())
     if q_np is not None:
         # Small query sets travel inside each chunk task (a level of tasks fewer: each level costs a
         # scheduler round trip); larger ones are one task, sent once to each worker that needs them.
@@ -194,9 +209,10 @@ def sdc_topk(q: Any, d: Any, k: int, dim: Optional[int] = None, *,
             scores_out.append(da.full((nq_i, k), INT32_MIN, dtype=np.int32, chunks=(nq_i, k)))
             ids_out.append(da.full((nq_i, k), -1, dtype=np.int64, chunks=(nq_i, k)))
             continue
-        parts = [dask.delayed(_chunk_topk, pure=True)(qb, d_blocks[j], k, dim, row0,
-                                                      dask_key_name=f"sdc-chunk-topk-{token}-{qi}-{j}")
-                 for j, row0, _ in d_chunks]
+        parts = [dask.delayed(_chunks_topk, pure=True)(qb, k, dim, tuple(c[1] for c in group),
+                                                       *[d_blocks[c[0]] for c in group],
+                                                       dask_key_name=f"sdc-chunk-topk-{token}-{qi}-{group[0][0]}")
+                 for group in groups]
         last = tree_levels(parts, _merge_k(k), split_every, f"sdc-merge-{qi}", token, keep=split_every)
         # the root: two tasks merge the last level, one keeping the scores, one the ids (no getitem level)
         for out, part, dtype in ((scores_out, 0, np.int32), (ids_out, 1, np.int64)):

@@ -57,8 +57,8 @@ def _int_array(name: str, a: Any) -> np.ndarray:
     return a
 
 
-def _weights_array(name: str, w: Any, nnz: int) -> Optional[np.ndarray]:
-    """float32 edge weights (finite, >= 0); None when all are 1 (the kernels skip the multiply)."""
+def _weight_values(name: str, w: Any, nnz: int) -> np.ndarray:
+    """Edge weights as given, checked: real, one per edge, finite, >= 0."""
     w = np.asarray(w)
     if w.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {w.dtype}")
@@ -68,6 +68,12 @@ def _weights_array(name: str, w: Any, nnz: int) -> Optional[np.ndarray]:
         raise ValueError(f"{name} must be finite (found NaN or inf)")
     if nnz and w.min() < 0:
         raise ValueError(f"{name} must be >= 0 (FastRP's transition matrix needs non-negative weights)")
+    return w
+
+
+def _weights_array(name: str, w: Any, nnz: int) -> Optional[np.ndarray]:
+    """float32 edge weights (finite, >= 0); None when all are 1 (the kernels skip the multiply)."""
+    w = _weight_values(name, w, nnz)
     w32 = _backend.native_array(w, dtype=np.float32)
     if not np.isfinite(w32).all():
         raise ValueError(f"{name}: a weight overflows float32")
@@ -223,13 +229,4 @@ def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = Fal
 
 
 def _check_edge_weights(w: Any, m: int) -> Optional[np.ndarray]:
-    w = np.asarray(w)
-    if w.dtype.kind not in "fiub":
-        raise TypeError(f"graph: edge weights must be a real array, got dtype {w.dtype}")
-    if w.shape != (m,):
-        raise ValueError(f"graph: edge weights must have shape ({m},), got {w.shape}")
-    if w.dtype.kind == "f" and not np.isfinite(w).all():
-        raise ValueError("graph: edge weights must be finite (found NaN or inf)")
-    if m and w.min() < 0:
-        raise ValueError("graph: edge weights must be >= 0")
-    return w
+    return _weight_values("graph: edge weights", w, m)

@@ -121,8 +121,8 @@ def _threads():
 
 # ---- fastemb ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-def test_fastemb(benchmark, case):
+@pytest.mark.parametrize("case", CASES + ROWS, ids=lambda c: "x".join(map(str, c)))
+def test_fastemb(benchmark, case):  # every row of the table has the public API's entry (the ratios' base)
     w, x = data(case)
     tw = fastemb.quantize_ternary(w)
     ref_xq, ref_s = R.quantize_activations(x, kp=tw.kp)

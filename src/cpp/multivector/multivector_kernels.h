@@ -313,65 +313,76 @@ struct Heap {
   }
 };
 
+// The query sets of every block, packed once per call ([panels][dim][kP]; every block starts a panel).
+struct PackedQueries {
+  Scratch<int64_t> panel0;  // [nqb + 1] first panel of each block (declared first: it sizes packed)
+  Scratch<float> packed;
+
+  static int64_t count_panels(const TokenSets& q, const BlockPlan& bp, int64_t* panel0) {
+    panel0[0] = 0;
+    for (int64_t b = 0; b < bp.nqb; ++b) {
+      int64_t tokens = 0;
+      for (int64_t s = bp.qblocks[b]; s < bp.qblocks[b + 1]; ++s) tokens += set_len(q, s);
+      panel0[b + 1] = panel0[b] + (tokens + kP - 1) / kP;
+    }
+    return panel0[bp.nqb];
+  }
+  PackedQueries(const TokenSets& q, const BlockPlan& bp)
+      : panel0(bp.nqb + 1), packed(count_panels(q, bp, panel0.p) * q.dim * kP) {
+    auto pack = [&](int64_t b) {
+      pack_query_block(q, bp.qblocks[b], bp.qblocks[b + 1], packed.p + panel0.p[b] * q.dim * kP);
+    };
+    parallel_for_each(bp.nqb, pack);
+  }
+  int64_t lanes(int64_t qb) const { return (panel0.p[qb + 1] - panel0.p[qb]) * kP; }
+  MaxsimPlan plan(const TokenSets& q, const TokenSets& d, const BlockPlan& bp) const {
+    return MaxsimPlan{&q, &d, bp.qblocks, panel0.p, bp.dchunks, bp.nqb, bp.ndc, packed.p};
+  }
+};
+
+// emit(query set, document set, score) for every query set of block qb and document set in [ds0, ds1), from
+// the block's token maxima (block_maxima).
+template <class Emit>
+void block_scores(const TokenSets& q, const TokenSets& d, const BlockPlan& bp, int64_t qb, int64_t ds0, int64_t ds1,
+                  const float* maxima, int64_t lanes, Emit&& emit) {
+  int64_t t0 = 0;
+  for (int64_t qs = bp.qblocks[qb]; qs < bp.qblocks[qb + 1]; ++qs) {
+    const int64_t t1 = t0 + set_len(q, qs);
+    for (int64_t ds = ds0; ds < ds1; ++ds)
+      emit(qs, ds, set_score(maxima + (ds - ds0) * lanes, t0, t1, set_len(d, ds) == 0));
+    t0 = t1;
+  }
+}
+
 }  // namespace
 
 void maxsim(const TokenSets& q, const TokenSets& d, const BlockPlan& bp, float* out) {
-  const int64_t dim = q.dim;
-  // Panels: every query block starts a new panel.
-  Scratch<int64_t> qpanel0(bp.nqb + 1);
-  qpanel0.p[0] = 0;
-  for (int64_t b = 0; b < bp.nqb; ++b) {
-    int64_t tokens = 0;
-    for (int64_t s = bp.qblocks[b]; s < bp.qblocks[b + 1]; ++s) tokens += set_len(q, s);
-    qpanel0.p[b + 1] = qpanel0.p[b] + (tokens + kP - 1) / kP;
-  }
-  Scratch<float> packed(qpanel0.p[bp.nqb] * dim * kP);
-  MaxsimPlan pl{&q, &d, bp.qblocks, qpanel0.p, bp.dchunks, bp.nqb, bp.ndc, packed.p};
-  auto pack = [&](int64_t b) {
-    pack_query_block(q, bp.qblocks[b], bp.qblocks[b + 1], packed.p + qpanel0.p[b] * dim * kP);
-  };
-  parallel_for_each(bp.nqb, pack);
+  const PackedQueries pq(q, bp);
+  const MaxsimPlan pl = pq.plan(q, d, bp);
   auto task = [&](int64_t t) {
     const int64_t qb = t % bp.nqb, dc = t / bp.nqb;
     const int64_t ds0 = bp.dchunks[dc], ds1 = bp.dchunks[dc + 1];
     if (qb == 0) check_chunk_finite(d, ds0, ds1);
-    const int64_t lanes = (qpanel0.p[qb + 1] - qpanel0.p[qb]) * kP;
+    const int64_t lanes = pq.lanes(qb);
     Scratch<float> maxima((ds1 - ds0) * lanes);
     block_maxima(pl, qb, dc, maxima.p, lanes);
-    int64_t t0 = 0;
-    for (int64_t qs = bp.qblocks[qb]; qs < bp.qblocks[qb + 1]; ++qs) {
-      const int64_t t1 = t0 + set_len(q, qs);
-      for (int64_t ds = ds0; ds < ds1; ++ds)
-        out[qs * d.n + ds] = set_score(maxima.p + (ds - ds0) * lanes, t0, t1, set_len(d, ds) == 0);
-      t0 = t1;
-    }
+    block_scores(q, d, bp, qb, ds0, ds1, maxima.p, lanes,
+                 [&](int64_t qs, int64_t ds, float score) { out[qs * d.n + ds] = score; });
   };
   parallel_for_each(bp.nqb * bp.ndc, task);
 }
 
 void maxsim_topk(const TokenSets& q, const TokenSets& d, const BlockPlan& bp, int64_t stripes, int64_t k,
                  float* cand_s, int64_t* cand_id) {
-  const int64_t dim = q.dim;
-  Scratch<int64_t> qpanel0(bp.nqb + 1);
-  qpanel0.p[0] = 0;
-  for (int64_t b = 0; b < bp.nqb; ++b) {
-    int64_t tokens = 0;
-    for (int64_t s = bp.qblocks[b]; s < bp.qblocks[b + 1]; ++s) tokens += set_len(q, s);
-    qpanel0.p[b + 1] = qpanel0.p[b] + (tokens + kP - 1) / kP;
-  }
-  Scratch<float> packed(qpanel0.p[bp.nqb] * dim * kP);
-  MaxsimPlan pl{&q, &d, bp.qblocks, qpanel0.p, bp.dchunks, bp.nqb, bp.ndc, packed.p};
-  auto pack = [&](int64_t b) {
-    pack_query_block(q, bp.qblocks[b], bp.qblocks[b + 1], packed.p + qpanel0.p[b] * dim * kP);
-  };
-  parallel_for_each(bp.nqb, pack);
+  const PackedQueries pq(q, bp);
+  const MaxsimPlan pl = pq.plan(q, d, bp);
   // Task (query block, stripe): the stripe's document chunks in order, one heap per query set, written
   // to cand[stripe][qs][k] (unsorted; size padded with -inf / -1).
   auto task = [&](int64_t t) {
     const int64_t qb = t % bp.nqb, st = t / bp.nqb;
     const int64_t c0 = bp.ndc * st / stripes, c1 = bp.ndc * (st + 1) / stripes;
     const int64_t qs0 = bp.qblocks[qb], qs1 = bp.qblocks[qb + 1];
-    const int64_t lanes = (qpanel0.p[qb + 1] - qpanel0.p[qb]) * kP;
+    const int64_t lanes = pq.lanes(qb);
     int64_t max_sets = 0;
     for (int64_t c = c0; c < c1; ++c) max_sets = max_sets > bp.dchunks[c + 1] - bp.dchunks[c] ? max_sets : bp.dchunks[c + 1] - bp.dchunks[c];
     Scratch<float> maxima(max_sets * lanes);
@@ -383,13 +394,8 @@ void maxsim_topk(const TokenSets& q, const TokenSets& d, const BlockPlan& bp, in
       const int64_t ds0 = bp.dchunks[c], ds1 = bp.dchunks[c + 1];
       if (qb == 0) check_chunk_finite(d, ds0, ds1);
       block_maxima(pl, qb, c, maxima.p, lanes);
-      int64_t t0 = 0;
-      for (int64_t qs = qs0; qs < qs1; ++qs) {
-        const int64_t t1 = t0 + set_len(q, qs);
-        for (int64_t ds = ds0; ds < ds1; ++ds)
-          heaps.p[qs - qs0].push(set_score(maxima.p + (ds - ds0) * lanes, t0, t1, set_len(d, ds) == 0), ds);
-        t0 = t1;
-      }
+      block_scores(q, d, bp, qb, ds0, ds1, maxima.p, lanes,
+                   [&](int64_t qs, int64_t ds, float score) { heaps.p[qs - qs0].push(score, ds); });
     }
     for (int64_t i = 0; i < nqs; ++i)
       for (int64_t j = heaps.p[i].size; j < k; ++j) {

@@ -9,6 +9,7 @@
 #include "binary/binary.h"
 #include "centroid/centroid.h"
 #include "graph/graph.h"
+#include "multivector/multivector.h"
 #include "ternary/ternary.h"
 
 namespace fastemb::bindings {
@@ -70,6 +71,36 @@ inline centroid::BackwardOutputs make_centroid_grads(uintptr_t grad_x, uintptr_t
   o.grad_x = ptr<void>(grad_x);
   o.grad_w = ptr<void>(grad_w);
   return o;
+}
+
+// binarize: x [n, m] (row stride ld) of dtype code (0 float32, 1 float64, 2 float16, 3 bfloat16); scale: 0 or
+// float64 with scale_stride 0 (one scalar) or 1 ([n]); gt: the "gt" threshold rule.
+inline binary::BinarizeProblem make_binarize_problem(uintptr_t x, int dtype, int64_t n, int64_t m, int64_t ld, int bits,
+                                                     uintptr_t scale, int64_t scale_stride, bool gt) {
+  binary::BinarizeProblem p;
+  p.x = ptr<const void>(x);
+  p.dtype = dtype;
+  p.n = n;
+  p.m = m;
+  p.ld = ld;
+  p.bits = bits;
+  p.scale = ptr<const double>(scale);
+  p.scale_stride = scale_stride;
+  p.gt = gt;
+  return p;
+}
+
+// Token sets: set s is rows [begin[s], end[s]) of x float32 [rows, dim].
+inline multivector::TokenSets make_token_sets(uintptr_t x, int64_t rows, int64_t dim, uintptr_t begin, uintptr_t end,
+                                              int64_t n) {
+  multivector::TokenSets t;
+  t.x = ptr<const float>(x);
+  t.rows = rows;
+  t.dim = dim;
+  t.begin = ptr<const int64_t>(begin);
+  t.end = ptr<const int64_t>(end);
+  t.n = n;
+  return t;
 }
 
 // q/d: uint8 [n, bits, nbytes] C-contiguous; mode 0 = hamming, 1 = sdc.

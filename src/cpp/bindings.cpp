@@ -20,6 +20,7 @@
 
 namespace py = pybind11;
 using namespace fastemb;
+using bindings::make_binarize_problem;
 using bindings::make_binary_problem;
 using bindings::make_centroid_problem;
 using bindings::ptr;
@@ -157,16 +158,7 @@ PYBIND11_MODULE(_C, m) {
       "binary_binarize",
       [](uintptr_t x, int dtype, int64_t n, int64_t m_, int64_t ld, int bits, uintptr_t scale, int64_t scale_stride,
          bool gt, uintptr_t out, const std::string& isa) {
-        binary::BinarizeProblem p;
-        p.x = ptr<const void>(x);
-        p.dtype = dtype;
-        p.n = n;
-        p.m = m_;
-        p.ld = ld;
-        p.bits = bits;
-        p.scale = ptr<const double>(scale);
-        p.scale_stride = scale_stride;
-        p.gt = gt;
+        const binary::BinarizeProblem p = make_binarize_problem(x, dtype, n, m_, ld, bits, scale, scale_stride, gt);
         const Isa chosen = isa_from_name(isa);
         py::gil_scoped_release release;
         return binary::binarize_isa(chosen, p, ptr<uint8_t>(out));

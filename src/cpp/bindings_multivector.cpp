@@ -14,29 +14,14 @@ namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-multivector::TokenSets make_sets(uintptr_t x, int64_t rows, int64_t dim, uintptr_t begin, uintptr_t end, int64_t n) {
-  multivector::TokenSets t;
-  t.x = ptr<const float>(x);
-  t.rows = rows;
-  t.dim = dim;
-  t.begin = ptr<const int64_t>(begin);
-  t.end = ptr<const int64_t>(end);
-  t.n = n;
-  return t;
-}
-
-}  // namespace
-
 void bind_multivector(py::module_& m) {
   m.def(
       "multivector_maxsim",
       [](uintptr_t q, int64_t q_rows, uintptr_t q_begin, uintptr_t q_end, int64_t nq, uintptr_t d, int64_t d_rows,
          uintptr_t d_begin, uintptr_t d_end, int64_t nd, int64_t dim, uintptr_t out, const std::string& isa) {
         const Isa i = isa_from_name(isa);
-        const multivector::TokenSets qs = make_sets(q, q_rows, dim, q_begin, q_end, nq);
-        const multivector::TokenSets ds = make_sets(d, d_rows, dim, d_begin, d_end, nd);
+        const multivector::TokenSets qs = make_token_sets(q, q_rows, dim, q_begin, q_end, nq);
+        const multivector::TokenSets ds = make_token_sets(d, d_rows, dim, d_begin, d_end, nd);
         py::gil_scoped_release release;
         multivector::maxsim_isa(i, qs, ds, ptr<float>(out));
       },
@@ -50,8 +35,8 @@ void bind_multivector(py::module_& m) {
          uintptr_t d_begin, uintptr_t d_end, int64_t nd, int64_t dim, int64_t k, uintptr_t scores, uintptr_t ids,
          const std::string& isa) {
         const Isa i = isa_from_name(isa);
-        const multivector::TokenSets qs = make_sets(q, q_rows, dim, q_begin, q_end, nq);
-        const multivector::TokenSets ds = make_sets(d, d_rows, dim, d_begin, d_end, nd);
+        const multivector::TokenSets qs = make_token_sets(q, q_rows, dim, q_begin, q_end, nq);
+        const multivector::TokenSets ds = make_token_sets(d, d_rows, dim, d_begin, d_end, nd);
         py::gil_scoped_release release;
         multivector::maxsim_topk_isa(i, qs, ds, k, ptr<float>(scores), ptr<int64_t>(ids));
       },
@@ -65,7 +50,7 @@ void bind_multivector(py::module_& m) {
          int k_sim, int64_t d_proj, int64_t final_dim, bool document, bool fill_empty, uint64_t seed, uintptr_t out,
          const std::string& isa) {
         const Isa i = isa_from_name(isa);
-        const multivector::TokenSets xs = make_sets(x, rows, dim, begin, end, n);
+        const multivector::TokenSets xs = make_token_sets(x, rows, dim, begin, end, n);
         multivector::FdeSpec s;
         s.repetitions = repetitions;
         s.k_sim = k_sim;

@@ -16,29 +16,14 @@ namespace py = pybind11;
 
 namespace fastemb::bindings {
 
-namespace {
-
-multivector::TokenSets device_sets(uintptr_t x, int64_t rows, int64_t dim, uintptr_t begin, uintptr_t end, int64_t n) {
-  multivector::TokenSets t;
-  t.x = ptr<const float>(x);
-  t.rows = rows;
-  t.dim = dim;
-  t.begin = ptr<const int64_t>(begin);
-  t.end = ptr<const int64_t>(end);
-  t.n = n;
-  return t;
-}
-
-}  // namespace
-
 void bind_multivector_cuda(py::module_& m) {
   m.def(
       "multivector_maxsim",
       [](uintptr_t q, int64_t q_rows, uintptr_t q_begin, uintptr_t q_end, int64_t nq, uintptr_t d, int64_t d_rows,
          uintptr_t d_begin, uintptr_t d_end, int64_t nd, int64_t dim, uintptr_t out, uintptr_t stream) {
         py::gil_scoped_release release;
-        multivector::cuda::maxsim(device_sets(q, q_rows, dim, q_begin, q_end, nq),
-                                  device_sets(d, d_rows, dim, d_begin, d_end, nd), ptr<float>(out), as_stream(stream));
+        multivector::cuda::maxsim(make_token_sets(q, q_rows, dim, q_begin, q_end, nq),
+                                  make_token_sets(d, d_rows, dim, d_begin, d_end, nd), ptr<float>(out), as_stream(stream));
       },
       py::arg("q"), py::arg("q_rows"), py::arg("q_begin"), py::arg("q_end"), py::arg("nq"), py::arg("d"),
       py::arg("d_rows"), py::arg("d_begin"), py::arg("d_end"), py::arg("nd"), py::arg("dim"), py::arg("out"),
@@ -57,7 +42,7 @@ void bind_multivector_cuda(py::module_& m) {
         s.fill_empty = fill_empty;
         s.seed = seed;
         py::gil_scoped_release release;
-        multivector::cuda::muvera_fde(s, device_sets(x, rows, dim, begin, end, n), max_tokens, ptr<float>(out),
+        multivector::cuda::muvera_fde(s, make_token_sets(x, rows, dim, begin, end, n), max_tokens, ptr<float>(out),
                                       as_stream(stream));
       },
       py::arg("x"), py::arg("rows"), py::arg("begin"), py::arg("end"), py::arg("n"), py::arg("dim"),

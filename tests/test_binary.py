@@ -314,6 +314,11 @@ def test_group_topk_long_rows(rng, isa):
             ts, ti = B.native_topk(C, q, d, k, dim, isa)
             np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} k={k}")
             np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} k={k}")
+        for nq in (1, 2):  # the direct path (no tile): chunk sums flushed every 31 vectors on avx2
+            es, ei = full_sort_topk(s[:nq], 5)
+            ts, ti = B.native_topk(C, q[:nq], d, 5, dim, isa)
+            np.testing.assert_array_equal(ts, es, err_msg=f"{isa} dim={dim} nq={nq}")
+            np.testing.assert_array_equal(ti, ei, err_msg=f"{isa} dim={dim} nq={nq}")
         # the worst match first: k = nd ranks the complement last
         ts, ti = B.native_topk(C, q[:1], d, 67, dim, isa)
         assert ti[0, -1] == 7 and ts[0, -1] == -dim

@@ -100,7 +100,10 @@ inline uint64_t load_word(const Geo& g, const uint8_t* plane, int64_t w) {
     std::memcpy(&v, plane + 8 * w, 8);
     return v;
   }
-  std::memcpy(&v, plane + 8 * w, static_cast<size_t>(g.tail_bytes));
+  if (g.tail_bytes == 8)
+    std::memcpy(&v, plane + 8 * w, 8);  // a fixed size is one load (a variable one calls memcpy)
+  else
+    std::memcpy(&v, plane + 8 * w, static_cast<size_t>(g.tail_bytes));
   return v & g.last_mask;
 }
 
@@ -286,11 +289,20 @@ inline void tile_scores_group(const Geo& g, const uint64_t* qw, const uint64_t* 
       }
     }
   }
+  // Through memory on purpose: read from registers by the epilogue, the accumulators made GCC 12 copy
+  // all 16 of them (vmovdqa64) in every iteration of the loop above (one thread, 256 q x 200k docs:
+  // 256 bits 21.7 -> 21.1 ms, 1024 bits 60 -> 59 ms with the fixed-size load_word memcpy).
+  alignas(64) int64_t sums[kQueryGroup][2][8];
+#pragma GCC unroll 8
+  for (int r = 0; r < kQueryGroup; ++r) {
+    _mm512_store_si512(sums[r][0], acc[r][0]);
+    _mm512_store_si512(sums[r][1], acc[r][1]);
+  }
   const uint32_t valid = cnt >= T ? 0xFFFFu : ((1u << cnt) - 1u);
   const bool sdc = g.mode == Mode::sdc;
   const __m512i base = _mm512_set1_epi64(g.dim * g.L * g.L);  // L = 1 for kPlanes = 1 with bits = 1
   for (int r = 0; r < kQueryGroup; ++r) {
-    __m512i s0 = acc[r][0], s1 = acc[r][1];
+    __m512i s0 = _mm512_load_si512(sums[r][0]), s1 = _mm512_load_si512(sums[r][1]);
     if (sdc) {
       s0 = _mm512_sub_epi64(base, _mm512_add_epi64(s0, s0));
       s1 = _mm512_sub_epi64(base, _mm512_add_epi64(s1, s1));

@@ -329,7 +329,8 @@ def test_group_topk_long_rows(rng, isa):
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_multibit_group_topk_extremes(rng, isa, bits):
     # Multi-bit sdc through the query-group kernels (avx512: the fused form, B + B(B-1)/2 popcounts
-    # per plane word with per-query z and per-doc e planes; avx2: nibble tables): rows of several
+    # per plane word with per-query z and per-doc e planes; avx2: nibble tables) and, for one or two
+    # queries, the direct row-by-row kernels: rows of several
     # words, codes at the extremes (every level the same, complements), equal rows, and padding bits
     # set; scores against the float oracle, top-k against a full sort of them.
     C = _backend.native()
@@ -352,6 +353,15 @@ def test_multibit_group_topk_extremes(rng, isa, bits):
                 ts, ti = B.native_topk(C, q[:nq], d, k, dim, isa)
                 es, ei = full_sort_topk(s[:nq], k)
                 msg = f"{isa} bits={bits} dim={dim} nq={nq} k={k}"
+                np.testing.assert_array_equal(ts, es, err_msg=msg)
+                np.testing.assert_array_equal(ti, ei, err_msg=msg)
+        # one or two queries: the direct (row by row) path, several vector chunks per plane at
+        # dim 1000; the last rows' loads pass the end of the corpus and go through the bounce buffer
+        for rows in ((0,), (1,), (0, 1), (3, 4), (12,)):
+            for k in (1, 7, 160):
+                ts, ti = B.native_topk(C, q[list(rows)], d, k, dim, isa)
+                es, ei = full_sort_topk(s[list(rows)], k)
+                msg = f"{isa} bits={bits} dim={dim} query rows={rows} k={k}"
                 np.testing.assert_array_equal(ts, es, err_msg=msg)
                 np.testing.assert_array_equal(ti, ei, err_msg=msg)
 

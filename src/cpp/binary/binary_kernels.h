@@ -35,6 +35,7 @@
 #endif
 
 #include "binary/binary.h"
+#include "binary/binary_math.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "binary_kernels.h assumes a little-endian target (word masks)"
@@ -540,19 +541,18 @@ inline void load_queries(const Geo& g, const uint8_t* q, int64_t q0, int64_t q1,
   for (int64_t i = q0; i < q1; ++i) sumcq[i - q0] = load_row(g, q + i * row_bytes, qw + (i - q0) * g.row_words, 1);
 }
 
-// Few queries, XOR form (Hamming, or sdc with bits = 1): each doc row is scored where it lies.
-// Transposing rows into a tile costs more than the scoring when it serves one or two queries
-// (1 query x 1M x 1024-bit codes: 9.8 -> 4.8 ms). The AND form (bits > 1) keeps the tile path,
-// whose vector popcounts win even for one query. Same integers as tile_scores.
+// Few queries: each doc row is scored where it lies, in the XOR form (binary_math.h; for sdc with
+// bits > 1 the weighted sum over plane pairs). Transposing rows into a tile costs more than the
+// scoring when it serves one or two queries (1 query x 1M x 1024-bit codes: 9.8 -> 4.8 ms; sdc
+// bits = 2 on 512 dims: see topk_block). Same integers as tile_scores.
 constexpr int64_t kDirectMaxQueries = 2;
 
-inline int64_t xor_score_direct(const Geo& g, const uint64_t* __restrict qw, const uint8_t* __restrict row) {
+// popcnt(q ^ d) over one plane: q = the query plane's words (padding cleared), plane = the doc's.
+inline int64_t plane_xor_popcount(const Geo& g, const uint64_t* __restrict q, const uint8_t* __restrict plane) {
   // Words read as whole 8-byte loads: all of them when the last word has no padding bits.
   const int64_t full = (g.tail_bytes == 8 && g.last_mask == ~0ull) ? g.words : g.words - 1;
   int64_t h = 0;
-  for (int b = 0; b < g.bits; ++b) {
-    const uint8_t* plane = row + b * g.nbytes;
-    const uint64_t* q = qw + b * g.words;
+  {
     int64_t w = 0;
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
     __m512i acc = _mm512_setzero_si512();
@@ -593,8 +593,123 @@ inline int64_t xor_score_direct(const Geo& g, const uint64_t* __restrict qw, con
     }
     if (full < g.words) h += popcount64(q[g.words - 1] ^ load_word(g, plane, g.words - 1));  // padding masked
   }
-  return g.mode == Mode::sdc ? g.dim - 2 * h : h;
+  return h;
 }
+
+inline int64_t xor_score_direct(const Geo& g, const uint64_t* __restrict qw, const uint8_t* __restrict row) {
+  if (!g.and_form) {  // Hamming (each plane against itself) or sdc with bits = 1
+    int64_t h = 0;
+    for (int b = 0; b < g.bits; ++b) h += plane_xor_popcount(g, qw + b * g.words, row + b * g.nbytes);
+    return g.mode == Mode::sdc ? g.dim - 2 * h : h;
+  }
+  int64_t wx = 0;  // the doc's planes are read bits times each, from L1 after the first
+  for (int i = 0; i < g.bits; ++i)
+    for (int k = 0; k < g.bits; ++k)
+      wx += plane_xor_popcount(g, qw + i * g.words, row + k * g.nbytes) << pair_shift(g.bits, i, k);
+  return sdc_from_xor(g.dim, g.bits, wx);
+}
+
+#if defined(__AVX2__)  // avx2 and avx512
+// GCC 12 warns falsely about undefined source operands inside the AVX-512 shift / extract intrinsics.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Few queries, sdc with bits = B > 1, on x86: the weighted XOR sum of a row in vectors. Every plane
+// is read as kDirectChunk-byte chunks (whole loads, ANDed with the valid-bit mask of the chunk: zero
+// past nbytes, padding bits cleared); the query's chunks are masked once. Pair popcounts go into one
+// accumulator per weight 2^s (s = 2u - i - k), shifted once per row. (The word loop of
+// xor_score_direct does not vectorize planes shorter than a vector: bits = 4 on 256 dims ran at
+// ~40 ns per doc, ten times the 1-bit scan over the same bytes.)
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+constexpr int64_t kDirectChunk = 64;
+#else
+constexpr int64_t kDirectChunk = 32;
+#endif
+
+struct DirectSdc {
+  int64_t nbytes, nch, read;  // chunks per plane; bytes a row's loads span ((B-1) nbytes + nch chunks)
+  Buf<uint8_t> q, m;          // q: [queries][B][nch][chunk] masked query planes; m: [nch][chunk] masks
+  DirectSdc(const Geo& g, const uint8_t* qrows, int64_t q0, int64_t q1)
+      : nbytes(g.nbytes), nch((g.nbytes + kDirectChunk - 1) / kDirectChunk),
+        read((g.bits - 1) * g.nbytes + nch * kDirectChunk), q((q1 - q0) * g.bits * nch * kDirectChunk),
+        m(nch * kDirectChunk) {
+    const unsigned last = (0xFFu << (8 - (g.dim - 8 * (g.nbytes - 1)))) & 0xFFu;
+    for (int64_t b = 0; b < nch * kDirectChunk; ++b)
+      m.p[b] = b < g.nbytes - 1 ? 0xFF : b == g.nbytes - 1 ? static_cast<uint8_t>(last) : 0;
+    const int64_t R = g.bits * g.nbytes, plane_bytes = nch * kDirectChunk;
+    for (int64_t i = q0; i < q1; ++i)
+      for (int pl = 0; pl < g.bits; ++pl) {
+        uint8_t* o = q.p + ((i - q0) * g.bits + pl) * plane_bytes;
+        const uint8_t* src = qrows + i * R + pl * g.nbytes;
+        for (int64_t b = 0; b < plane_bytes; ++b) o[b] = b < g.nbytes ? static_cast<uint8_t>(src[b] & m.p[b]) : 0;
+      }
+  }
+};
+
+// wx of one doc row (its loads may read up to `read` bytes from `row`) against query `qi`.
+template <int B>
+inline int64_t direct_sdc_row(const DirectSdc& ds, int64_t qi, const uint8_t* __restrict row) {
+  constexpr int S = 2 * B - 1;  // weights 2^0 .. 2^(2u)
+  const uint8_t* qb = ds.q.p + qi * B * ds.nch * kDirectChunk;
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+  __m512i acc[S];
+#pragma GCC unroll 8
+  for (int s = 0; s < S; ++s) acc[s] = _mm512_setzero_si512();
+  for (int64_t c = 0; c < ds.nch; ++c) {
+    const __m512i mk = _mm512_load_si512(ds.m.p + c * kDirectChunk);
+#pragma GCC unroll 4
+    for (int k = 0; k < B; ++k) {
+      const __m512i d = _mm512_loadu_si512(row + k * ds.nbytes + c * kDirectChunk);
+#pragma GCC unroll 4
+      for (int i = 0; i < B; ++i) {
+        const __m512i qv = _mm512_load_si512(qb + (i * ds.nch + c) * kDirectChunk);
+        const __m512i x = _mm512_ternarylogic_epi64(qv, d, mk, 0x28);  // (q ^ d) & mask
+        acc[2 * (B - 1) - i - k] = _mm512_add_epi64(acc[2 * (B - 1) - i - k], _mm512_popcnt_epi64(x));
+      }
+    }
+  }
+  __m512i t = acc[0];
+#pragma GCC unroll 8
+  for (int s = 1; s < S; ++s) t = _mm512_add_epi64(t, _mm512_slli_epi64(acc[s], s));
+  const __m256i h4 = _mm256_add_epi64(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+#else
+  // Nibble-LUT popcounts; byte counts of one chunk (<= B * 8 per weight) go to 64-bit sums per chunk.
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  __m256i acc[S];
+#pragma GCC unroll 8
+  for (int s = 0; s < S; ++s) acc[s] = zero;
+  for (int64_t c = 0; c < ds.nch; ++c) {
+    const __m256i mk = _mm256_load_si256(reinterpret_cast<const __m256i*>(ds.m.p + c * kDirectChunk));
+    __m256i bytes[S];
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) bytes[s] = zero;
+#pragma GCC unroll 4
+    for (int k = 0; k < B; ++k) {
+      const __m256i d = _mm256_and_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k * ds.nbytes + c * kDirectChunk)), mk);
+#pragma GCC unroll 4
+      for (int i = 0; i < B; ++i) {
+        const __m256i x = _mm256_xor_si256(
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(qb + (i * ds.nch + c) * kDirectChunk)), d);
+        const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
+                                            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+        bytes[2 * (B - 1) - i - k] = _mm256_add_epi8(bytes[2 * (B - 1) - i - k], cnt);
+      }
+    }
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) acc[s] = _mm256_add_epi64(acc[s], _mm256_sad_epu8(bytes[s], zero));
+  }
+  __m256i h4 = acc[0];
+#pragma GCC unroll 8
+  for (int s = 1; s < S; ++s) h4 = _mm256_add_epi64(h4, _mm256_slli_epi64(acc[s], s));
+#endif
+  const __m128i h2 = _mm_add_epi64(_mm256_castsi256_si128(h4), _mm256_extracti128_si256(h4, 1));
+  return _mm_cvtsi128_si64(_mm_add_epi64(h2, _mm_unpackhi_epi64(h2, h2)));
+}
+#pragma GCC diagnostic pop
+#endif
 
 // ---- top-k heaps: the worst kept entry on top (lowest score; among equal scores the highest id).
 inline bool worse(int32_t sa, int64_t ia, int32_t sb, int64_t ib) { return sa < sb || (sa == sb && ia > ib); }
@@ -1093,6 +1208,25 @@ __attribute__((noinline)) void topk_fused(const Problem& p, const Geo& g, int64_
 }  // namespace
 #endif
 
+// The direct path's heap loop: score(i, j) of query i (0-based in the block, nqb <= kDirectMaxQueries)
+// and doc j, docs in order; every query of the block scores a row while it is in L1 (one pass over
+// the corpus, not one per query).
+template <class Score>
+inline void direct_scan(int64_t nqb, int64_t d0, int64_t d1, int64_t k, int32_t* hs, int64_t* hi, int64_t* hn,
+                        Score score) {
+  for (int64_t j = d0; j < d1; ++j)
+    for (int64_t i = 0; i < nqb; ++i) {
+      const int32_t v = score(i, j);
+      int32_t* s = hs + i * k;
+      if (hn[i] < k) {
+        heap_push(s, hi + i * k, hn[i], v, j);
+        ++hn[i];
+      } else if (v > s[0]) {
+        heap_replace_top(s, hi + i * k, hn[i], v, j);
+      }
+    }
+}
+
 // Keeps the best k (k >= 1) of docs [d0, d1) for each query of [q0, q1) in heaps: query i owns
 // hs/hi[(i - q0) * k, + k) with hn[i - q0] entries (the caller zeroes hn). Docs are visited in
 // increasing id, so a doc only enters when its score beats the worst kept one strictly.
@@ -1101,40 +1235,53 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   const Geo g = make_geo(p);
   const int64_t nqb = q1 - q0;
   if (nqb <= 0 || d1 <= d0) return;
+  const bool direct = nqb <= kDirectMaxQueries;  // every form (the multi-bit one too, see below)
 #if defined(FASTEMB_BINARY_AVX2_LUT)
   // AVX-512: the tables for multi-bit sdc from bits = kLutMinBitsAvx512 on, the fused form (full
   // query groups) below that. AVX2: the table kernels, except for one or two queries in the 1-bit
   // XOR form (the direct scan below) and 1-bit rows too long for 16-bit sums. (Multi-bit sdc takes
   // them even for one query: 1M x 4 x 256-bit codes, one thread: 26 against 36-59 ns per doc.)
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-  if (g.and_form && g.bits >= kLutMinBitsAvx512) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+  if (g.and_form && g.bits >= kLutMinBitsAvx512 && !direct) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
   if (g.and_form && nqb >= kQueryGroup) return topk_fused(p, g, q0, q1, d0, d1, k, hs, hi, hn);
 #else
-  if (g.and_form || (nqb > kDirectMaxQueries && g.bits * g.nbytes <= kLutMaxRowBytes))
-    return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+  if (!direct && (g.and_form || g.bits * g.nbytes <= kLutMaxRowBytes)) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
 #endif
 #endif
   Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
   Buf<int64_t> sumcq(nqb);
   int64_t sumcd[T], sc[T];
   load_queries(g, p.q, q0, q1, qw.p, sumcq.p);
-  if (nqb <= kDirectMaxQueries && !g.and_form) {
+  if (direct) {
     const int64_t row_bytes = g.bits * g.nbytes;
-    for (int64_t i = 0; i < nqb; ++i) {
-      int32_t* s = hs + i * k;
-      int64_t* id = hi + i * k;
-      int64_t n = hn[i];
-      for (int64_t j = d0; j < d1; ++j) {
-        const int32_t v = static_cast<int32_t>(xor_score_direct(g, qw.p + i * g.row_words, p.d + j * row_bytes));
-        if (n < k) {
-          heap_push(s, id, n, v, j);
-          ++n;
-        } else if (v > s[0]) {
-          heap_replace_top(s, id, n, v, j);
-        }
+#if defined(__AVX2__)
+    if (g.and_form) {
+      const DirectSdc ds(g, p.q, q0, q1);
+      // Rows whose loads would pass the end of the corpus are copied to a zero-padded buffer first.
+      const int64_t last_safe = p.nd - (ds.read + row_bytes - 1) / row_bytes;
+      Buf<uint8_t> bounce(ds.read);
+      auto row_at = [&](int64_t j) -> const uint8_t* {
+        if (j <= last_safe) return p.d + j * row_bytes;
+        std::memset(bounce.p, 0, static_cast<size_t>(ds.read));
+        std::memcpy(bounce.p, p.d + j * row_bytes, static_cast<size_t>(row_bytes));
+        return bounce.p;
+      };
+      auto scan = [&](auto row_score) {
+        direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
+          return static_cast<int32_t>(sdc_from_xor(g.dim, g.bits, row_score(ds, i, row_at(j))));
+        });
+      };
+      switch (g.bits) {
+        case 2: scan(direct_sdc_row<2>); break;
+        case 3: scan(direct_sdc_row<3>); break;
+        default: scan(direct_sdc_row<4>); break;
       }
-      hn[i] = n;
+      return;
     }
+#endif
+    direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
+      return static_cast<int32_t>(xor_score_direct(g, qw.p + i * g.row_words, p.d + j * row_bytes));
+    });
     return;
   }
   for (int64_t t0 = d0; t0 < d1; t0 += T) {

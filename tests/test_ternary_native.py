@@ -328,15 +328,37 @@ def test_quantize_k_zero(isa):
 # ---- ISA choice and argument checks ----------------------------------------------------------------
 
 def test_kernel_isa():
+    """The variant a requested ISA runs, from the CPU features: avx512 needs AVX512-VNNI (else the avx2
+    kernels run), and the avx2 kernels are the AVX-VNNI sub-variant avx2_vnni on CPUs with AVX-VNNI
+    (built wherever the compiler takes -mavxvnni: GCC 11+, Clang 12+)."""
+    feats = C.cpu_features()
+    avx2_kernels = "avx2_vnni" if feats["avxvnni"] else "avx2"
     assert C.ternary_kernel_isa("serial") == "serial"
     if "avx2" in native_isas():
-        assert C.ternary_kernel_isa("avx2") == "avx2"
+        assert C.ternary_kernel_isa("avx2") == avx2_kernels
     if "avx512" in native_isas():
-        expected = "avx512" if C.cpu_features()["avx512vnni"] else "avx2"
+        expected = "avx512" if feats["avx512vnni"] else avx2_kernels
         assert C.ternary_kernel_isa("avx512") == expected
-    assert C.ternary_kernel_isa() in native_isas()
+    assert C.ternary_kernel_isa().split("_")[0] in native_isas()
     with pytest.raises(ValueError, match="isa"):
         C.ternary_kernel_isa("sse9")
+
+
+def test_avxvnni_flag_matches_the_kernel():
+    """cpu_features()["avxvnni"] (CPUID.(EAX=7,ECX=1):EAX[4] and OS-saved ymm state) agrees with the
+    flag Linux reports in /proc/cpuinfo (avx_vnni), and is never set without AVX2."""
+    feats = C.cpu_features()
+    assert isinstance(feats["avxvnni"], bool)
+    if feats["avxvnni"]:
+        assert feats["avx2"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None or "avx2" not in flags:
+        pytest.skip("no x86 /proc/cpuinfo flags to compare with")
+    assert feats["avxvnni"] == ("avx_vnni" in flags)
 
 
 def test_bad_arguments_raise_value_error(rng):

@@ -67,7 +67,9 @@ def get_num_threads() -> int:
 def _kernel_isas(C: Any) -> Dict[str, str]:
     """The variant each family runs: binary codes need AVX512-VPOPCNTDQ and ternary AVX512-VNNI for
     their avx512 variant (avx2 runs without them); the other families run the active ISA, except
-    on ARM64 where centroid, graph and multivector have no dotprod variant and run the neon one."""
+    on ARM64 where centroid, graph and multivector have no dotprod variant and run the neon one.
+    Ternary may name a sub-variant that starts with its ISA's name: avx2_vnni (avx2 kernels with
+    AVX-VNNI vpdpbusd) or dotprod_i8mm."""
     if C is None:
         return {}
     isa = C.active_isa()

@@ -80,6 +80,7 @@ PYBIND11_MODULE(_C, m) {
     out["avx512dq"] = f.avx512dq;
     out["avx512vpopcntdq"] = f.avx512vpopcntdq;
     out["avx512vnni"] = f.avx512vnni;
+    out["avxvnni"] = f.avxvnni;
     out["asimd"] = f.asimd;
     out["asimddp"] = f.asimddp;
     out["i8mm"] = f.i8mm;

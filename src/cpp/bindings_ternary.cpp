@@ -82,8 +82,10 @@ void bind_ternary(py::module_& m) {
       py::arg("src"), py::arg("n"), py::arg("k"), py::arg("dst"),
       "t5 packed [n, padded_k_t5(k) / 5] -> i2 packed [n, padded_k(k) / 4] (same weights).");
   m.def(
-      "ternary_kernel_isa", [](const std::string& isa) { return std::string(isa_name(ternary::kernel_isa(isa_from_name(isa)))); },
-      py::arg("isa") = "", "The ternary kernel variant a requested ISA runs (avx512 without VNNI runs avx2).");
+      "ternary_kernel_isa", [](const std::string& isa) { return std::string(ternary::kernel_variant_name(isa_from_name(isa))); },
+      py::arg("isa") = "",
+      "The ternary kernel variant a requested ISA runs (avx512 without VNNI runs avx2; sub-variants: avx2_vnni, "
+      "dotprod_i8mm).");
 }
 
 }  // namespace fastemb::bindings

@@ -8,6 +8,9 @@
 // its x86 SIMD variants are checked within a tolerance; the ARM variants run the serial float loop
 // and must match it bit for bit.
 //
+// x86-64 ternary sub-variants (test_ternary_avx2_sets): the AVX-VNNI kernels through their EVEX twin
+// (tests/native/ternary_avxvnni_evex.cpp, built into this driver only) and plain AVX2 on AVX-VNNI CPUs.
+//
 // Usage: fastemb_isa_driver [--threads N]. Prints "<passed> passed, <failed> failed"; exit 1 on
 // any mismatch. FASTEMB_FORCE_ISA does not restrict it (it always tests every supported variant).
 #include <cmath>
@@ -29,14 +32,22 @@
 #include "graph/graph.h"
 #include "multivector/multivector.h"
 #include "ternary/ternary.h"
+#include "ternary/ternary_internal.h"
 
 using namespace fastemb;
+
+#if defined(FASTEMB_TERNARY_EVEX_TWIN)
+namespace fastemb::ternary {
+IsaKernels avxvnni_evex_kernels();  // tests/native/ternary_avxvnni_evex.cpp
+}
+#endif
 
 namespace {
 
 int g_passed = 0, g_failed = 0, g_rejected = 0;  // rejected: serial and variant threw the same error
 std::mt19937_64 g_rng(20240613);
 std::vector<Isa> g_variants;  // supported, not serial
+const char* g_variant_label = nullptr;  // printed instead of the ISA name (run_ternary_kernel_set)
 
 using Bytes = std::vector<uint8_t>;
 
@@ -76,7 +87,8 @@ void check(const std::string& name, const std::function<Bytes(Isa)>& run,
     ++g_failed;
     size_t at = 0;
     while (at < ref.size() && at < got.size() && ref[at] == got[at]) ++at;
-    std::printf("FAIL %s [%s vs serial]: first differing byte %zu of %zu%s%s%s%s\n", name.c_str(), isa_name(isa), at,
+    std::printf("FAIL %s [%s vs serial]: first differing byte %zu of %zu%s%s%s%s\n", name.c_str(),
+                g_variant_label ? g_variant_label : isa_name(isa), at,
                 ref.size(), ref_err.empty() ? "" : " serial threw: ", ref_err.c_str(), err.empty() ? "" : " variant threw: ",
                 err.c_str());
   }
@@ -271,13 +283,13 @@ void test_centroid() {
 
 // ---- ternary --------------------------------------------------------------------------------------
 
-void test_ternary() {
-  struct Case { int64_t m, n, k; };
-  const Case cases[] = {{1, 17, 256}, {1, 50, 300}, {2, 13, 1000}, {3, 9, 5},   {5, 33, 512},  {8, 16, 768},
-                        {9, 7, 257},  {17, 48, 512}, {40, 97, 300}, {0, 5, 64}, {4, 1, 1},     {1, 64, 2560}};
+struct TernaryCase { int64_t m, n, k; };
+
+// Every ternary entry point (quantize, int8 on i2 and t5 weights, float) on each case.
+void test_ternary_cases(const std::vector<TernaryCase>& cases) {
   const ternary::DType dtypes[] = {ternary::DType::f32, ternary::DType::f64, ternary::DType::f16, ternary::DType::bf16};
   int combo = 0;
-  for (const Case& c : cases) {
+  for (const TernaryCase& c : cases) {
     ++combo;
     const int64_t kp = ternary::padded_k(c.k);
     std::vector<uint8_t> packed(static_cast<size_t>(c.n * kp / 4), 0);
@@ -375,6 +387,69 @@ void test_ternary() {
       return b;
     }, float_close);
   }
+}
+
+void test_ternary() {
+  // Past the GEMV tiles' flush groups (3 x 2100), just above avx2's GEMM crossover (33; 40), more
+  // rows than one GEMM pass (260 > kMc).
+  test_ternary_cases({{1, 17, 256}, {1, 50, 300}, {2, 13, 1000}, {3, 9, 5},   {5, 33, 512},  {8, 16, 768},
+                      {9, 7, 257},  {17, 48, 512}, {40, 97, 300}, {0, 5, 64}, {4, 1, 1},     {1, 64, 2560},
+                      {3, 15, 2100}, {33, 50, 1290}, {260, 7, 300}});
+}
+
+// The GEMM forms at and around their crossovers (16 rows for ARM64 i8mm, 32 for avx2): odd
+// n and k, n not a multiple of the 48-column panel, t5 weights (transcoded to i2 for the GEMM form),
+// on 1 and 2 threads. .ci/arm64 also runs the driver with FASTEMB_TERNARY_GEMM_MIN_ROWS=1, so that
+// every m of test_ternary goes through the GEMM form too.
+void test_ternary_gemm(int threads) {
+  const int before = g_passed + g_failed, failed = g_failed;
+  for (int t : {1, 2}) {
+    set_num_threads(t);
+    test_ternary_cases({{15, 33, 700}, {16, 50, 300}, {17, 97, 513}, {31, 49, 300}, {32, 48, 256}, {32, 97, 1},
+                        {47, 50, 513}, {64, 3, 1000}, {97, 145, 77}});
+  }
+  set_num_threads(threads);
+  std::printf("ternary GEMM-crossover cases (kernel variant %s, threads 1 and 2): %d checks, %d failed\n",
+              g_variant_label ? g_variant_label : ternary::kernel_variant_name(best_isa()), g_passed + g_failed - before,
+              g_failed - failed);
+}
+
+// The avx2 ISA's other ternary kernel sets (set_avx2_kernels_for_testing, ternary_internal.h), each
+// through test_ternary and test_ternary_gemm in place of the kernels avx2 runs: the AVX-VNNI
+// variant's EVEX twin (tests/native/ternary_avxvnni_evex.cpp) on CPUs with AVX512-VNNI + AVX512VL,
+// and the plain AVX2 kernels on CPUs with AVX-VNNI (where avx2 itself runs the AVX-VNNI variant).
+void test_ternary_avx2_sets() {
+  if (!isa_supported(Isa::avx2)) return;
+  const CpuFeatures& f = cpu_features();
+  struct Set {
+    const char* label;
+    ternary::IsaKernels kernels;
+    bool runs;
+    const char* needs;
+  };
+  std::vector<Set> sets;
+#if defined(FASTEMB_TERNARY_EVEX_TWIN)
+  sets.push_back({"avx2_vnni EVEX twin", ternary::avxvnni_evex_kernels(), f.avx512vnni && f.avx512vl,
+                  "AVX512-VNNI + AVX512VL"});
+#endif
+  sets.push_back({"avx2 plain", ternary::plain_avx2_kernels(), f.avxvnni, "AVX-VNNI (else avx2 runs it above)"});
+  const std::vector<Isa> saved = g_variants;
+  g_variants = {Isa::avx2};
+  for (const Set& s : sets) {
+    if (!s.runs) {
+      std::printf("ternary %s: not run (needs %s)\n", s.label, s.needs);
+      continue;
+    }
+    ternary::set_avx2_kernels_for_testing(&s.kernels);
+    g_variant_label = s.label;
+    const int before = g_passed + g_failed, failed = g_failed;
+    test_ternary();
+    std::printf("ternary %s: %d checks, %d failed\n", s.label, g_passed + g_failed - before, g_failed - failed);
+    test_ternary_gemm(get_num_threads());
+  }
+  ternary::set_avx2_kernels_for_testing(nullptr);
+  g_variant_label = nullptr;
+  g_variants = saved;
 }
 
 // ---- graph ----------------------------------------------------------------------------------------
@@ -594,15 +669,18 @@ int main(int argc, char** argv) {
   const CpuFeatures& f = cpu_features();
   std::printf("fastemb isa driver: active ISA %s; variants checked against serial: %s\n", isa_name(active_isa()),
               names.empty() ? "(none)" : names.c_str());
-  std::printf("cpu: avx2=%d avx512f=%d vpopcntdq=%d vnni=%d asimd=%d asimddp=%d i8mm=%d; kernels: binary=%s ternary=%s\n",
-              f.avx2, f.avx512f, f.avx512vpopcntdq, f.avx512vnni, f.asimd, f.asimddp, f.i8mm,
-              isa_name(binary::kernel_isa(best_isa())), isa_name(ternary::kernel_isa(best_isa())));
+  std::printf("cpu: avx2=%d avx512f=%d vpopcntdq=%d vnni=%d avxvnni=%d asimd=%d asimddp=%d i8mm=%d; kernels: binary=%s "
+              "ternary=%s\n",
+              f.avx2, f.avx512f, f.avx512vpopcntdq, f.avx512vnni, f.avxvnni, f.asimd, f.asimddp, f.i8mm,
+              isa_name(binary::kernel_isa(best_isa())), ternary::kernel_variant_name(best_isa()));
   test_binary();
   test_binarize();
   const int b = g_passed + g_failed;
   test_centroid();
   const int c = g_passed + g_failed;
   test_ternary();
+  test_ternary_avx2_sets();
+  test_ternary_gemm(threads);
   const int t = g_passed + g_failed;
   test_graph();
   const int g = g_passed + g_failed;

@@ -57,6 +57,9 @@ CpuFeatures detect() {
     f.avx512vl = zmm_ok && (ebx & (1u << 31));
     f.avx512vnni = zmm_ok && (ecx & (1u << 11));
     f.avx512vpopcntdq = zmm_ok && (ecx & (1u << 14));
+    // Subleaf 1 exists when subleaf 0 reports a max subleaf (EAX) >= 1.
+    unsigned eax1, ebx1, ecx1, edx1;
+    if (eax >= 1 && __get_cpuid_count(7, 1, &eax1, &ebx1, &ecx1, &edx1)) f.avxvnni = ymm_ok && (eax1 & (1u << 4));
   }
   f.fma = f.fma && ymm_ok;
   f.f16c = f.f16c && ymm_ok;

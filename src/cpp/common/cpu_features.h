@@ -13,6 +13,9 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, bmi2 = false, popcnt = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512vpopcntdq = false, avx512vnni = false;
+  // AVX-VNNI: vpdpbusd & co. on xmm/ymm, VEX-encoded (CPUID.(EAX=7,ECX=1):EAX[4]; Alder Lake and later
+  // Intel client cores, Sapphire Rapids, Zen 5). Independent of AVX512-VNNI (EVEX).
+  bool avxvnni = false;
   // ARM64 (getauxval(AT_HWCAP/AT_HWCAP2) on Linux, sysctl hw.optional.* on macOS).
   bool asimd = false, asimddp = false, i8mm = false;
 };

@@ -100,5 +100,9 @@ void matmul_float_isa(Isa isa, const float* x, int64_t m, const Weights& w, cons
 
 // The variant that runs for a requested ISA (avx512 needs AVX512-VNNI, else avx2 runs).
 Isa kernel_isa(Isa requested);
+// Its name: isa_name(kernel_isa(requested)), or a sub-variant that runs for that ISA and starts with
+// its name ("dotprod_i8mm": the dotprod ISA on an ARM64 CPU with FEAT_I8MM; "avx2_vnni": the avx2
+// kernels with vpdpbusd on ymm, on an x86-64 CPU with AVX-VNNI where kernel_isa gives avx2).
+const char* kernel_variant_name(Isa requested);
 
 }  // namespace fastemb::ternary

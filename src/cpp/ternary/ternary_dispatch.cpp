@@ -40,18 +40,40 @@ FASTEMB_DECLARE_ISA(avx512)
 FASTEMB_DECLARE_ISA(neon)
 FASTEMB_DECLARE_ISA(dotprod)
 #endif
+#if defined(FASTEMB_TERNARY_I8MM_TU)
+FASTEMB_DECLARE_ISA(i8mm)
+#endif
+#if defined(FASTEMB_TERNARY_AVXVNNI_TU)
+FASTEMB_DECLARE_ISA(avxvnni)
+#endif
 #undef FASTEMB_DECLARE_ISA
 
 namespace {
 
-struct IsaKernels {
-  void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int, int64_t, int64_t, int8_t*, float*);
-  void (*int8_gemv)(const Int8Work&, int64_t, int64_t);
-  void (*int8_gemv_t5)(const Int8Work&, int64_t, int64_t);
-  bool (*int8_gemm)(const Int8Work&, int64_t, int64_t);
-  void (*float_rows)(const FloatWork&, int64_t, int64_t);
-  bool has_gemm;
-};
+// The i8mm kernel set runs for the dotprod ISA (no Isa of its own): built (CMake found a compiler
+// for it) and the CPU has FEAT_I8MM.
+bool i8mm_kernels(Isa kisa) {
+#if defined(FASTEMB_TERNARY_I8MM_TU)
+  return kisa == Isa::dotprod && cpu_features().i8mm;
+#else
+  (void)kisa;
+  return false;
+#endif
+}
+
+// The AVX-VNNI kernel set runs for the avx2 kernel ISA (no Isa of its own; so also for avx512 on a
+// CPU with AVX-VNNI but not AVX512-VNNI): built (CMake found a compiler for it) and the CPU has
+// AVX-VNNI. Same GEMM crossover as avx2 (not measured on an AVX-VNNI CPU).
+bool avxvnni_kernels(Isa kisa) {
+#if defined(FASTEMB_TERNARY_AVXVNNI_TU)
+  return kisa == Isa::avx2 && cpu_features().avxvnni;
+#else
+  (void)kisa;
+  return false;
+#endif
+}
+
+const IsaKernels* g_avx2_testing = nullptr;  // set_avx2_kernels_for_testing
 
 IsaKernels kernels_for(Isa requested) {
   if (!isa_supported(requested))
@@ -59,10 +81,21 @@ IsaKernels kernels_for(Isa requested) {
   switch (kernel_isa(requested)) {
 #if defined(FASTEMB_X86)
     case Isa::avx512: return {avx512::quantize_rows, avx512::int8_gemv, avx512::int8_gemv_t5, avx512::int8_gemm, avx512::float_rows, true};
-    case Isa::avx2: return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemv_t5, avx2::int8_gemm, avx2::float_rows, true};
+    case Isa::avx2:
+      if (g_avx2_testing) return *g_avx2_testing;
+#if defined(FASTEMB_TERNARY_AVXVNNI_TU)
+      if (avxvnni_kernels(Isa::avx2))
+        return {avxvnni::quantize_rows, avxvnni::int8_gemv, avxvnni::int8_gemv_t5, avxvnni::int8_gemm, avxvnni::float_rows, true};
+#endif
+      return plain_avx2_kernels();
 #endif
 #if defined(FASTEMB_ARM64)
-    case Isa::dotprod: return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemv_t5, dotprod::int8_gemm, dotprod::float_rows, false};
+    case Isa::dotprod:
+#if defined(FASTEMB_TERNARY_I8MM_TU)
+      if (i8mm_kernels(Isa::dotprod))
+        return {i8mm::quantize_rows, i8mm::int8_gemv, i8mm::int8_gemv_t5, i8mm::int8_gemm, i8mm::float_rows, true, 8};
+#endif
+      return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemv_t5, dotprod::int8_gemm, dotprod::float_rows, false};
     case Isa::neon: return {neon::quantize_rows, neon::int8_gemv, neon::int8_gemv_t5, neon::int8_gemm, neon::float_rows, false};
 #endif
     default: return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemv_t5, serial::int8_gemm, serial::float_rows, false};
@@ -76,6 +109,18 @@ IsaKernels kernels_for(Isa requested) {
 // 1.45x, 48 rows: 1.5x, 64 rows: 1.12x, 96 and 128 rows within 5%), and up to 16 rows on AVX2 (16:
 // 1.2x; 32 rows: GEMM 1.05x ahead). t5 weights keep 16: their GEMV reads t5 directly with small
 // tiles, their GEMM transcodes to i2 (and then takes the i2 crossover).
+// ARM64 i8mm: 16, UNMEASURED in time (no ARM hardware here; qemu gives no timings), chosen from
+// dynamic instruction counts of one call under qemu-aarch64 -cpu max (-d in_asm,exec,nochain; n = 384,
+// k = 1024, 1 thread), per output element and 256 k ("cell"):
+//   dotprod GEMV (8-row x 1-weight-row tiles for m >= 8): ~49.6 instructions per cell, 16 sdot;
+//   usmmla GEMM: ~16.9 per computed cell (8 usmmla, 4 loads, the int32 tile, loops) plus ~198 per
+//     weight row and k block once per call (panel decode, pairing), i.e. 16.9 + 198 / m, on rows
+//     rounded up to 8.
+//   Totals, GEMV / GEMM: m = 4: 0.57, 8: 1.19, 16: 1.69, 24: 1.96, 32: 2.14, 64: 2.48. If usmmla
+//   issued at half the rate of sdot (no public figure found; +8 sdot-equivalents per cell), the
+//   GEMM form would still be ahead from m = 16 (37.3 against 49.6 at 16; at 8 about even), so 16
+//   is where it is ahead under both assumptions; below it the GEMV stays. t5 weights keep 16 as
+//   well (above): on ARM their GEMV is the scalar loop, and the GEMM path transcodes them to i2.
 int64_t gemm_min_rows(Isa kisa, Format fmt) {
   static const int64_t forced = [] {
     const char* e = std::getenv("FASTEMB_TERNARY_GEMM_MIN_ROWS");
@@ -83,7 +128,18 @@ int64_t gemm_min_rows(Isa kisa, Format fmt) {
   }();
   if (forced) return forced;
   if (fmt == Format::t5) return 16;
+  if (i8mm_kernels(kisa)) return 16;
   return kisa == Isa::avx512 ? 96 : 32;
+}
+
+// One row's k block (256 int8, src; null: a padding row, zeros) into a packed row group at dst:
+// k-group q (KG bytes) at dst + q * 16 * KG (see matmul_int8_isa).
+template <int KG>
+void pack_k_groups(const int8_t* src, int8_t* dst) {
+  for (int64_t q = 0; q < kBlock / KG; ++q) {
+    if (src) std::memcpy(dst + q * kGemmRowGroup * KG, src + KG * q, KG);
+    else std::memset(dst + q * kGemmRowGroup * KG, 0, KG);
+  }
 }
 
 // Output columns per GEMV task: enough tasks to balance two or more threads, each a multiple of 12
@@ -155,6 +211,23 @@ Isa kernel_isa(Isa requested) {
   return requested;
 }
 
+void set_avx2_kernels_for_testing(const IsaKernels* k) { g_avx2_testing = k; }
+
+IsaKernels plain_avx2_kernels() {
+#if defined(FASTEMB_X86)
+  return {avx2::quantize_rows, avx2::int8_gemv, avx2::int8_gemv_t5, avx2::int8_gemm, avx2::float_rows, true};
+#else
+  return {serial::quantize_rows, serial::int8_gemv, serial::int8_gemv_t5, serial::int8_gemm, serial::float_rows, false};
+#endif
+}
+
+const char* kernel_variant_name(Isa requested) {
+  const Isa kisa = kernel_isa(requested);
+  if (i8mm_kernels(kisa)) return "dotprod_i8mm";
+  if (avxvnni_kernels(kisa)) return "avx2_vnni";
+  return isa_name(kisa);
+}
+
 void quantize_activations_isa(Isa isa, const void* x, DType dtype, int64_t m, int64_t k, int64_t kp, float eps,
                               int8_t* xq, float* x_scale, ScaleRule rule) {
   validate_quantize(x, static_cast<int>(dtype), m, k, kp, eps, xq, x_scale, static_cast<int>(rule));
@@ -203,20 +276,18 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
 
   if (kern.has_gemm && m >= gemm_min && kp > 0) {
     // Repack activations: [k block][group of 16 rows][64 k-groups of 4][16 rows][4 bytes], zero
-    // rows past m (so one zmm holds 4 consecutive k of 16 rows; group stride 4096 bytes).
+    // rows past m (so one zmm holds 4 consecutive k of 16 rows; group stride 4096 bytes); i8mm:
+    // [32 k-groups of 8][16 rows][8 bytes] per group and block (gemm_k_group, ternary_kernels.h).
     const int64_t groups = (m + kGemmRowGroup - 1) / kGemmRowGroup, nb = kp / kBlock;
     AlignedVec<int8_t> xpack(nb * groups * 4096);
     auto pack = [&](int64_t g) {
       for (int64_t r = 0; r < kGemmRowGroup; ++r) {
         const int64_t i = g * kGemmRowGroup + r;
         for (int64_t b = 0; b < nb; ++b) {
-          int8_t* dst = xpack.p + (b * groups + g) * 4096 + 4 * r;
-          if (i < m) {
-            const int8_t* src = xq + i * kp + b * kBlock;
-            for (int64_t q = 0; q < 64; ++q) std::memcpy(dst + q * 64, src + 4 * q, 4);
-          } else {
-            for (int64_t q = 0; q < 64; ++q) std::memset(dst + q * 64, 0, 4);
-          }
+          int8_t* dst = xpack.p + (b * groups + g) * 4096 + kern.gemm_k_group * r;
+          const int8_t* src = i < m ? xq + i * kp + b * kBlock : nullptr;
+          if (kern.gemm_k_group == 8) pack_k_groups<8>(src, dst);
+          else pack_k_groups<4>(src, dst);
         }
       }
     };
@@ -230,8 +301,13 @@ void matmul_int8_isa(Isa isa, const int8_t* xq, const float* x_scale, int64_t m,
     return;
   }
   // GEMV form with several rows (x86 SIMD variants): activations block-interleaved, [kp/256][m][256].
-  AlignedVec<int8_t> xblk(w.format == Format::i2 && kern.has_gemm && m >= 2 ? m * kp : 0);
-  if (w.format == Format::i2 && kern.has_gemm && m >= 2) {
+#if defined(FASTEMB_X86)
+  const bool blocked = w.format == Format::i2 && kern.has_gemm && m >= 2;
+#else
+  const bool blocked = false;  // the ARM64 GEMV tiles (i8mm's too) read the xq rows directly
+#endif
+  AlignedVec<int8_t> xblk(blocked ? m * kp : 0);
+  if (blocked) {
     const int64_t nb = kp / kBlock;
     for (int64_t b = 0; b < nb; ++b)
       for (int64_t i = 0; i < m; ++i)

@@ -38,4 +38,26 @@ struct FloatWork {
   float* out;
 };
 
+// One kernel variant's entry points (ternary_kernels.h), as the dispatcher calls them.
+struct IsaKernels {
+  void (*quantize_rows)(const void*, int, int64_t, int64_t, float, int, int64_t, int64_t, int8_t*, float*);
+  void (*int8_gemv)(const Int8Work&, int64_t, int64_t);
+  void (*int8_gemv_t5)(const Int8Work&, int64_t, int64_t);
+  bool (*int8_gemm)(const Int8Work&, int64_t, int64_t);
+  void (*float_rows)(const FloatWork&, int64_t, int64_t);
+  bool has_gemm;
+  // Bytes of one row per k-group in the GEMM form's packed activations (matmul_int8_isa): 4 for
+  // vpdpbusd / vpmaddubsw (x86), 8 for usmmla (i8mm).
+  int gemm_k_group = 4;
+};
+
+// Native ISA driver only (tests/native/isa_driver.cpp; not thread-safe, never used by the library):
+// while k is non-null, wherever the avx2 kernels would run (plain or AVX-VNNI), *k runs instead,
+// with the same dispatch around it (avx2's GEMM crossover, packing, task split). Null restores the
+// normal choice. The driver uses it for the AVX-VNNI variant's EVEX twin and for plain AVX2 on
+// CPUs with AVX-VNNI (where the avx2 ISA runs the AVX-VNNI variant).
+void set_avx2_kernels_for_testing(const IsaKernels* k);
+// The plain AVX2 kernels (x86-64 builds; elsewhere the serial ones).
+IsaKernels plain_avx2_kernels();
+
 }  // namespace fastemb::ternary

@@ -26,6 +26,25 @@
 //   by 256 (activation tile <= 16 KB in L1) with accumulators parked in a per-task int32 tile.
 //   AVX2 keeps the data flow with a 16-row x 6-column ymm micro-kernel (vpmaddubsw into int16,
 //   vpmaddwd into the int32 tile every 128 k; see gemm2_micro).
+// AVX-VNNI (ternary_avxvnni.cpp, kernel variant "avx2_vnni"): the AVX2 code above, every line of it,
+//   with vpdpbusd on ymm (VEX) as its product step (dp_add below: straight into int32 lanes).
+// ARM64 i8mm (ternary_i8mm.cpp, kernel variant "dotprod_i8mm": the dotprod GEMV below the
+//   crossover, plus this GEMM form; ternary_gemm_i8mm.h). usmmla (vusmmlaq_s32) multiplies a 2x8
+//   u8 matrix by an 8x2 s8 one into a 2x2 int32 tile: register a = columns (weight rows) c, c+1 x 8
+//   consecutive k (bytes 0-7: column c, 8-15: column c+1), register b = activation rows r, r+1 x the
+//   same 8 k, result lanes [c.r, c.r+1, c+1.r, c+1.r+1]. So both operands are "2 x 8 k" pairs:
+//     activations: the dispatcher packs k-groups of 8 (IsaKernels::gemm_k_group) instead of 4:
+//       [k block][row group of 16][32 k-groups][16 rows][8 bytes], so 16 bytes at
+//       128 q + 16 p are rows 2p, 2p+1 of the group x k 8q..8q+7 (one load, no shuffle);
+//     weights: decode_panel(paired) writes [k block][col pair][32 k-groups][2 cols][8 codes].
+//   The micro-kernel (mmla_micro) is 8 rows x 8 columns: 4 row-pair x 4 column-pair accumulators
+//   (16 registers) + 4 + 4 operands; per 8 k: 8 loads, 16 usmmla (512 multiply-adds). A 16-row group
+//   x 48-column panel is 2 x 6 of them per k block (1 x 6 for a last group of <= 8 rows); sums go
+//   into the int32 tile (ct, [col][row]) after each block with two 64-bit zips per pair of
+//   accumulators (4 consecutive rows of a column). Crossover 16 rows (gemm_min_rows: unmeasured).
+//   Exact: a lane adds 8 products c x with c <= 3, |x| <= 128 per step, and the tile holds
+//   sum_k c x over the whole row, |.| <= 3 * 128 * kp <= 384 * 2^22 < 2^31 (kMaxK); the output
+//   ct - sum_x = sum (c - 1) x fits as well (the x86 forms' bounds).
 // Both forms produce the exact int32 sums; the epilogue is ternary_math.h's int8_output.
 // Float path (float_rows): each weight row is decoded once to float (-1, 0, 1) in a scratch row,
 //   then dotted with every activation row (fixed order: 4 x 16 lane accumulators, then a fixed
@@ -52,6 +71,15 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define FASTEMB_TERNARY_VNNI 1
+#endif
+// ARM64 i8mm kernel set (ternary_i8mm.cpp): the dotprod GEMV plus the usmmla GEMM form.
+#if defined(FASTEMB_ARM_SIMD) && defined(__ARM_FEATURE_DOTPROD) && defined(__ARM_FEATURE_MATMUL_INT8)
+#define FASTEMB_TERNARY_USMMLA 1
+#endif
+// The zmm quantize and float paths: AVX-512 builds, except the ymm-only EVEX twin of the AVX-VNNI
+// variant (tests/native/ternary_avxvnni_evex.cpp: AVX512VL + VNNI flags for its vpdpbusd alone).
+#if defined(__AVX512F__) && !defined(FASTEMB_TERNARY_AVXVNNI_EVEX)
+#define FASTEMB_TERNARY_ZMM 1
 #endif
 
 // GCC 12 reports the _mm*_undefined_*() placeholders inside its own intrinsics (reduce, extract,
@@ -92,7 +120,7 @@ inline uint32_t load_u32(const void* p) {
 
 // ---- quantize_activations -----------------------------------------------------------------------
 
-#if defined(__AVX512F__)
+#if defined(FASTEMB_TERNARY_ZMM)
 // 16 activations from element i (the first `cnt` of them; the rest read as 0) as float32.
 inline __m512 load16(const void* x, int dt, int64_t i, int cnt) {
   const __mmask16 mk = static_cast<__mmask16>(cnt >= 16 ? 0xffffu : ((1u << cnt) - 1u));
@@ -136,7 +164,7 @@ inline __m256 load8(const void* x, int dt, int64_t i) {
 void quantize_row(const void* xrow, int dt, int64_t k, int64_t kp, float eps, int rule, int8_t* q, float* s_out) {
   float amax = 0.0f;
   int64_t c = 0;
-#if defined(__AVX512F__)
+#if defined(FASTEMB_TERNARY_ZMM)
   {
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     __m512 m0 = _mm512_setzero_ps();
@@ -376,6 +404,40 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 // (measured 1.3-1.5x slower). No instruction is emitted.
 #define FT2_PIN(v) __asm__("" : "+x"(v))
 
+// The product step of the 256-bit integer kernels (gemv1_tile, gemvm_tile, gemm2_micro, t5_tile):
+// the only code in which the avx2 and AVX-VNNI variants differ. The products c x (u8 codes x s8
+// activations, 32 per vector) are summed within each group of 4 bytes (the int32 lane they share):
+//   AVX2 (vpmaddubsw + vpaddw): a lane's two pairs go to two int16 lanes; the callers bound those
+//     int16 sums (< 2^15, no saturation) and call dp_to_i32 (vpmaddwd with ones: the two pair
+//     sums added into their int32 lane) before they could overflow.
+//   AVX-VNNI (vpdpbusd, FASTEMB_TERNARY_AVXVNNI; the driver's EVEX twin FASTEMB_TERNARY_AVXVNNI_EVEX):
+//     the four products go straight into the int32 lane, and dp_to_i32 is the identity. The same
+//     flush points stay exact: every value an int16 lane could hold fits an int32 lane, and the
+//     total of a lane over all k fits int32 (kMaxK), so the int32 sums are the same integers.
+// dp_fold_scaled(lo, hi) = dp_to_i32(lo + hi / 4) for hi's lanes all multiples of 4 (exact shift).
+#if defined(FASTEMB_TERNARY_AVXVNNI_EVEX)
+// Same instruction, EVEX encoding (AVX512-VNNI + AVX512VL): runs the AVX-VNNI variant's code on
+// CPUs without AVX-VNNI (no emulator here has it), so the native driver can check it bit for bit.
+#define FASTEMB_TERNARY_YMM_DPBUSD(acc, c, x) _mm256_dpbusd_epi32(acc, c, x)
+#elif defined(FASTEMB_TERNARY_AVXVNNI)
+#define FASTEMB_TERNARY_YMM_DPBUSD(acc, c, x) _mm256_dpbusd_avx_epi32(acc, c, x)
+#endif
+#if defined(FASTEMB_TERNARY_YMM_DPBUSD)
+inline __m256i dp_add(__m256i acc, __m256i c, __m256i x) { return FASTEMB_TERNARY_YMM_DPBUSD(acc, c, x); }
+inline __m256i dp_add2(__m256i acc, __m256i c0, __m256i x0, __m256i c1, __m256i x1) {
+  return FASTEMB_TERNARY_YMM_DPBUSD(FASTEMB_TERNARY_YMM_DPBUSD(acc, c0, x0), c1, x1);
+}
+inline __m256i dp_to_i32(__m256i acc) { return acc; }
+inline __m256i dp_fold_scaled(__m256i lo, __m256i hi) { return _mm256_add_epi32(lo, _mm256_srai_epi32(hi, 2)); }
+#else
+inline __m256i dp_add(__m256i acc, __m256i c, __m256i x) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(c, x)); }
+inline __m256i dp_add2(__m256i acc, __m256i c0, __m256i x0, __m256i c1, __m256i x1) {
+  return _mm256_add_epi16(acc, _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1)));
+}
+inline __m256i dp_to_i32(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+inline __m256i dp_fold_scaled(__m256i lo, __m256i hi) { return dp_to_i32(_mm256_add_epi16(lo, _mm256_srai_epi16(hi, 2))); }
+#endif
+
 // Prefetches `lines` cache lines from p, not past end (end = null: none). Compared as integers:
 // written with pointer comparisons and an early return for null, GCC 12 -O2 dropped every
 // prefetch of the calling loops.
@@ -403,7 +465,7 @@ struct Acc32 {
 template <int NR>
 inline void gemv1_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf_end) {
   const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
-  const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c), ones = _mm256_set1_epi16(1);
+  const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
   const uint8_t* wr = a.w.packed + j0 * rs;
   const int8_t* xr = a.xq + i0 * kp;
   const uint8_t* pf = wr + kPrefetch2;
@@ -419,19 +481,15 @@ inline void gemv1_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t*
         const uint8_t* w = wr + 64 * b + 32 * h;
         for (int r = 0; r < NR; ++r) {
           const __m256i v = load256(w + r * rs), v4 = _mm256_srli_epi16(v, 4);
-          const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m03), load256(x));
-          const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(v4, m03), load256(x + 128));
-          lo[r] = _mm256_add_epi16(lo[r], _mm256_add_epi16(p0, p2));
+          lo[r] = dp_add2(lo[r], _mm256_and_si256(v, m03), load256(x), _mm256_and_si256(v4, m03), load256(x + 128));
           FT2_PIN(lo[r]);
-          const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, m0c), load256(x + 64));
-          const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(v4, m0c), load256(x + 192));
-          hi[r] = _mm256_add_epi16(hi[r], _mm256_add_epi16(p1, p3));
+          hi[r] = dp_add2(hi[r], _mm256_and_si256(v, m0c), load256(x + 64), _mm256_and_si256(v4, m0c), load256(x + 192));
           FT2_PIN(hi[r]);
         }
       }
     }
     for (int r = 0; r < NR; ++r)
-      acc.add(r, _mm256_madd_epi16(_mm256_add_epi16(lo[r], _mm256_srai_epi16(hi[r], 2)), ones));
+      acc.add(r, dp_fold_scaled(lo[r], hi[r]));
   }
   for (int r = 0; r < NR; ++r) store_int8(a, i0, j0 + r, acc.sum(r) - a.sum_x[i0]);
 }
@@ -439,7 +497,7 @@ inline void gemv1_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t*
 template <int MR, int NR>
 __attribute__((noinline)) void gemvm_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf_end) {
   const int64_t kp = a.w.kp, nb = kp / kBlock, rs = kp / 4;
-  const __m256i m03 = _mm256_set1_epi8(0x03), ones = _mm256_set1_epi16(1);
+  const __m256i m03 = _mm256_set1_epi8(0x03);
   const uint8_t* wr = a.w.packed + j0 * rs;
   const int8_t* x0 = a.xblk + i0 * kBlock;  // [nb][m][256]: this tile's rows of block b are contiguous
   const int64_t xstride = a.m * kBlock;
@@ -464,7 +522,7 @@ __attribute__((noinline)) void gemvm_tile(const Int8Work& a, int64_t i0, int64_t
           for (int i = 0; i < MR; ++i) {
             const __m256i xv = load256(x + i * kBlock + 64 * s);
             for (int r = 0; r < NR; ++r) {
-              s16[i][r] = _mm256_add_epi16(s16[i][r], _mm256_maddubs_epi16(c[r], xv));
+              s16[i][r] = dp_add(s16[i][r], c[r], xv);
               FT2_PIN(s16[i][r]);
             }
           }
@@ -472,7 +530,7 @@ __attribute__((noinline)) void gemvm_tile(const Int8Work& a, int64_t i0, int64_t
       }
     }
     for (int i = 0; i < MR; ++i)
-      for (int r = 0; r < NR; ++r) acc.add(i * NR + r, _mm256_madd_epi16(s16[i][r], ones));
+      for (int r = 0; r < NR; ++r) acc.add(i * NR + r, dp_to_i32(s16[i][r]));
   }
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) store_int8(a, i0 + i, j0 + r, acc.sum(i * NR + r) - a.sum_x[i0 + i]);
@@ -674,22 +732,31 @@ void int8_gemv_impl(const Int8Work& a, int64_t j0, int64_t j1) {
 
 // ---- integer GEMM forms: what both share ------------------------------------------------------
 
-#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV)
+#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV) || defined(FASTEMB_TERNARY_USMMLA)
 constexpr int64_t kMc = 256;  // activation rows per pass (int32 tile 48 x 256 = 48 KB)
 static_assert(kBlock == 256, "the GEMM forms block k by one packed block");
 
 // The decoded panel of the kGemmCols weight rows from j0: [k block][col][256 u8 codes], the code of
 // packed byte t, bits 2s..2s+1, at 64 s + t; columns past ncols get code 1 (weight 0).
 // decode64(src, dst) writes the 256 codes of one 64-byte packed block (the ISA's shifts and masks).
+// paired (the i8mm form): [k block][col pair][32 k-groups of 8][2 cols][8 codes] instead, so that one
+// 16-byte load is a usmmla operand (columns 2p, 2p+1 x 8 k); a column pair starts where its even
+// column would in the plain layout.
 template <class Decode64>
-inline void decode_panel(const Int8Work& a, int64_t j0, int64_t ncols, int64_t nb, uint8_t* panel, Decode64 decode64) {
+inline void decode_panel(const Int8Work& a, int64_t j0, int64_t ncols, int64_t nb, uint8_t* panel, Decode64 decode64,
+                         bool paired = false) {
   const int64_t rs = a.w.kp / 4;
+  alignas(64) uint8_t one[256];
   for (int64_t c = 0; c < kGemmCols; ++c) {
     const uint8_t* src = a.w.packed + (j0 + c) * rs;
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = panel + (b * kGemmCols + c) * 256;
+      uint8_t* dst = paired ? one : panel + (b * kGemmCols + c) * 256;
       if (c >= ncols) std::memset(dst, 1, 256);
       else decode64(src + 64 * b, dst);
+      if (paired) {
+        uint8_t* pair = panel + (b * kGemmCols + (c & ~int64_t(1))) * 256 + 8 * (c & 1);
+        for (int64_t q = 0; q < 32; ++q) std::memcpy(pair + 16 * q, one + 8 * q, 8);
+      }
     }
   }
 }
@@ -843,22 +910,21 @@ constexpr int64_t kFlushSteps = 32;   // k-groups of 4 between int16 -> int32 fl
 #define G2_COL(j)                                                                          \
   {                                                                                        \
     const __m256i w = _mm256_set1_epi32(static_cast<int>(load_u32(pb + (j) * 256 + 4 * q))); \
-    c0_##j = _mm256_add_epi16(c0_##j, _mm256_maddubs_epi16(w, x0));                        \
+    c0_##j = dp_add(c0_##j, w, x0);                                                        \
     FT2_PIN(c0_##j);                                                                       \
-    c1_##j = _mm256_add_epi16(c1_##j, _mm256_maddubs_epi16(w, x1));                        \
+    c1_##j = dp_add(c1_##j, w, x1);                                                        \
     FT2_PIN(c1_##j);                                                                       \
   }
 #define G2_FLUSH(j)                                                                            \
   {                                                                                            \
     __m256i* p0 = reinterpret_cast<__m256i*>(ct + (j) * ldc);                                  \
-    _mm256_store_si256(p0, _mm256_add_epi32(_mm256_load_si256(p0), _mm256_madd_epi16(c0_##j, ones))); \
-    _mm256_store_si256(p0 + 1, _mm256_add_epi32(_mm256_load_si256(p0 + 1), _mm256_madd_epi16(c1_##j, ones))); \
+    _mm256_store_si256(p0, _mm256_add_epi32(_mm256_load_si256(p0), dp_to_i32(c0_##j)));         \
+    _mm256_store_si256(p0 + 1, _mm256_add_epi32(_mm256_load_si256(p0 + 1), dp_to_i32(c1_##j))); \
   }
 
 // One k block (64 k-groups of 4) of one 16-row group (xb: [64][64 bytes]) x 6 weight columns
 // (pb: codes [col][256]); the int32 sums are added into ct[j * ldc + 0..15].
 __attribute__((noinline)) void gemm2_micro(const int8_t* xb, const uint8_t* pb, int32_t* ct, int64_t ldc) {
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t q0 = 0; q0 < 64; q0 += kFlushSteps) {
     G2_J6(G2_ZERO)
     for (int64_t q = q0; q < q0 + kFlushSteps; ++q) {
@@ -906,6 +972,8 @@ void int8_gemm_impl(const Int8Work& a, int64_t j0, int64_t j1) {
 #undef G2_ZERO
 #undef G2_COL
 #undef G2_FLUSH
+#elif defined(FASTEMB_TERNARY_USMMLA)
+#include "ternary/ternary_gemm_i8mm.h"
 #endif
 
 // ---- float path ---------------------------------------------------------------------------------
@@ -920,7 +988,7 @@ void float_rows_impl(const FloatWork& a, int64_t j0, int64_t j1) {
     for (int64_t i = 0; i < a.m; ++i) {
       const float* x = a.x + i * k;
       float dot;
-#if defined(__AVX512F__)
+#if defined(FASTEMB_TERNARY_ZMM)
       __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
       int64_t c = 0;
       for (; c + 64 <= k; c += 64) {
@@ -976,7 +1044,7 @@ void int8_gemv(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_impl(a, j0
 void int8_gemv_t5(const Int8Work& a, int64_t j0, int64_t j1) { int8_gemv_t5_impl(a, j0, j1); }
 
 bool int8_gemm(const Int8Work& a, int64_t j0, int64_t j1) {
-#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV)
+#if defined(FASTEMB_TERNARY_VNNI) || defined(FASTEMB_TERNARY_AVX2_GEMV) || defined(FASTEMB_TERNARY_USMMLA)
   int8_gemm_impl(a, j0, j1);
   return true;
 #else

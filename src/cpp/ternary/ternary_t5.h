@@ -77,7 +77,7 @@ constexpr int64_t kT5Group2 = 4;  // blocks between int16 -> int32 flushes
 template <int MR, int NR>
 inline void t5_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf_end) {
   const int64_t kp = a.w.kp, nb = kp / kBlockT5, rs = kp / 5;
-  const __m256i c30 = _mm256_set1_epi16(0x0003), c03 = _mm256_set1_epi16(0x0300), ones = _mm256_set1_epi16(1);
+  const __m256i c30 = _mm256_set1_epi16(0x0003), c03 = _mm256_set1_epi16(0x0300);
   const uint8_t* wr = a.w.packed + j0 * rs;
   const int8_t* xr = a.xq + i0 * kp;
   const uint8_t* pf = wr + kPrefetch2;
@@ -103,7 +103,7 @@ inline void t5_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf
           for (int i = 0; i < MR; ++i) {
             const __m256i xv = load256(xr + i * kp + 320 * b + 64 * t + 32 * h);
             for (int r = 0; r < NR; ++r) {
-              s16[i][r] = _mm256_add_epi16(s16[i][r], _mm256_maddubs_epi16(c[r], xv));
+              s16[i][r] = dp_add(s16[i][r], c[r], xv);
               FT2_PIN(s16[i][r]);
             }
           }
@@ -111,7 +111,7 @@ inline void t5_tile(const Int8Work& a, int64_t i0, int64_t j0, const uint8_t* pf
       }
     }
     for (int i = 0; i < MR; ++i)
-      for (int r = 0; r < NR; ++r) acc.add(i * NR + r, _mm256_madd_epi16(s16[i][r], ones));
+      for (int r = 0; r < NR; ++r) acc.add(i * NR + r, dp_to_i32(s16[i][r]));
   }
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) store_int8(a, i0 + i, j0 + r, acc.sum(i * NR + r) - a.sum_x[i0 + i]);

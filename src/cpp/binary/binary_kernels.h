@@ -541,58 +541,25 @@ inline void load_queries(const Geo& g, const uint8_t* q, int64_t q0, int64_t q1,
   for (int64_t i = q0; i < q1; ++i) sumcq[i - q0] = load_row(g, q + i * row_bytes, qw + (i - q0) * g.row_words, 1);
 }
 
-// Few queries: each doc row is scored where it lies, in the XOR form (binary_math.h; for sdc with
-// bits > 1 the weighted sum over plane pairs). Transposing rows into a tile costs more than the
-// scoring when it serves one or two queries (1 query x 1M x 1024-bit codes: 9.8 -> 4.8 ms; sdc
-// bits = 2 on 512 dims: see topk_block). Same integers as tile_scores.
+// Few queries: each doc row is scored where it lies, in the XOR form (binary_math.h): Hamming and
+// sdc with bits = 1 compare each plane with itself; sdc with bits > 1 takes the weighted sum over
+// plane pairs. Transposing rows into a tile costs more than the scoring when it serves one or two
+// queries (1 query x 1M x 1024-bit codes: 9.8 -> 4.8 ms; sdc bits = 2 on 512 dims ~32 -> 5.8 ms,
+// one thread). Same integers as tile_scores.
 constexpr int64_t kDirectMaxQueries = 2;
 
+#if !defined(__AVX2__)
 // popcnt(q ^ d) over one plane: q = the query plane's words (padding cleared), plane = the doc's.
 inline int64_t plane_xor_popcount(const Geo& g, const uint64_t* __restrict q, const uint8_t* __restrict plane) {
   // Words read as whole 8-byte loads: all of them when the last word has no padding bits.
   const int64_t full = (g.tail_bytes == 8 && g.last_mask == ~0ull) ? g.words : g.words - 1;
   int64_t h = 0;
-  {
-    int64_t w = 0;
-#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-    __m512i acc = _mm512_setzero_si512();
-    for (; w + 8 <= full; w += 8) {
-      const __m512i x = _mm512_xor_si512(_mm512_loadu_si512(q + w), _mm512_loadu_si512(plane + 8 * w));
-      acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
-    }
-    alignas(64) int64_t lanes[8];  // (GCC 12 warns falsely inside _mm512_reduce_add_epi64)
-    _mm512_store_si512(lanes, acc);
-    for (int l = 0; l < 8; ++l) h += lanes[l];
-#elif defined(__AVX2__)
-    // 32 bytes at a time: nibble-LUT popcount of q ^ d, byte counts (<= 8 per chunk) summed over up
-    // to 31 chunks before one vpsadbw. Scalar popcnt on the 16 words of a 1024-bit row kept one
-    // core below its share of the read bandwidth (1 query x 1M x 1024 bits, 2 threads: 4.7 ms).
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                         2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i acc = _mm256_setzero_si256();
-    while (w + 4 <= full) {
-      const int64_t w1 = min_i64(full, w + 4 * 31) & ~int64_t(3);
-      __m256i bytes = _mm256_setzero_si256();
-      for (; w < w1; w += 4) {
-        const __m256i x = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + w)),
-                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(plane + 8 * w)));
-        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
-        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-        bytes = _mm256_add_epi8(bytes, _mm256_add_epi8(lo, hi));
-      }
-      acc = _mm256_add_epi64(acc, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));
-    }
-    const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    h += _mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2)));
-#endif
-    for (; w < full; ++w) {
-      uint64_t v;
-      std::memcpy(&v, plane + 8 * w, 8);
-      h += popcount64(q[w] ^ v);
-    }
-    if (full < g.words) h += popcount64(q[g.words - 1] ^ load_word(g, plane, g.words - 1));  // padding masked
+  for (int64_t w = 0; w < full; ++w) {
+    uint64_t v;
+    std::memcpy(&v, plane + 8 * w, 8);
+    h += popcount64(q[w] ^ v);
   }
+  if (full < g.words) h += popcount64(q[g.words - 1] ^ load_word(g, plane, g.words - 1));  // padding masked
   return h;
 }
 
@@ -608,28 +575,27 @@ inline int64_t xor_score_direct(const Geo& g, const uint64_t* __restrict qw, con
       wx += plane_xor_popcount(g, qw + i * g.words, row + k * g.nbytes) << pair_shift(g.bits, i, k);
   return sdc_from_xor(g.dim, g.bits, wx);
 }
-
-#if defined(__AVX2__)  // avx2 and avx512
+#else  // avx2 and avx512
 // GCC 12 warns falsely about undefined source operands inside the AVX-512 shift / extract intrinsics.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// Few queries, sdc with bits = B > 1, on x86: the weighted XOR sum of a row in vectors. Every plane
-// is read as kDirectChunk-byte chunks (whole loads, ANDed with the valid-bit mask of the chunk: zero
-// past nbytes, padding bits cleared); the query's chunks are masked once. Pair popcounts go into one
-// accumulator per weight 2^s (s = 2u - i - k), shifted once per row. (The word loop of
-// xor_score_direct does not vectorize planes shorter than a vector: bits = 4 on 256 dims ran at
-// ~40 ns per doc, ten times the 1-bit scan over the same bytes.)
+// On x86 in vectors: every plane is read as kDirectChunk-byte chunks (whole loads, ANDed with the
+// chunk's valid-bit mask: zero past nbytes, padding bits cleared); the query's chunks are masked
+// once. Pair popcounts go into one accumulator per weight 2^s (s = 2u - i - k), shifted once per
+// row, and one horizontal sum per row. (A word loop per plane pair does not vectorize planes shorter
+// than a vector, and its per-pair horizontal sums made even the 1-bit scan compute-bound: 1 query x
+// 1M x 1024 bits, AVX2 with scalar popcnt 4.7 ms, where the read floor is 3.4 ms.)
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
 constexpr int64_t kDirectChunk = 64;
 #else
 constexpr int64_t kDirectChunk = 32;
 #endif
 
-struct DirectSdc {
-  int64_t nbytes, nch, read;  // chunks per plane; bytes a row's loads span ((B-1) nbytes + nch chunks)
-  Buf<uint8_t> q, m;          // q: [queries][B][nch][chunk] masked query planes; m: [nch][chunk] masks
-  DirectSdc(const Geo& g, const uint8_t* qrows, int64_t q0, int64_t q1)
+struct DirectCodes {
+  int64_t nbytes, nch, read;  // chunks per plane; bytes a row's loads span ((bits-1) nbytes + nch chunks)
+  Buf<uint8_t> q, m;          // q: [queries][bits][nch][chunk] masked query planes; m: [nch][chunk] masks
+  DirectCodes(const Geo& g, const uint8_t* qrows, int64_t q0, int64_t q1)
       : nbytes(g.nbytes), nch((g.nbytes + kDirectChunk - 1) / kDirectChunk),
         read((g.bits - 1) * g.nbytes + nch * kDirectChunk), q((q1 - q0) * g.bits * nch * kDirectChunk),
         m(nch * kDirectChunk) {
@@ -646,11 +612,14 @@ struct DirectSdc {
   }
 };
 
-// wx of one doc row (its loads may read up to `read` bytes from `row`) against query `qi`.
-template <int B>
-inline int64_t direct_sdc_row(const DirectSdc& ds, int64_t qi, const uint8_t* __restrict row) {
-  constexpr int S = 2 * B - 1;  // weights 2^0 .. 2^(2u)
+// The XOR sum of one doc row (its loads may read up to `read` bytes from `row`) against query qi:
+// kPairs, all B x B plane pairs weighted by 2^(2u-i-k) (sdc, bits = B > 1); otherwise each of the B
+// planes against itself, weight 1 (Hamming with B planes, or sdc with bits = 1).
+template <int B, bool kPairs>
+inline int64_t direct_row(const DirectCodes& ds, int64_t qi, const uint8_t* __restrict row) {
+  constexpr int S = kPairs ? 2 * B - 1 : 1;  // accumulators: weights 2^0 .. 2^(2u), or one
   const uint8_t* qb = ds.q.p + qi * B * ds.nch * kDirectChunk;
+  auto slot = [](int i, int k) { return kPairs ? 2 * (B - 1) - i - k : 0; };
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
   __m512i acc[S];
 #pragma GCC unroll 8
@@ -661,10 +630,10 @@ inline int64_t direct_sdc_row(const DirectSdc& ds, int64_t qi, const uint8_t* __
     for (int k = 0; k < B; ++k) {
       const __m512i d = _mm512_loadu_si512(row + k * ds.nbytes + c * kDirectChunk);
 #pragma GCC unroll 4
-      for (int i = 0; i < B; ++i) {
+      for (int i = kPairs ? 0 : k; i < (kPairs ? B : k + 1); ++i) {
         const __m512i qv = _mm512_load_si512(qb + (i * ds.nch + c) * kDirectChunk);
         const __m512i x = _mm512_ternarylogic_epi64(qv, d, mk, 0x28);  // (q ^ d) & mask
-        acc[2 * (B - 1) - i - k] = _mm512_add_epi64(acc[2 * (B - 1) - i - k], _mm512_popcnt_epi64(x));
+        acc[slot(i, k)] = _mm512_add_epi64(acc[slot(i, k)], _mm512_popcnt_epi64(x));
       }
     }
   }
@@ -673,7 +642,8 @@ inline int64_t direct_sdc_row(const DirectSdc& ds, int64_t qi, const uint8_t* __
   for (int s = 1; s < S; ++s) t = _mm512_add_epi64(t, _mm512_slli_epi64(acc[s], s));
   const __m256i h4 = _mm256_add_epi64(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
 #else
-  // Nibble-LUT popcounts; byte counts of one chunk (<= B * 8 per weight) go to 64-bit sums per chunk.
+  // Nibble-LUT popcounts; a chunk's byte counts (<= B * 8 per weight) go to 64-bit sums (vpsadbw).
+  // (Deferring the vpsadbw over several chunks made the 1-bit scan slower: 6.4 -> 8.2 ms, 1 thread.)
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                        2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
@@ -690,12 +660,12 @@ inline int64_t direct_sdc_row(const DirectSdc& ds, int64_t qi, const uint8_t* __
       const __m256i d = _mm256_and_si256(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k * ds.nbytes + c * kDirectChunk)), mk);
 #pragma GCC unroll 4
-      for (int i = 0; i < B; ++i) {
+      for (int i = kPairs ? 0 : k; i < (kPairs ? B : k + 1); ++i) {
         const __m256i x = _mm256_xor_si256(
             _mm256_load_si256(reinterpret_cast<const __m256i*>(qb + (i * ds.nch + c) * kDirectChunk)), d);
         const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
                                             _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
-        bytes[2 * (B - 1) - i - k] = _mm256_add_epi8(bytes[2 * (B - 1) - i - k], cnt);
+        bytes[slot(i, k)] = _mm256_add_epi8(bytes[slot(i, k)], cnt);
       }
     }
 #pragma GCC unroll 8
@@ -1255,33 +1225,42 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   if (direct) {
     const int64_t row_bytes = g.bits * g.nbytes;
 #if defined(__AVX2__)
+    const DirectCodes ds(g, p.q, q0, q1);
+    // Rows whose loads would pass the end of the corpus are copied to a zero-padded buffer first.
+    const int64_t last_safe = p.nd - (ds.read + row_bytes - 1) / row_bytes;
+    Buf<uint8_t> bounce(ds.read);
+    auto row_at = [&](int64_t j) -> const uint8_t* {
+      if (j <= last_safe) return p.d + j * row_bytes;
+      std::memset(bounce.p, 0, static_cast<size_t>(ds.read));
+      std::memcpy(bounce.p, p.d + j * row_bytes, static_cast<size_t>(row_bytes));
+      return bounce.p;
+    };
+    const bool sdc = g.mode == Mode::sdc;  // S = dim L^2 - 2 (XOR sum); Hamming: the sum itself
+    auto scan = [&](auto row_sum) {
+      direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
+        const int64_t x = row_sum(ds, i, row_at(j));
+        return static_cast<int32_t>(sdc ? sdc_from_xor(g.dim, g.bits, x) : x);
+      });
+    };
     if (g.and_form) {
-      const DirectSdc ds(g, p.q, q0, q1);
-      // Rows whose loads would pass the end of the corpus are copied to a zero-padded buffer first.
-      const int64_t last_safe = p.nd - (ds.read + row_bytes - 1) / row_bytes;
-      Buf<uint8_t> bounce(ds.read);
-      auto row_at = [&](int64_t j) -> const uint8_t* {
-        if (j <= last_safe) return p.d + j * row_bytes;
-        std::memset(bounce.p, 0, static_cast<size_t>(ds.read));
-        std::memcpy(bounce.p, p.d + j * row_bytes, static_cast<size_t>(row_bytes));
-        return bounce.p;
-      };
-      auto scan = [&](auto row_score) {
-        direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
-          return static_cast<int32_t>(sdc_from_xor(g.dim, g.bits, row_score(ds, i, row_at(j))));
-        });
-      };
       switch (g.bits) {
-        case 2: scan(direct_sdc_row<2>); break;
-        case 3: scan(direct_sdc_row<3>); break;
-        default: scan(direct_sdc_row<4>); break;
+        case 2: scan(direct_row<2, true>); break;
+        case 3: scan(direct_row<3, true>); break;
+        default: scan(direct_row<4, true>); break;
       }
-      return;
+    } else {
+      switch (g.bits) {
+        case 1: scan(direct_row<1, false>); break;
+        case 2: scan(direct_row<2, false>); break;
+        case 3: scan(direct_row<3, false>); break;
+        default: scan(direct_row<4, false>); break;
+      }
     }
-#endif
+#else
     direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
       return static_cast<int32_t>(xor_score_direct(g, qw.p + i * g.row_words, p.d + j * row_bytes));
     });
+#endif
     return;
   }
   for (int64_t t0 = d0; t0 < d1; t0 += T) {

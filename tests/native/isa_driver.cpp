@@ -100,7 +100,10 @@ void test_binary() {
   struct Case { int bits; int64_t dim, nq, nd; };
   const Case cases[] = {{1, 256, 37, 1000}, {1, 1024, 9, 333}, {1, 100, 2, 517}, {1, 7, 1, 1}, {1, 1, 3, 17},
                         {2, 64, 8, 129},    {3, 200, 11, 250}, {4, 33, 5, 70},    {1, 512, 0, 10}, {2, 96, 4, 0},
-                        {1, 520, 64, 2000}, {1, 8200, 3, 40}};
+                        {1, 520, 64, 2000}, {1, 8200, 3, 40},
+                        // one or two queries: the direct row-by-row kernels, multi-bit too (several
+                        // vector chunks per plane, rows near the corpus end through the bounce buffer)
+                        {2, 512, 1, 300},   {3, 344, 2, 257},  {4, 1000, 1, 130}, {2, 70, 2, 33}};
   for (const Case& c : cases) {
     const int64_t nbytes = (c.dim + 7) / 8;
     std::vector<uint8_t> q(static_cast<size_t>(c.nq * c.bits * nbytes)), d(static_cast<size_t>(c.nd * c.bits * nbytes));

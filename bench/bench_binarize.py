@@ -11,7 +11,10 @@ normal values; FASTEMB_BENCH_THREADS (default 2) threads.
 
     fastemb[<isa>]   fastemb.binary.native_binarize(..., isa=<isa>): every ISA variant this CPU
                      has (the same as FASTEMB_FORCE_ISA=<isa> fastemb.binarize), bits = 1 and 2
-                     (bits = 2 with scale=None: the per-row mean|x| pass included)
+                     (bits = 2 with scale=None: the per-row mean|x| pass included); a new result
+                     array per call
+    fastemb, out=    fastemb.binarize(x, bits, out=buf): the default ISA writing into a
+                     preallocated result
     packbits         np.packbits(x > 0, axis=1) (single-threaded NumPy; = bits 1, rule "gt")
     numpy_ref        the float64 NumPy reference (fastemb before native kernels), timed on
                      N_REF rows and extrapolated
@@ -76,6 +79,18 @@ def test_fastemb(benchmark, isa, bits):
     np.testing.assert_array_equal(B.native_binarize(C, x[:2000], bits, None, "ge", isa), R.binarize(x[:2000], bits))
     peer = "fastemb" if isa == C.binary_kernel_isa("") else f"fastemb {isa}"
     _bench(benchmark, f"binarize bits={bits}", peer, lambda: B.native_binarize(C, x, bits, None, "ge", isa), x.nbytes)
+
+
+@pytest.mark.skipif(C is None, reason="native module not built")
+@pytest.mark.parametrize("bits", [1, 2])
+def test_fastemb_out(benchmark, bits):
+    """The public call writing into a preallocated result (`out=`): no fresh pages to fault in and zero
+    per call (1M x 768: a 96 or 192 MB result)."""
+    x = data()
+    buf = np.empty((N, bits, (DIM + 7) // 8), np.uint8)
+    fastemb.binarize(x[:2000], bits, out=buf[:2000])
+    np.testing.assert_array_equal(buf[:2000], R.binarize(x[:2000], bits))
+    _bench(benchmark, f"binarize bits={bits}", "fastemb, out=", lambda: fastemb.binarize(x, bits, out=buf), x.nbytes)
 
 
 @pytest.mark.parametrize("bits", [1, 2])

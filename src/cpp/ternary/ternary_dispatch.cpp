@@ -50,27 +50,22 @@ FASTEMB_DECLARE_ISA(avxvnni)
 
 namespace {
 
-// The i8mm kernel set runs for the dotprod ISA (no Isa of its own): built (CMake found a compiler
-// for it) and the CPU has FEAT_I8MM.
-bool i8mm_kernels(Isa kisa) {
-#if defined(FASTEMB_TERNARY_I8MM_TU)
-  return kisa == Isa::dotprod && cpu_features().i8mm;
-#else
-  (void)kisa;
-  return false;
-#endif
-}
+// A kernel set that runs in place of a kernel ISA's own, with no Isa of its own: built (CMake found a
+// compiler for it) and the CPU has the feature.
+//   i8mm: for the dotprod ISA on CPUs with FEAT_I8MM.
+//   avxvnni: for the avx2 kernel ISA on CPUs with AVX-VNNI (so also for avx512 on a CPU with AVX-VNNI
+//     but not AVX512-VNNI); same GEMM crossover as avx2 (not measured on an AVX-VNNI CPU).
+enum class SubVariant { none, i8mm, avxvnni };
 
-// The AVX-VNNI kernel set runs for the avx2 kernel ISA (no Isa of its own; so also for avx512 on a
-// CPU with AVX-VNNI but not AVX512-VNNI): built (CMake found a compiler for it) and the CPU has
-// AVX-VNNI. Same GEMM crossover as avx2 (not measured on an AVX-VNNI CPU).
-bool avxvnni_kernels(Isa kisa) {
-#if defined(FASTEMB_TERNARY_AVXVNNI_TU)
-  return kisa == Isa::avx2 && cpu_features().avxvnni;
-#else
-  (void)kisa;
-  return false;
+SubVariant sub_variant(Isa kisa) {
+#if defined(FASTEMB_TERNARY_I8MM_TU)
+  if (kisa == Isa::dotprod && cpu_features().i8mm) return SubVariant::i8mm;
 #endif
+#if defined(FASTEMB_TERNARY_AVXVNNI_TU)
+  if (kisa == Isa::avx2 && cpu_features().avxvnni) return SubVariant::avxvnni;
+#endif
+  (void)kisa;
+  return SubVariant::none;
 }
 
 const IsaKernels* g_avx2_testing = nullptr;  // set_avx2_kernels_for_testing
@@ -84,7 +79,7 @@ IsaKernels kernels_for(Isa requested) {
     case Isa::avx2:
       if (g_avx2_testing) return *g_avx2_testing;
 #if defined(FASTEMB_TERNARY_AVXVNNI_TU)
-      if (avxvnni_kernels(Isa::avx2))
+      if (sub_variant(Isa::avx2) == SubVariant::avxvnni)
         return {avxvnni::quantize_rows, avxvnni::int8_gemv, avxvnni::int8_gemv_t5, avxvnni::int8_gemm, avxvnni::float_rows, true};
 #endif
       return plain_avx2_kernels();
@@ -92,7 +87,7 @@ IsaKernels kernels_for(Isa requested) {
 #if defined(FASTEMB_ARM64)
     case Isa::dotprod:
 #if defined(FASTEMB_TERNARY_I8MM_TU)
-      if (i8mm_kernels(Isa::dotprod))
+      if (sub_variant(Isa::dotprod) == SubVariant::i8mm)
         return {i8mm::quantize_rows, i8mm::int8_gemv, i8mm::int8_gemv_t5, i8mm::int8_gemm, i8mm::float_rows, true, 8};
 #endif
       return {dotprod::quantize_rows, dotprod::int8_gemv, dotprod::int8_gemv_t5, dotprod::int8_gemm, dotprod::float_rows, false};
@@ -128,7 +123,7 @@ int64_t gemm_min_rows(Isa kisa, Format fmt) {
   }();
   if (forced) return forced;
   if (fmt == Format::t5) return 16;
-  if (i8mm_kernels(kisa)) return 16;
+  if (sub_variant(kisa) == SubVariant::i8mm) return 16;
   return kisa == Isa::avx512 ? 96 : 32;
 }
 
@@ -223,8 +218,11 @@ IsaKernels plain_avx2_kernels() {
 
 const char* kernel_variant_name(Isa requested) {
   const Isa kisa = kernel_isa(requested);
-  if (i8mm_kernels(kisa)) return "dotprod_i8mm";
-  if (avxvnni_kernels(kisa)) return "avx2_vnni";
+  switch (sub_variant(kisa)) {
+    case SubVariant::i8mm: return "dotprod_i8mm";
+    case SubVariant::avxvnni: return "avx2_vnni";
+    case SubVariant::none: break;
+  }
   return isa_name(kisa);
 }
 

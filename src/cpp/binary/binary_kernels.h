@@ -1178,15 +1178,16 @@ __attribute__((noinline)) void topk_fused(const Problem& p, const Geo& g, int64_
 }  // namespace
 #endif
 
-// The direct path's heap loop: score(i, j) of query i (0-based in the block, nqb <= kDirectMaxQueries)
-// and doc j, docs in order; every query of the block scores a row while it is in L1 (one pass over
-// the corpus, not one per query).
-template <class Score>
+// The direct path's heap loop: row_of(j) = doc j's row, score(i, row) = query i's score (i 0-based in
+// the block, nqb <= kDirectMaxQueries); docs in order, and every query of the block scores a row while
+// it is in L1 (one pass over the corpus, not one per query).
+template <class RowOf, class Score>
 inline void direct_scan(int64_t nqb, int64_t d0, int64_t d1, int64_t k, int32_t* hs, int64_t* hi, int64_t* hn,
-                        Score score) {
-  for (int64_t j = d0; j < d1; ++j)
+                        RowOf row_of, Score score) {
+  for (int64_t j = d0; j < d1; ++j) {
+    const uint8_t* row = row_of(j);
     for (int64_t i = 0; i < nqb; ++i) {
-      const int32_t v = score(i, j);
+      const int32_t v = score(i, row);
       int32_t* s = hs + i * k;
       if (hn[i] < k) {
         heap_push(s, hi + i * k, hn[i], v, j);
@@ -1195,7 +1196,46 @@ inline void direct_scan(int64_t nqb, int64_t d0, int64_t d1, int64_t k, int32_t*
         heap_replace_top(s, hi + i * k, hn[i], v, j);
       }
     }
+  }
 }
+
+#if defined(__AVX2__)
+// topk_block's direct path on x86 (direct_row): one or two queries, every code form.
+void topk_direct(const Problem& p, const Geo& g, int64_t q0, int64_t q1, int64_t d0, int64_t d1, int64_t k,
+                 int32_t* hs, int64_t* hi, int64_t* hn) {
+  const int64_t row_bytes = g.bits * g.nbytes;
+  const DirectCodes ds(g, p.q, q0, q1);
+  // Rows whose loads would pass the end of the corpus are copied to a zero-padded buffer first.
+  const int64_t last_safe = p.nd - (ds.read + row_bytes - 1) / row_bytes;
+  Buf<uint8_t> bounce(ds.read);
+  auto row_of = [&](int64_t j) -> const uint8_t* {
+    if (j <= last_safe) return p.d + j * row_bytes;
+    std::memset(bounce.p, 0, static_cast<size_t>(ds.read));
+    std::memcpy(bounce.p, p.d + j * row_bytes, static_cast<size_t>(row_bytes));
+    return bounce.p;
+  };
+  const bool sdc = g.mode == Mode::sdc;  // S = dim L^2 - 2 (XOR sum); Hamming: the sum itself
+  auto scan = [&](auto row_sum) {
+    direct_scan(q1 - q0, d0, d1, k, hs, hi, hn, row_of, [&](int64_t i, const uint8_t* row) {
+      const int64_t x = row_sum(ds, i, row);
+      return static_cast<int32_t>(sdc ? sdc_from_xor(g.dim, g.bits, x) : x);
+    });
+  };
+  if (g.and_form) {
+    switch (g.bits) {
+      case 2: return scan(direct_row<2, true>);
+      case 3: return scan(direct_row<3, true>);
+      default: return scan(direct_row<4, true>);
+    }
+  }
+  switch (g.bits) {
+    case 1: return scan(direct_row<1, false>);
+    case 2: return scan(direct_row<2, false>);
+    case 3: return scan(direct_row<3, false>);
+    default: return scan(direct_row<4, false>);
+  }
+}
+#endif
 
 // Keeps the best k (k >= 1) of docs [d0, d1) for each query of [q0, q1) in heaps: query i owns
 // hs/hi[(i - q0) * k, + k) with hn[i - q0] entries (the caller zeroes hn). Docs are visited in
@@ -1205,64 +1245,37 @@ void topk_block(const Problem& p, int64_t q0, int64_t q1, int64_t d0, int64_t d1
   const Geo g = make_geo(p);
   const int64_t nqb = q1 - q0;
   if (nqb <= 0 || d1 <= d0) return;
-  const bool direct = nqb <= kDirectMaxQueries;  // every form (the multi-bit one too, see below)
+  // One or two queries: the direct row-by-row scan, every code form (transposing rows into tiles costs
+  // more than it saves for so few queries). Otherwise, AVX-512: the tables for multi-bit sdc from bits =
+  // kLutMinBitsAvx512 on, the fused form (full query groups) below that; AVX2: the table kernels, except
+  // 1-bit rows too long for their 16-bit sums.
+  const bool direct = nqb <= kDirectMaxQueries;
+#if defined(__AVX2__)
+  if (direct) return topk_direct(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+#endif
 #if defined(FASTEMB_BINARY_AVX2_LUT)
-  // AVX-512: the tables for multi-bit sdc from bits = kLutMinBitsAvx512 on, the fused form (full
-  // query groups) below that. AVX2: the table kernels, except for one or two queries in the 1-bit
-  // XOR form (the direct scan below) and 1-bit rows too long for 16-bit sums. (Multi-bit sdc takes
-  // them even for one query: 1M x 4 x 256-bit codes, one thread: 26 against 36-59 ns per doc.)
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-  if (g.and_form && g.bits >= kLutMinBitsAvx512 && !direct) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+  if (g.and_form && g.bits >= kLutMinBitsAvx512) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
   if (g.and_form && nqb >= kQueryGroup) return topk_fused(p, g, q0, q1, d0, d1, k, hs, hi, hn);
 #else
-  if (!direct && (g.and_form || g.bits * g.nbytes <= kLutMaxRowBytes)) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
+  if (g.and_form || g.bits * g.nbytes <= kLutMaxRowBytes) return topk_lut(p, g, q0, q1, d0, d1, k, hs, hi, hn);
 #endif
 #endif
   Buf<uint64_t> qw(nqb * g.row_words), tile(g.row_words * T);
   Buf<int64_t> sumcq(nqb);
   int64_t sumcd[T], sc[T];
   load_queries(g, p.q, q0, q1, qw.p, sumcq.p);
-  if (direct) {
+#if !defined(__AVX2__)
+  if (direct) {  // serial / NEON: the word loop
     const int64_t row_bytes = g.bits * g.nbytes;
-#if defined(__AVX2__)
-    const DirectCodes ds(g, p.q, q0, q1);
-    // Rows whose loads would pass the end of the corpus are copied to a zero-padded buffer first.
-    const int64_t last_safe = p.nd - (ds.read + row_bytes - 1) / row_bytes;
-    Buf<uint8_t> bounce(ds.read);
-    auto row_at = [&](int64_t j) -> const uint8_t* {
-      if (j <= last_safe) return p.d + j * row_bytes;
-      std::memset(bounce.p, 0, static_cast<size_t>(ds.read));
-      std::memcpy(bounce.p, p.d + j * row_bytes, static_cast<size_t>(row_bytes));
-      return bounce.p;
-    };
-    const bool sdc = g.mode == Mode::sdc;  // S = dim L^2 - 2 (XOR sum); Hamming: the sum itself
-    auto scan = [&](auto row_sum) {
-      direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
-        const int64_t x = row_sum(ds, i, row_at(j));
-        return static_cast<int32_t>(sdc ? sdc_from_xor(g.dim, g.bits, x) : x);
-      });
-    };
-    if (g.and_form) {
-      switch (g.bits) {
-        case 2: scan(direct_row<2, true>); break;
-        case 3: scan(direct_row<3, true>); break;
-        default: scan(direct_row<4, true>); break;
-      }
-    } else {
-      switch (g.bits) {
-        case 1: scan(direct_row<1, false>); break;
-        case 2: scan(direct_row<2, false>); break;
-        case 3: scan(direct_row<3, false>); break;
-        default: scan(direct_row<4, false>); break;
-      }
-    }
-#else
-    direct_scan(nqb, d0, d1, k, hs, hi, hn, [&](int64_t i, int64_t j) {
-      return static_cast<int32_t>(xor_score_direct(g, qw.p + i * g.row_words, p.d + j * row_bytes));
-    });
-#endif
+    direct_scan(
+        nqb, d0, d1, k, hs, hi, hn, [&](int64_t j) { return p.d + j * row_bytes; },
+        [&](int64_t i, const uint8_t* row) {
+          return static_cast<int32_t>(xor_score_direct(g, qw.p + i * g.row_words, row));
+        });
     return;
   }
+#endif
   for (int64_t t0 = d0; t0 < d1; t0 += T) {
     const int64_t cnt = min_i64(T, d1 - t0);
     load_tile(g, p.d, t0, cnt, tile.p, sumcd);

@@ -25,6 +25,11 @@ Projection alone (X @ R with R never stored, against sklearn fit + transform, wh
     CSR X  = the graph's adjacency (n x n), d = 128
     dense X = 20000 x 2000 float32 (rows x SCALE), d = 128
 
+Node reordering (fastemb.reorder_graph, issue 17): fastrp(..., out=buf) on the graph as given and on the
+graph renumbered by RCM / by degree (the same bits), on the Chung-Lu graph and on a graph whose locality
+the ids hide (bench/gen_graph.py shuffled_lattice: ring neighbours within 20k ids, ids shuffled; same
+node and edge counts); the renumbering itself (median of ROUNDS builds) is in extra_info reorder_graph_s.
+
 Limits (copy bandwidth, i.e. bytes read + written / the copy bandwidth measured by conftest.py):
 FastRP: q propagations each reading prev rows once, the CSR, and writing cur + accum, plus the column
 standardization; projection: the input read once and the output written.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -44,7 +50,7 @@ for _var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_graph as bg  # noqa: E402
-from gen_graph import chung_lu  # noqa: E402
+from gen_graph import chung_lu, shuffled_lattice  # noqa: E402
 
 import fastemb  # noqa: E402
 from fastemb.bench_cli import record  # noqa: E402
@@ -188,3 +194,54 @@ def test_projection(benchmark, layout, peer):
            peer=LABEL[peer], impl=impl, nbytes=nbytes, limit_kind="copy bandwidth")
     benchmark.extra_info.update(layout=layout, threads=THREADS, scale=SCALE)
     benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+def lattice():
+    """The shuffled ring lattice (indptr, indices, n) with the Chung-Lu graph's node and edge counts."""
+    if "lattice" not in _GRAPH:
+        indptr, indices = shuffled_lattice(NODES, NNZ, seed=0)
+        _GRAPH["lattice"] = (indptr, indices, len(indptr) - 1)
+    return _GRAPH["lattice"]
+
+
+GRAPHS = {"chung-lu": graph, "lattice": lattice}
+GRAPH_LABEL = {"chung-lu": "Chung-Lu", "lattice": "shuffled ring lattice"}
+
+
+def _reordered(kind: str, method: str):
+    """(ReorderedGraph, median seconds of reorder_graph over ROUNDS builds): the one-time cost, reported with
+    the timed runs (extra_info reorder_graph_s)."""
+    key = ("reordered", kind, method)
+    if key not in _GRAPH:
+        times = []
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            G = fastemb.reorder_graph(GRAPHS[kind](), method)
+            times.append(time.perf_counter() - t)
+        _GRAPH[key] = (G, float(np.median(times)))
+    return _GRAPH[key]
+
+
+@pytest.mark.parametrize("order", ["given", "rcm", "degree"])
+@pytest.mark.parametrize("kind", ["chung-lu", "lattice"])
+def test_fastrp_reordered(benchmark, kind, order):
+    """fastrp(out=buf) on the graph with its ids as given, or renumbered (reorder_graph timed apart, not here)."""
+    if order == "rcm":
+        _need("scipy", "scipy")
+    g = GRAPHS[kind]()
+    indptr, _, n = g
+    G, reorder_s = (g, 0.0) if order == "given" else _reordered(kind, order)
+    buf = np.empty((n, D), np.float32)
+
+    def fn():
+        return fastemb.fastrp(G, dim=D, seed=0, out=buf)
+    fn()
+    if order != "given":  # the same bits as on the graph as given
+        assert np.array_equal(buf, fastemb.fastrp(g, dim=D, seed=0))
+    label = "fastemb" if order == "given" else f"fastemb, reorder_graph({order!r})"
+    record(benchmark, family="graph", kernel=f"fastrp q={len(bg.WEIGHTS)}, node order",
+           shape=f"{GRAPH_LABEL[kind]} {_num(n)} nodes {_num(int(indptr[-1]))} nnz d={D}", peer=label,
+           impl=f"fastemb.fastrp(graph, out=buf) ({fastemb.info()['isa']}, {THREADS} threads)",
+           nbytes=_fastrp_bytes(n, int(indptr[-1]), D), limit_kind="copy bandwidth")
+    benchmark.extra_info.update(threads=THREADS, scale=SCALE, order=order, graph=kind, reorder_graph_s=reorder_s)
+    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=0)

@@ -52,12 +52,33 @@ def chung_lu(nodes: int, nnz: int, gamma: float = 2.5, seed: int = 0) -> Tuple[n
     perm = rng.permutation(nodes).astype(np.int64)
     lo = perm[keys // nodes]
     hi = perm[keys % nodes]
-    both = np.sort(np.concatenate([lo * nodes + hi, hi * nodes + lo]))
-    rows = both // nodes
-    indices = (both - rows * nodes).astype(np.int32)
+    return symmetric_csr(lo, hi, nodes)
+
+
+def symmetric_csr(src: np.ndarray, dst: np.ndarray, nodes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The CSR (indptr int64, indices int32 sorted within rows) of the edges src-dst in both directions,
+    duplicates merged."""
+    keys = np.unique(np.concatenate([src * nodes + dst, dst * nodes + src]))
+    rows = keys // nodes
+    indices = (keys - rows * nodes).astype(np.int32)
     indptr = np.zeros(nodes + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=nodes), out=indptr[1:])
     return indptr, indices
+
+
+def shuffled_lattice(nodes: int, nnz: int, window: int = 20_000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """A graph with locality its ids hide: node i linked to random nodes among the next ``window`` on a ring
+    (about ``nnz`` stored entries after symmetrizing and merging duplicates), then node ids randomly permuted,
+    as ids assigned by hash or insertion order do to meshes, road networks and community graphs. Same CSR
+    conventions as :func:`chung_lu`."""
+    if nodes < 2 or nnz < 2:
+        raise ValueError("nodes and nnz must be >= 2")
+    rng = np.random.default_rng(seed)
+    per = max(1, nnz // (2 * nodes))
+    src = np.repeat(np.arange(nodes, dtype=np.int64), per)
+    dst = (src + rng.integers(1, max(2, min(window, nodes)), src.shape[0])) % nodes
+    perm = rng.permutation(nodes).astype(np.int64)
+    return symmetric_csr(perm[src], perm[dst], nodes)
 
 
 def load_or_make(path: str, nodes: int, nnz: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:

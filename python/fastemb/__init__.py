@@ -13,7 +13,7 @@ from . import _backend
 from .binary import binarize, hamming, pack_levels, sdc_cosine, sdc_scores, sdc_topk, unpack_codes
 from .binary_index import BinaryIndex
 from .centroid import centroid_aggregate
-from .graph import fastrp, sparse_random_projection
+from .graph import ReorderedGraph, fastrp, reorder_graph, sparse_random_projection
 from .multivector import maxsim, maxsim_codes, maxsim_topk, muvera_fde
 from .ternary import TernaryWeight, quantize_activations, quantize_ternary, ternary_matmul
 
@@ -30,6 +30,8 @@ __all__ = [
     "maxsim_codes",
     "maxsim_topk",
     "muvera_fde",
+    "ReorderedGraph",
+    "reorder_graph",
     "set_num_threads",
     "sparse_random_projection",
     "binarize",

@@ -12,7 +12,8 @@ comes from SplitMix64 keyed on ``(seed, i * d + j)`` (src/cpp/graph/graph.h). Th
 
 One module per concern: ``_checks`` (argument checks), ``csr`` (graph input), ``ops`` (the kernels),
 ``workspace`` (CPU scratch buffers, memory check), ``projection`` (sparse random projection), ``embedding``
-(FastRP). The names below are re-exported for fastemb.torch, fastemb.dask and the tests.
+(FastRP), ``reorder`` (node renumbering for locality). The names below are re-exported for fastemb.torch,
+fastemb.dask and the tests.
 """
 from ._checks import _check_bool, _check_int, check_seed, resolve_s
 from .csr import (Csr, _check_edge_weights, _csr_arrays, _edges_to_csr, _int_array, _is_scipy_sparse, as_graph,
@@ -21,6 +22,7 @@ from .embedding import (PRESETS, FastRPArgs, FastRPPlan, FastRPSpec, check_fastr
                         fastrp_spec, feature_columns, plan_fastrp, run_fastrp)
 from .ops import NumpyOps, random_matrix_rows, random_spec
 from .projection import _as_dense_float32, _as_sparse_csr, sparse_random_projection
+from .reorder import ReorderedGraph, reorder_graph
 from .workspace import check_fastrp_memory, release_workspace
 
-__all__ = ["fastrp", "sparse_random_projection", "release_workspace", "PRESETS"]
+__all__ = ["fastrp", "sparse_random_projection", "release_workspace", "PRESETS", "ReorderedGraph", "reorder_graph"]

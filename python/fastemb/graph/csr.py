@@ -197,6 +197,9 @@ def as_graph(graph: Any, num_nodes: Optional[int] = None, symmetrize: bool = Fal
     if isinstance(graph, np.ndarray):
         raise TypeError("graph: a dense numpy array is ambiguous; pass a scipy.sparse matrix, a CSR tuple "
                         "(indptr, indices[, data], num_nodes) or an edge list tuple (src, dst[, weights])")
+    if type(graph).__name__ == "ReorderedGraph":  # (by name: reorder.py imports this module)
+        raise TypeError("graph: a ReorderedGraph (fastemb.reorder_graph) is accepted by fastemb.fastrp only; pass "
+                        "the original graph here")
     if not isinstance(graph, (tuple, list)):
         raise TypeError("graph must be a scipy.sparse matrix/array, a CSR tuple (indptr, indices[, data], num_nodes) "
                         f"or an edge list (src, dst[, weights]), got {type(graph).__name__}")

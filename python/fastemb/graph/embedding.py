@@ -16,6 +16,7 @@ from ._checks import _check_bool, _check_dtype, _check_int, _check_real, check_s
 from .csr import Csr, as_graph, _is_scipy_sparse
 from .ops import NumpyOps
 from .projection import _as_dense_float32, _as_sparse_csr
+from .reorder import ReorderedGraph, permute_table, take_csr_rows
 from .workspace import check_fastrp_memory
 
 
@@ -182,7 +183,7 @@ def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normal
                              propagate_normalized=propagate_normalized, self_influence=self_influence,
                              feature_ratio=feature_ratio, standardize=standardize, min_degree=min_degree,
                              degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype, preset=preset)
-    csr = as_graph(graph, num_nodes, symmetrize)
+    csr = graph if isinstance(graph, Csr) else as_graph(graph, num_nodes, symmetrize)
     spec = fastrp_spec(args, csr.rows, num_features)
     init, prop = fastrp_row_scales(args, csr)
     return FastRPPlan(csr, args.dim, args.weights, args.seed, spec.threshold, spec.value, args.normalize,
@@ -202,10 +203,12 @@ def _progress_range(q: int, progress: bool):
 
 
 def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: bool, progress: bool,
-               out: Optional[np.ndarray] = None):
+               out: Optional[np.ndarray] = None, renumbered: Optional[ReorderedGraph] = None):
     """The N x d part of FastRP on ``ops``' buffers: at most three [N, d] buffers (prev, cur, accum), plus the
     [q, N, d] iterations when asked for. ``features`` is already on ops' device ([N, f] dense or a Csr).
-    ``out``: a checked [N, d] float32 result buffer (NumpyOps only), or None."""
+    ``out``: a checked [N, d] float32 result buffer (NumpyOps only), or None. ``renumbered`` (NumpyOps only):
+    ``plan.graph`` and ``features`` are in its new node order; R's rows come from the original ids, and the
+    result (and iterations) are put back in the original order before standardization."""
     n, d = plan.graph.rows, plan.dim
     q = len(plan.weights)
     a = ops.upload_csr(plan.graph)
@@ -214,10 +217,21 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     # step generates R's sparse rows on the fly instead of writing and gathering an N x d matrix.
     fused_first = (plan.feature_dim == 0 and plan.self_influence == 0
                    and getattr(ops, "can_propagate_random", lambda: False)())
+    table = None
+    if fused_first and renumbered is not None:  # R's sparse rows of the original ids, in the new order
+        table = ops.random_table(spec, 0, n)
+        fused_first = table is not None
+        if fused_first:
+            table = permute_table(table, renumbered.order)
     take_scratch = getattr(ops, "scratch", ops.empty)
     prev = take_scratch((n, d))
+    cur = take_scratch((n, d))
     if not fused_first:
-        ops.random_rows(spec, ops.upload(plan.initial_scale), prev)
+        if renumbered is None:
+            ops.random_rows(spec, ops.upload(plan.initial_scale), prev)
+        else:  # original order (row v: R(v) deg(v)^beta) into cur, then moved to the new order
+            ops.random_rows(spec, plan.initial_scale[renumbered.inverse], cur)
+            np.take(cur, renumbered.order, axis=0, out=prev, mode="clip")  # (valid ids: "raise" buffers out)
     if plan.feature_dim:
         block = ops.empty((n, plan.feature_dim))
         if isinstance(features, Csr):
@@ -239,7 +253,6 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             accum.fill(0)
             accum_ready = True
         ops.accumulate(prev, True, plan.self_influence, accum)
-    cur = take_scratch((n, d))
     scratch = (prev, cur)
     scale = ops.upload(plan.propagation_scale)
     iterations = ops.empty((q, n, d)) if return_iterations else None
@@ -248,7 +261,10 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
         # alpha == 0 adds nothing (accum + 0 * v == accum bit for bit): skip the epilogue's writes.
         step_accum = accum if alpha != 0 else None
         init = {"accum_init": True} if step_accum is not None and not accum_ready else {}
-        if i == 0 and fused_first:
+        if i == 0 and table is not None:
+            ops.propagate_random_block(spec, 0, plan.initial_scale, table, a, scale, None, cur, True, plan.normalize,
+                                       plan.propagate_normalized, alpha, step_accum, **init)
+        elif i == 0 and fused_first:
             ops.propagate_random(spec, ops.upload(plan.initial_scale), a, scale, cur, plan.normalize,
                                  plan.propagate_normalized, alpha, step_accum, **init)
         else:
@@ -260,11 +276,15 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             ops.accumulate(cur, plan.normalize and not plan.propagate_normalized, 1.0, it)
         prev, cur = cur, prev
     del prev, cur
+    if not accum_ready:
+        accum.fill(0)
+    if renumbered is not None:  # back to the original order, through a free scratch buffer (no 4th N x d)
+        for result in [accum] + ([] if iterations is None else list(iterations)):
+            np.take(result, renumbered.inverse, axis=0, out=scratch[0], mode="clip")
+            result[...] = scratch[0]
     for buf in scratch:
         getattr(ops, "release_scratch", lambda b: None)(buf)
     del scratch
-    if not accum_ready:
-        accum.fill(0)
     if plan.standardize:
         ops.standardize(accum)
     if return_iterations:
@@ -328,6 +348,8 @@ def fastrp(
 
     Args:
         graph: the adjacency A [N, N] (row i lists node i's out-neighbours; directed graphs use out-edges), as
+            * a :class:`fastemb.ReorderedGraph` from :func:`fastemb.reorder_graph` (nodes renumbered for memory
+              locality; the result is the same bits, in the original node order);
             * a scipy.sparse matrix or array, any format (square; non-CSR formats are converted once);
             * a CSR tuple ``(indptr, indices, num_nodes)`` or ``(indptr, indices, data, num_nodes)`` (the last
               item an int): used as given, in stored order;
@@ -404,7 +426,8 @@ def fastrp(
     return_iterations = _check_bool("return_iterations", return_iterations)
     progress = _check_bool("progress", progress)
     num_features = feature_columns(features)  # shape only here; the values are checked in _as_features below
-    plan = plan_fastrp(graph, dim, weights=weights, beta=beta, s=s, normalize=normalize,
+    renumbered = _check_renumbered(graph, num_nodes, symmetrize)
+    plan = plan_fastrp(graph if renumbered is None else renumbered.csr, dim, weights=weights, beta=beta, s=s, normalize=normalize,
                        propagate_normalized=propagate_normalized, self_influence=self_influence,
                        feature_ratio=feature_ratio, num_features=num_features, standardize=standardize,
                        min_degree=min_degree, degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype,
@@ -413,6 +436,8 @@ def fastrp(
     f = None
     if features is not None:
         f, _ = _as_features(features, n)
+        if renumbered is not None:  # the features of node order[c] in row c
+            f = take_csr_rows(f, renumbered.order) if isinstance(f, Csr) else np.take(f, renumbered.order, axis=0)
     if out is not None:
         g = plan.graph
         check_out(out, (n, plan.dim), np.float32, {"graph": (g.indptr, g.indices, g.data, g.counts),
@@ -422,4 +447,15 @@ def fastrp(
         empty = np.zeros((0, plan.dim), np.float32) if out is None else out
         return (empty, np.zeros((len(plan.weights), 0, plan.dim), np.float32)) if return_iterations else empty
     check_fastrp_memory(n, plan.dim, len(plan.weights), return_iterations, plan.standardize, out is not None)
-    return run_fastrp(NumpyOps(), plan, f, return_iterations, progress, out)
+    return run_fastrp(NumpyOps(), plan, f, return_iterations, progress, out, renumbered)
+
+
+def _check_renumbered(graph: Any, num_nodes: Optional[int], symmetrize: Any) -> Optional[ReorderedGraph]:
+    """``graph`` when it is a :class:`ReorderedGraph` (num_nodes / symmetrize were applied when it was built)."""
+    if not isinstance(graph, ReorderedGraph):
+        return None
+    if num_nodes is not None and num_nodes != graph.num_nodes:
+        raise ValueError(f"num_nodes={num_nodes} disagrees with the reordered graph's {graph.num_nodes} nodes")
+    if _check_bool("symmetrize", symmetrize):
+        raise ValueError("symmetrize: a ReorderedGraph is already built; pass symmetrize=True to reorder_graph")
+    return graph

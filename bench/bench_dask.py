@@ -183,7 +183,7 @@ def case_centroid(e: Optional[Env], n: int = CENT_N) -> Callable[[], Any]:
         return lambda: fastemb.centroid_aggregate(x, labels, num_groups=CENT_K)
     X = e.rows(gen_floats, n, (CENT_D,), np.float32, 11, CENT_D)
     L = e.rows(gen_labels, n, (), np.int64, 11, CENT_K)
-    return lambda: e.run(fd.centroid_aggregate(X, L, CENT_K))
+    return lambda: e.run(fd.centroid_aggregate(X, L, CENT_K, client=e.client))  # the client: tasks grouped by placement
 
 
 def case_srp(e: Env) -> Callable[[], Any]:

@@ -313,6 +313,60 @@ def test_centroid_sums_within_stated_bound(client, rng, dtype):
         assert rel < loose * (1e-3 if dtype == np.float32 else 1e-11), (kw, rel)
 
 
+def test_grouped_levels_is_the_same_tree_for_any_grouping(rng):
+    """The tree of grouped_levels, whatever the grouping (contiguous or not, singles, one group), is the tree of
+    tree_levels: every combine gets the same children in the same order (nested tuples record it)."""
+    from fastemb.dask._graph import call_on_refs, grouped_levels, tree_levels
+
+    def leaf(i):
+        return i
+
+    def combine(*parts):
+        return tuple(parts)
+
+    for n in (1, 2, 3, 5, 9, 17, 40):
+        for split_every in (2, 3, 4, 8):
+            want = dask.compute(*tree_levels([dask.delayed(leaf)(i) for i in range(n)], combine, split_every,
+                                             "t", f"ref{n}-{split_every}", keep=split_every), scheduler="sync")
+            partitions = [[[i] for i in range(n)], [list(range(n))]]
+            for _ in range(4):  # random partitions, groups not contiguous
+                owner = rng.integers(0, max(1, n // 3), n)
+                partitions.append([list(np.flatnonzero(owner == g)) for g in np.unique(owner)])
+            for groups in partitions:
+                last = grouped_levels([(i,) for i in range(n)], leaf, combine, groups, split_every, "g",
+                                      f"{n}-{split_every}-{len(groups)}-{rng.integers(1 << 30)}")
+                got = dask.compute(call_on_refs(combine, last, key=f"root-{rng.integers(1 << 30)}"),
+                                   scheduler="sync")[0]
+                assert got == tuple(want), (n, split_every, groups)
+
+
+def test_centroid_groups_chunks_held_by_a_worker(client, rng):
+    """Persisted x: one task per worker thread reduces the chunks it holds along the same tree: the same bits as
+    the graph of one task per chunk (itself checked against one machine above), for sums and means too."""
+    from distributed import futures_of, wait
+    from fastemb.dask._graph import nonempty, placement_groups
+
+    x = (rng.standard_normal((N, 7)) * rng.choice([1e-3, 1.0, 1e3], (N, 1))).astype(np.float32)
+    labels = rng.integers(0, 5, N)
+    w = rng.random(N) + 0.1
+    for chunks in CHUNKINGS:
+        X0 = da.from_array(x, chunks=(chunks, 7))
+        X = client.persist(X0)
+        with client.as_current():
+            wait(futures_of(X))
+        assert len(placement_groups(X, nonempty(X), client)) <= sum(client.nthreads().values())  # grouped
+        cases = [(split_every, kw) for split_every in (2, 3, 4)
+                 for kw in (dict(reduce="mean"), dict(reduce="sum", weights=w), dict(reduce="mean", normalize="both"),
+                            dict(reduce="amax"), dict(reduce="mean", leave_one_out=True))]
+        graphs = [g for split_every, kw in cases for data, cl in ((X, client), (X0, None))
+                  for g in fd.centroid_aggregate(data, labels, 5, split_every=split_every, client=cl,
+                                                 return_counts=True, **kw)]
+        got = compute(client, *graphs)
+        for c, case in enumerate(cases):
+            grouped, plain = got[4 * c:4 * c + 2], got[4 * c + 2:4 * c + 4]
+            assert all(same_bits(u, v) for u, v in zip(grouped, plain)), (chunks, case)
+
+
 def test_centroid_empty_input_and_no_groups():
     x = np.zeros((0, 4), np.float32)
     out, counts = compute(None, *fd.centroid_aggregate(da.from_array(x, chunks=(0, 4)), np.zeros(0, np.int64), 3,

@@ -9,7 +9,7 @@ of ordinary Dask tasks: the scheduler still does all the moving, retries and rec
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import dask
 import dask.array as da
@@ -124,6 +124,88 @@ def tree_levels(parts: Sequence[Any], combine: Callable[..., Any], split_every: 
         parts = nxt
         level += 1
     return parts
+
+
+def grouped_levels(leaves: Sequence[tuple], leaf_fn: Callable[..., Any], combine: Callable[..., Any],
+                   groups: Sequence[Sequence[int]], split_every: int, name: str, token: str) -> List[tuple]:
+    """:func:`tree_levels` (``keep=split_every``) over ``leaf_fn(*leaves[p])``, with every tree node whose leaves
+    all lie in one of ``groups`` (a partition of the leaf positions ``0..len(leaves)-1``, e.g. from
+    :func:`placement_groups`) computed inside that group's single task.
+
+    The tree is the same one (consecutive runs of ``split_every`` nodes, level after level, fixed by the
+    number of leaves alone) and every node is ``combine`` of the same children in the same order, wherever
+    it runs: the results are the same bits as with one task per leaf, while a worker holding many chunks
+    runs one task instead of one per chunk plus their combines. Returns the last level's nodes as
+    references ``(task, index)`` (``index`` None: the task's value is the node; else its ``index``-th item);
+    :func:`call_on_refs` builds a task on them."""
+    group_of: List[Optional[int]] = [None] * len(leaves)
+    for g, members in enumerate(groups):
+        for p_ in members:
+            group_of[p_] = g
+    owners: List[List[Optional[int]]] = [group_of]  # per level, the group computing each node (None: a task)
+    kids: List[List[List[int]]] = [[]]
+    while len(owners[-1]) > split_every:
+        below = owners[-1]
+        runs = [list(range(j, min(j + split_every, len(below)))) for j in range(0, len(below), split_every)]
+        owners.append([below[r[0]] if len({below[c] for c in r}) == 1 else None for r in runs])
+        kids.append(runs)
+    top = len(owners) - 1
+
+    def parent_owner(level: int, j: int) -> Optional[int]:
+        return owners[level + 1][j // split_every] if level < top else None
+
+    refs: dict = {}
+    for g, members in enumerate(groups):
+        frontier = [(lv, j) for lv in range(top + 1) for j, o in enumerate(owners[lv])
+                    if o == g and parent_owner(lv, j) != g]
+        inner = {(lv, j): [(lv - 1, c) for c in kids[lv][j]] for lv in range(1, top + 1)
+                 for j, o in enumerate(owners[lv]) if o == g}
+        program = ({p_: i for i, p_ in enumerate(members)}, inner, frontier)
+        args = [a for p_ in members for a in leaves[p_]]
+        task = dask.delayed(_run_group, pure=True)(leaf_fn, combine, program, len(leaves[0]), *args,
+                                                   dask_key_name=f"{name}-{token}-G{members[0]}")
+        for i, node in enumerate(frontier):
+            refs[node] = (task, i)
+    for lv in range(1, top + 1):
+        for j, o in enumerate(owners[lv]):
+            if o is None:
+                refs[(lv, j)] = (call_on_refs(combine, [refs[(lv - 1, c)] for c in kids[lv][j]],
+                                              key=f"{name}-{token}-L{lv - 1}-{j}"), None)
+    return [refs[(top, j)] for j in range(len(owners[top]))]
+
+
+def _run_group(leaf_fn: Callable[..., Any], combine: Callable[..., Any], program: tuple, nargs: int,
+               *args: Any) -> List[Any]:
+    """One group's tree nodes (see grouped_levels): each frontier node computed depth first."""
+    leaf_index, inner, frontier = program
+
+    def node(n: Tuple[int, int]) -> Any:
+        if n[0] == 0:
+            i = leaf_index[n[1]]
+            return leaf_fn(*args[i * nargs:(i + 1) * nargs])
+        return combine(*[node(c) for c in inner[n]])
+
+    return [node(n) for n in frontier]
+
+
+def call_on_refs(fn: Callable[..., Any], refs: Sequence[tuple], *extra: Any, key: str) -> Any:
+    """A task ``fn(*extra, *nodes)`` on the nodes behind ``refs`` (from :func:`grouped_levels`), no getitem
+    tasks in between."""
+    sources: List[Any] = []
+    spec = []
+    for task, index in refs:
+        for s, known in enumerate(sources):
+            if known is task:
+                break
+        else:
+            s = len(sources)
+            sources.append(task)
+        spec.append((s, index))
+    return dask.delayed(_apply_picked, pure=True)(fn, extra, tuple(spec), *sources, dask_key_name=key)
+
+
+def _apply_picked(fn: Callable[..., Any], extra: tuple, spec: tuple, *sources: Any) -> Any:
+    return fn(*extra, *[sources[s] if i is None else sources[s][i] for s, i in spec])
 
 
 def key_token(*args: Any) -> str:

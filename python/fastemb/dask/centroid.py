@@ -35,7 +35,7 @@ import fastemb
 from fastemb.centroid import canonical_reduce, check_modes
 
 from . import _checks as ck
-from ._graph import key_token, nonempty, row_blocks, tree_levels
+from ._graph import call_on_refs, grouped_levels, key_token, nonempty, placement_groups, row_blocks
 
 DEFAULT_SPLIT_EVERY = 4
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -234,6 +234,7 @@ def centroid_aggregate(
     leave_one_out: bool = False,
     return_counts: bool = False,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    client: Any = None,
 ) -> Union[da.Array, Tuple[da.Array, da.Array]]:
     """:func:`fastemb.centroid_aggregate` over row chunks: group means / sums / max / min of ``x`` by label.
 
@@ -254,6 +255,11 @@ def centroid_aggregate(
         reduce, weights, normalize, eps, leave_one_out, return_counts: as in
             :func:`fastemb.centroid_aggregate` (``weights`` chunked like ``labels``).
         split_every: fan-in of the combine tree (>= 2); part of what fixes the bits of sum/mean.
+        client: the distributed Client the result will be computed on (default: the current one, if any).
+            When ``x``'s chunks are held by its workers (persisted or scattered), each worker's chunks are
+            reduced by one task per worker thread, which computes the tree nodes (the same combines in the
+            same order) whose chunks it holds: fewer tasks, each costing milliseconds of scheduling; the
+            same bits.
 
     Returns:
         Lazy dask arrays: ``[K, D]`` (one chunk) or, with ``leave_one_out``, ``[N, D]`` chunked like
@@ -290,23 +296,25 @@ def centroid_aggregate(
     chunks = nonempty(x)
     combine = _Combine(reduce)
     if chunks:
-        parts = [dask.delayed(_partial, pure=True)(xb[i], lbb[i], wbb[i], k, reduce, normalize, eps, row0,
-                                                   dask_key_name=f"centroid-partial-{token}-{i}")
-                 for i, row0, _ in chunks]
-        last = tree_levels(parts, combine, split_every, "centroid-combine", token, keep=split_every)
+        # the chunks a worker holds are reduced by one task per worker thread, along the same tree
+        held = placement_groups(x, chunks, client if client is not None else ck.current_client())
+        position = {c[0]: p for p, c in enumerate(chunks)}
+        leaves = [(xb[i], lbb[i], wbb[i], k, reduce, normalize, eps, row0) for i, row0, _ in chunks]
+        last = grouped_levels(leaves, _partial, combine, [[position[c[0]] for c in g] for g in held], split_every,
+                              "centroid-combine", token)
     else:
-        last = [dask.delayed(_empty_stats, pure=True)(k, d, dtype, reduce, w is not None,
-                                                      dask_key_name=f"centroid-empty-{token}")]
+        last = [(dask.delayed(_empty_stats, pure=True)(k, d, dtype, reduce, w is not None,
+                                                       dask_key_name=f"centroid-empty-{token}"), None)]
     # root tasks combine the last level and produce the outputs directly (no getitem level)
-    counts = da.from_delayed(dask.delayed(_root_counts, pure=True)(*last, dask_key_name=f"centroid-counts-{token}"),
+    counts = da.from_delayed(call_on_refs(_root_counts, last, key=f"centroid-counts-{token}"),
                              shape=(k,), dtype=np.int64, meta=np.empty((0,), np.int64))
     if not leave_one_out:
-        fin = dask.delayed(_root_finalize, pure=True)(combine, normalize, eps, dtype, *last,
-                                                      dask_key_name=f"centroid-finalize-{token}")
+        fin = call_on_refs(_root_finalize, last, combine, normalize, eps, dtype, key=f"centroid-finalize-{token}")
         out = da.from_delayed(fin, shape=(k, d), dtype=dtype, meta=np.empty((0, 0), dtype))
     else:
-        stats = last[0] if len(last) == 1 else dask.delayed(combine, pure=True)(
-            *last, dask_key_name=f"centroid-combine-{token}-root")
+        only, index = last[0]
+        stats = only if len(last) == 1 and index is None else call_on_refs(
+            combine, last, key=f"centroid-combine-{token}-root")
         offs = ck.row_offsets([int(s) for s in x.chunks[0]])
         row0s = da.from_array(offs[:-1], chunks=1, name=False)
         args = (x, "ij", lab, "i", None if w is None else w, None if w is None else "i", stats, None, reduce, None,

@@ -722,6 +722,98 @@ def _graph(n: int, nnz: int, d: int, fused: bool) -> Callable[[Env], Prepared]:
     return build
 
 
+# -- multi-vector (maxsim, muvera_fde) and binarize: correctness first, op-level timing ----------------
+
+def _token_sets(torch, dev, g, n: int, max_len: int, dim: int):
+    """n sets of 0..max_len random tokens (empty sets and partial tiles included): (x [T, dim], offsets [n+1])."""
+    lens = torch.randint(0, max_len + 1, (n,), device=dev, generator=g)
+    off = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    off[1:] = torch.cumsum(lens, 0)
+    x = torch.randn(int(off[-1]), dim, device=dev, generator=g)
+    return x, off
+
+
+def _multivector(nq: int, nd: int, q_len: int, d_len: int, dim: int, fde: bool) -> Callable[[Env], Prepared]:
+    """fde False: ft.maxsim [nq, nd]; True: ft.muvera_fde of the nd document sets (defaults + final_dim)."""
+
+    def build(env: Env) -> Prepared:
+        import numpy as np
+
+        import fastemb
+        import fastemb.torch as ft
+
+        torch, dev = env.torch, env.device
+        g = torch.Generator(device=dev).manual_seed(env.seed)
+        q, qo = _token_sets(torch, dev, g, nq, q_len, dim)
+        d, do = _token_sets(torch, dev, g, nd, d_len, dim)
+        kw = dict(repetitions=20, k_sim=5, d_proj=16, final_dim=1024, seed=7)
+        holder = {}
+
+        if fde:
+            def ours(_i):
+                holder["out"] = ft.muvera_fde(d, do, "document", **kw)
+        else:
+            def ours(_i):
+                holder["out"] = ft.maxsim(q, qo, d, do)
+
+        def check() -> str:
+            ours(0)
+            env.sync()
+            got = holder["out"].cpu().numpy()
+            sub = min(nd, 64)  # the first document sets: exact CPU bits expected
+            oc = do[: sub + 1].cpu().numpy()
+            dc = d[: int(oc[-1])].cpu().numpy()
+            if fde:
+                for kind in ("document", "query"):
+                    ours_k = ft.muvera_fde(d, do, kind, **kw).cpu().numpy()[:sub]
+                    want = fastemb.muvera_fde(dc, oc, kind, fill_empty=kind == "document", **kw)
+                    if not np.array_equal(ours_k, want):
+                        raise AssertionError(f"muvera_fde ({kind}) differs from the CPU")
+            else:
+                want = fastemb.maxsim(q.cpu().numpy(), qo.cpu().numpy(), dc, oc)
+                if not np.array_equal(got[:, :sub], want):
+                    raise AssertionError("maxsim differs from the CPU")
+            return "exact"
+
+        tokens = int(d.shape[0]) + (0 if fde else int(q.shape[0]))
+        return Prepared(ours=_labelled(ours, "ours"), peers={}, check=check, bytes=tokens * dim * 4,
+                        keep=[q, d, qo, do], note="op level (validation included)")
+
+    return build
+
+
+def _binarize(n: int, m: int, bits: int) -> Callable[[Env], Prepared]:
+    def build(env: Env) -> Prepared:
+        import fastemb.torch as ft
+
+        torch, dev = env.torch, env.device
+        g = torch.Generator(device=dev).manual_seed(env.seed)
+        x = torch.randn(n, m, device=dev, generator=g)
+        x[0] = 0.0  # an all-zero row (s = 1)
+        holder = {}
+
+        def ours(_i):
+            holder["out"] = ft.binarize(x, bits)
+
+        def check() -> str:
+            ours(0)
+            r = min(n, 4096)
+            for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                xs = x[:r].to(dtype)
+                for rule in ("ge", "gt"):
+                    for scale in (None, xs.float().abs().amax(1).clamp_min(1e-3).to(torch.float64) / 3):
+                        got = ft.binarize(xs, bits, scale, rule).cpu()
+                        want = ft.binarize(xs.cpu(), bits, None if scale is None else scale.cpu(), rule)
+                        if not torch.equal(got, want):
+                            raise AssertionError(f"binarize {dtype} {rule} scale={scale is not None} differs from the CPU")
+            return "exact"
+
+        return Prepared(ours=_labelled(ours, "ours"), peers={}, check=check, bytes=n * m * 4 + n * bits * ((m + 7) // 8),
+                        keep=[x], note="op level")
+
+    return build
+
+
 def registry() -> List[tuple]:
     """(Case, tiny builder): the full-size builder runs on the GPU, the tiny one in the self-test."""
     cases = []
@@ -750,6 +842,12 @@ def registry() -> List[tuple]:
         _graph(1 << 20, 20_000_000, 128, False), _graph(3000, 30_000, 16, False))
     add("graph", "FastRP step (propagate+normalize+accum)", "1M nodes, 20M edges, d=128",
         "3000 nodes, 30k edges, d=16", _graph(1 << 20, 20_000_000, 128, True), _graph(3000, 30_000, 16, True))
+    add("multivector", "maxsim", "32q (<=32 tok) x 20k docs (<=300 tok), d=128", "5q x 70 docs, d=33",
+        _multivector(32, 20_000, 32, 300, 128, False), _multivector(5, 70, 9, 40, 33, False))
+    add("multivector", "muvera_fde (document)", "20k docs (<=300 tok), d=128", "70 docs, d=33",
+        _multivector(1, 20_000, 1, 300, 128, True), _multivector(1, 70, 1, 40, 33, True))
+    add("binary", "binarize (2-bit, mean|x| scale)", "256k x 1024 float32", "300 x 1000",
+        _binarize(1 << 18, 1024, 2), _binarize(300, 1000, 2))
     return cases
 
 
@@ -787,12 +885,13 @@ def run_cases(env: Env, timer, cases: Sequence, deadline: float, only: Sequence[
     torch = env.torch
     rows: List[Row] = []
     targets: Dict[int, Target] = {}
+    lost = ""  # set when a case left the CUDA context unusable
     for case, tiny_build in cases:
         if only and case.family not in only:
             continue
         shape = case.tiny_shape if env.tiny else case.shape
-        if time.time() > deadline:
-            rows.append(Row(case.kernel, shape, result="skipped", note="time budget spent"))
+        if lost or time.time() > deadline:
+            rows.append(Row(case.kernel, shape, result="skipped", note=lost or "time budget spent"))
             continue
         t0 = time.time()
         env.seed = int.from_bytes(os.urandom(4), "little")
@@ -801,7 +900,7 @@ def run_cases(env: Env, timer, cases: Sequence, deadline: float, only: Sequence[
         except Exception as exc:  # noqa: BLE001 - reported in the table
             rows.append(Row(case.kernel, shape, result="error", note=f"setup: {type(exc).__name__}: {exc}"[:300]))
             env.log(f"[{case.kernel} {shape}] setup failed: {exc!r}")
-            _free(torch, env)
+            lost = _free(torch, env)
             continue
         try:
             check_note = prep.check()
@@ -847,15 +946,26 @@ def run_cases(env: Env, timer, cases: Sequence, deadline: float, only: Sequence[
                 + "; ".join(f"{r.peer} {fmt_time(r.peer_time_s)}" for r in peer_rows)
                 + f"; check: {check_note} ({time.time() - t0:.1f} s)")
         del prep, pfn, pm  # the closures hold the case's device buffers
-        _free(torch, env)
+        lost = _free(torch, env)
+        if lost:
+            env.log(f"[{case.kernel} {shape}] {lost}; the remaining cases are skipped")
+            rows[first].note = f"{lost}; " + rows[first].note
+            if rows[first].result not in ("wrong",):
+                rows[first].result = "error"
     return rows, targets
 
 
-def _free(torch, env: Env) -> None:
+def _free(torch, env: Env) -> str:
+    """Frees the case's buffers; returns "" or, after a sticky CUDA error (illegal address, device-side
+    assert: every later CUDA call fails), a note saying so (the remaining cases are then skipped)."""
     gc.collect()
     if env.cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        except RuntimeError as exc:  # the context is unusable from here on
+            return f"CUDA context lost: {type(exc).__name__}: {exc}"[:300]
+    return ""
 
 
 def run_tests(timeout_s: float, log_dir: Optional[Path]) -> Dict[str, Any]:

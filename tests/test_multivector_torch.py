@@ -148,11 +148,17 @@ def test_bad_input(gen):
         ft.muvera_fde(bad, qo, "query")
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def cuda(fn):
+    """Both marks: selected by `pytest -m cuda` (bench/gpu_check.py), skipped without a device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(fn))
 
 
 @cuda
 def test_cuda_kernels_give_the_cpu_bits(gen):
+    from fastemb import _backend
+
+    mod = _backend.cuda_module()  # muvera_fde's fallback (CPU, moved back) would pass this test without the kernel
+    assert mod is not None and hasattr(mod, "multivector_maxsim") and hasattr(mod, "multivector_fde")
     dev = torch.device("cuda")
     for dim in (1, 7, 128):
         q, qo = sets(gen, 7, 40, dim)

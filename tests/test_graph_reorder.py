@@ -198,8 +198,9 @@ def test_reorder_errors(rng, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_scipy)
-    with pytest.raises(ImportError, match=r"reorder_graph\(method='rcm'\) needs scipy"):
-        R.rcm_order(G.csr)
+    with pytest.raises(ImportError, match=r"reorder_graph\(method='rcm'\) without fastemb's native module needs scipy"):
+        R.rcm_order_scipy(G.csr)
+    fastemb.reorder_graph(A, "degree")  # no scipy needed
 
 
 def test_reordered_graph_rejected_where_unsupported(rng):
@@ -207,3 +208,96 @@ def test_reordered_graph_rejected_where_unsupported(rng):
     G = fastemb.reorder_graph(random_graph(rng, 20))
     with pytest.raises(TypeError, match="ReorderedGraph"):
         fastemb.graph.as_graph(G)
+
+
+# ---- the native node-order kernels (graph.h rcm_order, permute_csr, gather_rows) ------------------------------
+
+from fastemb import _backend  # noqa: E402
+from fastemb.graph import ops as graph_ops  # noqa: E402
+
+native = pytest.mark.skipif(_backend.native() is None, reason="native module fastemb._C not available")
+
+
+def rcm_reference(indptr, indices, n):
+    """graph.h's rcm_order restated: components from the lowest-degree unvisited node (ties: id), neighbours appended
+    by (degree, id), the order reversed."""
+    deg = np.diff(indptr)
+    seen = np.zeros(n, bool)
+    order = []
+    for s in sorted(range(n), key=lambda v: (deg[v], v)):
+        if seen[s]:
+            continue
+        seen[s] = True
+        order.append(s)
+        head = len(order) - 1
+        while head < len(order):
+            v = order[head]
+            head += 1
+            new = []
+            for j in indices[indptr[v]:indptr[v + 1]]:
+                if not seen[j]:
+                    seen[j] = True
+                    new.append(int(j))
+            order += sorted(new, key=lambda u: (deg[u], u))
+    return np.array(order[::-1], np.int64)
+
+
+@native
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_native_rcm_order_matches_reference(rng, index_dtype):
+    for n, p, directed in ((1, 0.0, False), (9, 0.0, False), (50, 0.05, True), (120, 0.03, False), (200, 0.01, True)):
+        A = random_graph(rng, n, p=p, directed=directed, isolated=min(n, 3))
+        csr = fastemb.graph.as_graph((A.indptr, A.indices.astype(index_dtype), n))
+        got = graph_ops.rcm_order_native(csr)
+        np.testing.assert_array_equal(got, rcm_reference(A.indptr, A.indices, n))
+
+
+@native
+def test_native_rcm_order_self_loops_duplicates_components(rng):
+    # stored order with a self loop, a repeated neighbour, and three components (one isolated node)
+    indptr = np.array([0, 3, 5, 6, 6, 8, 9], np.int64)
+    indices = np.array([0, 1, 1, 0, 2, 1, 5, 5, 4], np.int32)
+    csr = fastemb.graph.as_graph((indptr, indices, 6))
+    np.testing.assert_array_equal(graph_ops.rcm_order_native(csr), rcm_reference(indptr, indices, 6))
+
+
+@native
+@pytest.mark.parametrize("weighted", [False, True])
+def test_native_permute_csr_matches_numpy(rng, weighted):
+    from fastemb.graph.reorder import take_csr_rows
+
+    A = random_graph(rng, 150, p=0.04, weighted=weighted, directed=True)
+    src, dst = A.nonzero()
+    csr = fastemb.graph.as_graph((np.r_[src, src[:7]], np.r_[dst, dst[:7]]), num_nodes=150)  # counts differ
+    assert csr.counts is not None
+    order = rng.permutation(150).astype(np.int64)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(150)
+    for dtype in (np.int32, np.int64):
+        got = graph_ops.permute_csr_native(csr, order, inverse, dtype)
+        want = take_csr_rows(csr, order, inverse)
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        assert got.indices.dtype == dtype
+        np.testing.assert_array_equal(got.counts, want.counts)
+        if want.data is None:
+            assert got.data is None
+        else:
+            np.testing.assert_array_equal(got.data, want.data)
+    bad = order.copy()
+    bad[0], bad[1] = bad[1], bad[0]  # no longer the inverse of `inverse`
+    with pytest.raises(ValueError, match="order: not a permutation"):
+        graph_ops.permute_csr_native(csr, bad, inverse, np.int32)
+
+
+@native
+def test_native_gather_rows(rng):
+    src = rng.standard_normal((50, 19)).astype(np.float32)
+    idx = rng.integers(0, 50, 80).astype(np.int64)
+    out = np.empty((80, 19), np.float32)
+    graph_ops.gather_rows(src, idx, out)
+    np.testing.assert_array_equal(out, src[idx])
+    with pytest.raises(ValueError, match="idx: entry 50 at position 3"):
+        graph_ops.gather_rows(src, np.array([0, 1, 2, 50], np.int64), np.empty((4, 19), np.float32))
+    with pytest.raises(ValueError, match="dst: must not overlap src"):
+        graph_ops.gather_rows(src, np.arange(10, dtype=np.int64), src[5:15])

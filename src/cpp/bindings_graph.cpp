@@ -203,6 +203,34 @@ void bind_graph(py::module_& m) {
       "graph_norm_fixed_order",
       [](uintptr_t u, int64_t d) { return graph::norm_fixed_order(ptr<const float>(u), d); }, py::arg("u"),
       py::arg("d"), "The fixed-order (16-lane) L2 norm of one float32 row.");
+  m.def(
+      "graph_rcm_order",
+      [](uintptr_t indptr, uintptr_t indices, bool indices_int32, int64_t n, uintptr_t order) {
+        py::gil_scoped_release release;
+        graph::rcm_order(make_csr(indptr, indices, indices_int32, 0, n, n), ptr<int64_t>(order));
+      },
+      py::arg("indptr"), py::arg("indices"), py::arg("indices_int32"), py::arg("n"), py::arg("order"),
+      "order [n] int64: reverse Cuthill-McKee order of a square CSR, breadth first over the stored edges.");
+  m.def(
+      "graph_permute_csr",
+      [](uintptr_t indptr, uintptr_t indices, bool indices_int32, uintptr_t data, int64_t n, uintptr_t order,
+         uintptr_t inverse, uintptr_t indptr_out, uintptr_t indices_out, bool out_int32, uintptr_t data_out) {
+        py::gil_scoped_release release;
+        graph::permute_csr(make_csr(indptr, indices, indices_int32, data, n, n), ptr<const int64_t>(order),
+                           ptr<const int64_t>(inverse), ptr<int64_t>(indptr_out), ptr<void>(indices_out), out_int32,
+                           ptr<float>(data_out));
+      },
+      py::arg("indptr"), py::arg("indices"), py::arg("indices_int32"), py::arg("data"), py::arg("n"), py::arg("order"),
+      py::arg("inverse"), py::arg("indptr_out"), py::arg("indices_out"), py::arg("out_int32"), py::arg("data_out"),
+      "The CSR with node order[c] renamed c (rows in stored order, column ids through inverse).");
+  m.def(
+      "graph_gather_rows",
+      [](uintptr_t src, int64_t src_rows, int64_t d, uintptr_t idx, int64_t rows, uintptr_t dst) {
+        py::gil_scoped_release release;
+        graph::gather_rows(ptr<const float>(src), src_rows, d, ptr<const int64_t>(idx), rows, ptr<float>(dst));
+      },
+      py::arg("src"), py::arg("src_rows"), py::arg("d"), py::arg("idx"), py::arg("rows"), py::arg("dst"),
+      "dst[i, :] = src[idx[i], :] (float32 rows of d).");
 }
 
 }  // namespace fastemb::bindings

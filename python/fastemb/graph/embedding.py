@@ -14,7 +14,7 @@ from .._out import check_out
 from .._reference import graph as _ref
 from ._checks import _check_bool, _check_dtype, _check_int, _check_real, check_seed, resolve_s
 from .csr import Csr, as_graph, _is_scipy_sparse
-from .ops import NumpyOps
+from .ops import NumpyOps, gather_rows
 from .projection import _as_dense_float32, _as_sparse_csr
 from .reorder import ReorderedGraph, permute_table, take_csr_rows
 from .workspace import check_fastrp_memory
@@ -231,7 +231,7 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
             ops.random_rows(spec, ops.upload(plan.initial_scale), prev)
         else:  # original order (row v: R(v) deg(v)^beta) into cur, then moved to the new order
             ops.random_rows(spec, plan.initial_scale[renumbered.inverse], cur)
-            np.take(cur, renumbered.order, axis=0, out=prev, mode="clip")  # (valid ids: "raise" buffers out)
+            gather_rows(cur, renumbered.order, prev)
     if plan.feature_dim:
         block = ops.empty((n, plan.feature_dim))
         if isinstance(features, Csr):
@@ -280,7 +280,7 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
         accum.fill(0)
     if renumbered is not None:  # back to the original order, through a free scratch buffer (no 4th N x d)
         for result in [accum] + ([] if iterations is None else list(iterations)):
-            np.take(result, renumbered.inverse, axis=0, out=scratch[0], mode="clip")
+            gather_rows(result, renumbered.inverse, scratch[0])
             result[...] = scratch[0]
     for buf in scratch:
         getattr(ops, "release_scratch", lambda b: None)(buf)

@@ -252,3 +252,42 @@ def random_matrix_rows(dim: int, s: float, seed: int, row0: int, rows: int) -> n
     if rows:
         NumpyOps().random_rows((seed, threshold, value, dim), None, out, row0)
     return out
+
+
+# ---- node order (fastemb.reorder_graph): native when the build has it, else None / NumPy ---------------------
+
+def rcm_order_native(a: Csr) -> Optional[np.ndarray]:
+    """Reverse Cuthill-McKee order of square ``a`` (int64 [n]), or None without the native module."""
+    fn = _native("graph_rcm_order")
+    if fn is None:
+        return None
+    a = a.for_native()
+    order = np.empty(a.rows, np.int64)
+    fn(_A(a.indptr), _A(a.indices), a.indices_int32, a.rows, _A(order))
+    return order
+
+
+def permute_csr_native(a: Csr, order: np.ndarray, inverse: np.ndarray, index_dtype) -> Optional[Csr]:
+    """``a`` with node ``order[c]`` renamed ``c`` (rows in stored order), or None without the native module."""
+    fn = _native("graph_permute_csr")
+    if fn is None:
+        return None
+    a = a.for_native()
+    order, inverse = _inputs(order, inverse)
+    nnz = int(a.indptr[-1])
+    indptr = np.empty(a.rows + 1, np.int64)
+    indices = np.empty(nnz, index_dtype)
+    data = None if a.data is None else np.empty(nnz, np.float32)
+    fn(_A(a.indptr), _A(a.indices), a.indices_int32, _A(a.data), a.rows, _A(order), _A(inverse), _A(indptr),
+       _A(indices), indices.dtype == np.int32, _A(data))
+    return Csr(indptr, indices, data, a.rows, a.cols, None if a.counts is None else a.counts[order])
+
+
+def gather_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = src[idx[i]]`` for float32 rows (2-D, C-contiguous, not overlapping; ids in range)."""
+    fn = _native("graph_gather_rows")
+    if fn is None:
+        np.take(src, idx, axis=0, out=out, mode="clip")  # (valid ids; mode="raise" would buffer out)
+        return
+    (idx,) = _inputs(idx)
+    fn(_A(src), src.shape[0], src.shape[1], _A(idx), idx.shape[0], _A(out))

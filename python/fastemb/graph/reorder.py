@@ -18,6 +18,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .csr import Csr, _index_dtype, _int_array, as_graph
+from .ops import permute_csr_native, rcm_order_native
 
 METHODS = ("rcm", "degree")
 
@@ -67,8 +68,8 @@ def reorder_graph(graph: Any, method: Union[str, Any] = "rcm", *, num_nodes: Opt
     Args:
         graph: as :func:`fastemb.fastrp`'s ``graph`` (scipy.sparse matrix, CSR tuple or edge list).
         method:
-            * ``'rcm'`` (default): reverse Cuthill-McKee over the stored edges (needs scipy,
-              ``scipy.sparse.csgraph.reverse_cuthill_mckee``). Pays when the graph has locality that its ids
+            * ``'rcm'`` (default): reverse Cuthill-McKee over the stored edges (fastemb's native code; scipy's
+              ``reverse_cuthill_mckee`` without the native module). Pays when the graph has locality that its ids
               hide: meshes, road and geometric graphs, community-structured graphs.
             * ``'degree'``: by degree (stored entries per row), highest first, ties by id.
             * a permutation of ``range(N)`` (integer array): ``order[c]`` = the original node placed at ``c``.
@@ -97,15 +98,22 @@ def degree_order(csr: Csr) -> np.ndarray:
 
 
 def rcm_order(csr: Csr) -> np.ndarray:
-    """Reverse Cuthill-McKee order (scipy's implementation), breadth first over the stored edges: a row's
-    out-neighbours, the rows a propagation step gathers, end up near it. (``symmetric_mode=False`` would first
-    form A + A^T, +50% time on 1M nodes / 20M edges; an undirected graph gets the same order either way.)"""
+    """Reverse Cuthill-McKee order, breadth first over the stored edges: a row's out-neighbours, the rows a
+    propagation step gathers, end up near it. fastemb's native order (graph.h ``rcm_order``); scipy's without
+    the native module."""
+    order = rcm_order_native(csr)
+    return order if order is not None else rcm_order_scipy(csr)
+
+
+def rcm_order_scipy(csr: Csr) -> np.ndarray:
+    """scipy's reverse Cuthill-McKee over the stored edges. (``symmetric_mode=False`` would first form A + A^T,
+    +50% time on 1M nodes / 20M edges; an undirected graph gets the same order either way.)"""
     try:
         import scipy.sparse as sp
         from scipy.sparse.csgraph import reverse_cuthill_mckee
     except ImportError as e:
-        raise ImportError("reorder_graph(method='rcm') needs scipy (pip install scipy); method='degree' or an "
-                          "explicit permutation work without it") from e
+        raise ImportError("reorder_graph(method='rcm') without fastemb's native module needs scipy (pip install "
+                          "scipy); method='degree' or an explicit permutation work without it") from e
     n = csr.rows
     if n == 0:  # (scipy's raises on an empty matrix)
         return np.zeros(0, np.int64)
@@ -155,7 +163,10 @@ def permute_graph(csr: Csr, order: np.ndarray, method: str = "given") -> Reorder
         raise ValueError(f"graph: the adjacency matrix must be square, got {csr.rows} x {csr.cols}")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.shape[0], dtype=np.int64)
-    return ReorderedGraph(take_csr_rows(csr, order, inverse), order, inverse, method)
+    renumbered = permute_csr_native(csr, order, inverse, _index_dtype(csr.cols))
+    if renumbered is None:
+        renumbered = take_csr_rows(csr, order, inverse)
+    return ReorderedGraph(renumbered, order, inverse, method)
 
 
 def permute_table(table: Tuple[np.ndarray, np.ndarray], order: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

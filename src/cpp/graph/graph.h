@@ -154,6 +154,25 @@ void standardize_apply(const float* x, int64_t rows, int64_t d, const double* me
 //   norm = sqrtf(lane 0).
 float norm_fixed_order(const float* u, int64_t d);
 
+// ---- node order (fastemb.reorder_graph): ISA-free --------------------------------------------------
+
+// Reverse Cuthill-McKee order of a square CSR's nodes, breadth first over the stored edges: each
+// component starts at its lowest-degree unvisited node (ties: lower id), each node appends its unvisited
+// neighbours by increasing degree (ties: lower id), and the whole order is reversed at the end.
+// order: [rows], order[c] = the node placed at position c. Single-threaded, O(rows + nnz log deg).
+void rcm_order(const Csr& a, int64_t* order);
+
+// a [n, n] with node order[c] renamed c: row c of the result is row order[c] of a, its entries in stored
+// order, column ids renumbered j -> inverse[j]. order must be a permutation and inverse its inverse
+// (checked). Outputs: indptr_out [n + 1], indices_out [nnz] (int32 when out_int32, else int64), data_out
+// [nnz] (only when a.data is not null).
+void permute_csr(const Csr& a, const int64_t* order, const int64_t* inverse, int64_t* indptr_out, void* indices_out,
+                 bool out_int32, float* data_out);
+
+// dst[i, :] = src[idx[i], :] for i < rows: float32 rows of d, 0 <= idx[i] < src_rows (checked); src and dst
+// must not overlap.
+void gather_rows(const float* src, int64_t src_rows, int64_t d, const int64_t* idx, int64_t rows, float* dst);
+
 // Explicit-ISA variants (tests run every variant the CPU has).
 void project_dense_isa(Isa isa, const RandomSpec& r, const float* x, int64_t rows, int64_t n_in, float* out);
 void project_csr_isa(Isa isa, const RandomSpec& r, const Csr& x, float* out);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -551,6 +552,118 @@ float norm_fixed_order(const float* u, int64_t d) {
   if (d < 0) fail("d must be >= 0, got " + std::to_string(d));
   check_ptr(u, d > 0, "u");
   return norm_fixed_order_row(u, d);
+}
+
+// ---- node order --------------------------------------------------------------------------------------
+
+void rcm_order(const Csr& a, int64_t* order) {
+  if (a.rows != a.cols)
+    fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  check_csr(a, "indptr", "indices");
+  const int64_t n = a.rows;
+  if (n == 0) return;
+  check_ptr(order, true, "order");
+  std::vector<int64_t> deg(static_cast<size_t>(n));
+  int64_t max_deg = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    deg[static_cast<size_t>(i)] = a.indptr[i + 1] - a.indptr[i];
+    max_deg = std::max(max_deg, deg[static_cast<size_t>(i)]);
+  }
+  // the start candidates: nodes by increasing degree, ties by id (a counting sort)
+  std::vector<int64_t> start(static_cast<size_t>(max_deg) + 2, 0), by_degree(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ++start[static_cast<size_t>(deg[static_cast<size_t>(i)]) + 1];
+  for (size_t k = 1; k < start.size(); ++k) start[k] += start[k - 1];
+  for (int64_t i = 0; i < n; ++i) by_degree[static_cast<size_t>(start[static_cast<size_t>(deg[static_cast<size_t>(i)])]++)] = i;
+  std::vector<uint8_t> seen(static_cast<size_t>(n), 0);
+  const auto by_deg_then_id = [&](int64_t u, int64_t v) {
+    const int64_t du = deg[static_cast<size_t>(u)], dv = deg[static_cast<size_t>(v)];
+    return du < dv || (du == dv && u < v);
+  };
+  int64_t filled = 0;
+  auto visit_neighbours = [&](auto idx, int64_t v) {
+    const int64_t first = filled;
+    for (int64_t e = a.indptr[v]; e < a.indptr[v + 1]; ++e) {
+      const int64_t j = static_cast<int64_t>(idx[e]);
+      if (!seen[static_cast<size_t>(j)]) {
+        seen[static_cast<size_t>(j)] = 1;
+        order[filled++] = j;
+      }
+    }
+    std::sort(order + first, order + filled, by_deg_then_id);
+  };
+  for (const int64_t s : by_degree) {
+    if (seen[static_cast<size_t>(s)]) continue;
+    seen[static_cast<size_t>(s)] = 1;
+    int64_t head = filled;
+    order[filled++] = s;
+    while (head < filled) {
+      const int64_t v = order[head++];
+      if (a.indices_int32)
+        visit_neighbours(static_cast<const int32_t*>(a.indices), v);
+      else
+        visit_neighbours(static_cast<const int64_t*>(a.indices), v);
+    }
+  }
+  std::reverse(order, order + n);
+}
+
+void permute_csr(const Csr& a, const int64_t* order, const int64_t* inverse, int64_t* indptr_out, void* indices_out,
+                 bool out_int32, float* data_out) {
+  if (a.rows != a.cols)
+    fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  const int64_t nnz = check_csr(a, "indptr", "indices"), n = a.rows;
+  check_ptr(indptr_out, true, "indptr_out");
+  if (n > 0) {
+    check_ptr(order, true, "order");
+    check_ptr(inverse, true, "inverse");
+  }
+  if (nnz > 0) check_ptr(indices_out, true, "indices_out");
+  check_ptr(data_out, a.data != nullptr && nnz > 0, "data_out");
+  if (out_int32 && n > (int64_t(1) << 31)) fail("indices_out: int32 cannot hold node ids of " + std::to_string(n) + " nodes");
+  for (int64_t c = 0; c < n; ++c) {  // a permutation with its inverse: inverse[order[c]] == c for every c
+    const int64_t v = order[c];
+    if (v < 0 || v >= n || inverse[v] != c)
+      fail("order: not a permutation of range(" + std::to_string(n) + ") with this inverse (position " + std::to_string(c) + ")");
+  }
+  indptr_out[0] = 0;
+  for (int64_t c = 0; c < n; ++c) indptr_out[c + 1] = indptr_out[c] + (a.indptr[order[c] + 1] - a.indptr[order[c]]);
+  auto rows = [&](int64_t t) {
+    const int64_t c0 = t * 4096, c1 = std::min(n, c0 + 4096);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t e0 = a.indptr[order[c]], cnt = a.indptr[order[c] + 1] - e0, o = indptr_out[c];
+      for (int64_t k = 0; k < cnt; ++k) {
+        const int64_t j = a.indices_int32 ? static_cast<const int32_t*>(a.indices)[e0 + k]
+                                          : static_cast<const int64_t*>(a.indices)[e0 + k];
+        if (out_int32)
+          static_cast<int32_t*>(indices_out)[o + k] = static_cast<int32_t>(inverse[j]);
+        else
+          static_cast<int64_t*>(indices_out)[o + k] = inverse[j];
+      }
+      if (a.data) std::copy(a.data + e0, a.data + e0 + cnt, data_out + o);
+    }
+  };
+  parallel_for_each((n + 4095) / 4096, rows);
+}
+
+void gather_rows(const float* src, int64_t src_rows, int64_t d, const int64_t* idx, int64_t rows, float* dst) {
+  check_rows(src_rows, "src_rows");
+  check_rows(rows, "rows");
+  if (d < 1) fail("d must be >= 1, got " + std::to_string(d));
+  if (rows == 0) return;
+  check_ptr(src, true, "src");
+  check_ptr(idx, true, "idx");
+  check_ptr(dst, true, "dst");
+  if (overlaps(src, src_rows * d * 4, dst, rows * d * 4)) fail("dst: must not overlap src");
+  for (int64_t i = 0; i < rows; ++i)
+    if (idx[i] < 0 || idx[i] >= src_rows)
+      fail("idx: entry " + std::to_string(idx[i]) + " at position " + std::to_string(i) + " is out of range [0, " +
+           std::to_string(src_rows) + ")");
+  const size_t row_bytes = static_cast<size_t>(d) * 4;
+  auto part = [&](int64_t t) {
+    const int64_t i0 = t * 2048, i1 = std::min(rows, i0 + 2048);
+    for (int64_t i = i0; i < i1; ++i) std::memcpy(dst + i * d, src + idx[i] * d, row_bytes);
+  };
+  parallel_for_each((rows + 2047) / 2048, part);
 }
 
 }  // namespace fastemb::graph

@@ -349,7 +349,8 @@ def fastrp(
     Args:
         graph: the adjacency A [N, N] (row i lists node i's out-neighbours; directed graphs use out-edges), as
             * a :class:`fastemb.ReorderedGraph` from :func:`fastemb.reorder_graph` (nodes renumbered for memory
-              locality; the result is the same bits, in the original node order);
+              locality; the result is the same bits, in the original node order; ``features`` are then copied
+              once in the new order);
             * a scipy.sparse matrix or array, any format (square; non-CSR formats are converted once);
             * a CSR tuple ``(indptr, indices, num_nodes)`` or ``(indptr, indices, data, num_nodes)`` (the last
               item an int): used as given, in stored order;

@@ -340,6 +340,27 @@ def test_grouped_levels_is_the_same_tree_for_any_grouping(rng):
                 assert got == tuple(want), (n, split_every, groups)
 
 
+def test_grouped_graphs_of_the_same_inputs_do_not_share_keys(rng):
+    """Two groupings of the same leaves make different tasks: their keys differ, so computing both graphs together
+    gives each its own (correct) tree."""
+    from fastemb.dask._graph import call_on_refs, grouped_levels, tree_levels
+
+    def leaf(i):
+        return i
+
+    def combine(*parts):
+        return tuple(parts)
+
+    n, se = 12, 2
+    want = tuple(dask.compute(*tree_levels([dask.delayed(leaf)(i) for i in range(n)], combine, se, "t", "tok",
+                                           keep=se), scheduler="sync"))
+    roots = [call_on_refs(combine, grouped_levels([(i,) for i in range(n)], leaf, combine, groups, se, "g", "TOK"),
+                          key=f"root-{j}")
+             for j, groups in enumerate(([list(range(6)), list(range(6, 12))], [[i] for i in range(n)],
+                                         [list(range(0, 12, 2)), list(range(1, 12, 2))]))]
+    assert dask.compute(*roots, scheduler="sync") == (want,) * 3
+
+
 def test_centroid_groups_chunks_held_by_a_worker(client, rng):
     """Persisted x: one task per worker thread reduces the chunks it holds along the same tree: the same bits as
     the graph of one task per chunk (itself checked against one machine above), for sums and means too."""

@@ -203,6 +203,69 @@ def test_reorder_errors(rng, monkeypatch):
     fastemb.reorder_graph(A, "degree")  # no scipy needed
 
 
+def test_hand_built_reordered_graph_is_checked(rng):
+    """ReorderedGraph is public: fastrp checks a hand-built or edited one (no crash, no silent wrong order)."""
+    import dataclasses
+
+    A = random_graph(rng, 40)
+    G = fastemb.reorder_graph(A)
+    for a in (G.order, G.inverse, G.csr.indptr, G.csr.indices):
+        assert not a.flags.writeable  # kept as built
+    with pytest.raises(ValueError, match="read-only"):
+        G.order[0] = 1
+    bad = [
+        (dataclasses.replace(G, order=np.r_[G.order, 0]), ValueError, "graph.order and graph.inverse must have 40"),
+        (dataclasses.replace(G, inverse=G.inverse[::-1].copy()), ValueError, "a permutation of range"),
+        (dataclasses.replace(G, order=G.order.astype(np.float64)), TypeError, "graph.order must be an integer"),
+        (dataclasses.replace(G, csr=dataclasses.replace(G.csr, indptr=G.csr.indptr[:-1])), ValueError,
+         "graph.csr: indptr must have 41 entries"),
+        (dataclasses.replace(G, csr=dataclasses.replace(G.csr, indices=G.csr.indices + 40)), ValueError,
+         "out of range"),
+        (dataclasses.replace(G, csr=dataclasses.replace(G.csr, counts=np.ones(39, np.int64))), ValueError,
+         "graph.csr.counts must be 40"),
+        (dataclasses.replace(G, csr="nope"), TypeError, "graph.csr must be a fastemb.graph.Csr"),
+    ]
+    for g, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            fastemb.fastrp(g, 8)
+    with pytest.raises(TypeError, match="got Csr"):  # a bare Csr is not a graph argument (it would skip the checks)
+        fastemb.fastrp(G.csr, 8)
+
+
+def test_reordered_dense_random_matrix_uses_no_big_table(rng, monkeypatch):
+    """s < 32 (e.g. GDS's s = 3): R's rows are written and gathered instead of a permuted table of ~24 bytes
+    per nonzero; s >= 32 takes the table. Same bits either way."""
+    from fastemb.graph.ops import NumpyOps
+
+    calls = []
+    real = NumpyOps.random_table
+    monkeypatch.setattr(NumpyOps, "random_table", lambda self, *a: calls.append(a) or real(self, *a))
+    A = random_graph(rng, 200, p=0.05)
+    G = fastemb.reorder_graph(A)
+    for s, table in ((3.0, False), (31.0, False), (64.0, True)):
+        calls.clear()
+        assert_same(fastemb.fastrp(G, 16, s=s), fastemb.fastrp(A, 16, s=s))
+        assert bool(calls) == (table and fastemb._backend.native() is not None), s
+
+
+@pytest.mark.parametrize("isa", fastemb._backend.native_isas() or ["none"])
+def test_reordered_same_bits_on_every_isa(rng, isa):
+    C = fastemb._backend.native()
+    if C is None:
+        pytest.skip("native module fastemb._C not available (the NumPy backend runs the other tests)")
+    before = C.active_isa()
+    C.set_active_isa(isa)
+    try:
+        A = random_graph(rng, 300, p=0.03, directed=True)
+        G = fastemb.reorder_graph(A)
+        f = rng.standard_normal((300, 5)).astype(np.float32)
+        for kw in (dict(), dict(preset="gds", self_influence=0.3), dict(features=f, feature_ratio=0.25),
+                   dict(return_iterations=True, standardize=True)):
+            assert_same(fastemb.fastrp(G, 40, seed=2, **kw), fastemb.fastrp(A, 40, seed=2, **kw))
+    finally:
+        C.set_active_isa(before)
+
+
 def test_reordered_graph_rejected_where_unsupported(rng):
     """Only fastemb.fastrp knows how to put the rows back: the other graph entry points say so."""
     G = fastemb.reorder_graph(random_graph(rng, 20))

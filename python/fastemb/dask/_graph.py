@@ -126,6 +126,23 @@ def tree_levels(parts: Sequence[Any], combine: Callable[..., Any], split_every: 
     return parts
 
 
+def consecutive_runs(groups: Sequence[Sequence[Tuple[int, int, int]]], chunks: Sequence[Tuple[int, int, int]]
+                     ) -> List[List[int]]:
+    """``groups`` of chunks (from :func:`placement_groups`) as positions in ``chunks``, each group cut into runs of
+    consecutive positions: a tree node then lies inside one run or takes whole runs' results, never picks
+    from a list of partials that mostly belong to other nodes (which a combine task would fetch whole)."""
+    position = {c[0]: p for p, c in enumerate(chunks)}
+    runs: List[List[int]] = []
+    for g in groups:
+        ps = sorted(position[c[0]] for c in g)
+        start = 0
+        for i in range(1, len(ps) + 1):
+            if i == len(ps) or ps[i] != ps[i - 1] + 1:
+                runs.append(ps[start:i])
+                start = i
+    return runs
+
+
 def grouped_levels(leaves: Sequence[tuple], leaf_fn: Callable[..., Any], combine: Callable[..., Any],
                    groups: Sequence[Sequence[int]], split_every: int, name: str, token: str) -> List[tuple]:
     """:func:`tree_levels` (``keep=split_every``) over ``leaf_fn(*leaves[p])``, with every tree node whose leaves
@@ -138,6 +155,7 @@ def grouped_levels(leaves: Sequence[tuple], leaf_fn: Callable[..., Any], combine
     runs one task instead of one per chunk plus their combines. Returns the last level's nodes as
     references ``(task, index)`` (``index`` None: the task's value is the node; else its ``index``-th item);
     :func:`call_on_refs` builds a task on them."""
+    token = key_token(token, [list(g) for g in groups])  # other groupings make other tasks: other keys
     group_of: List[Optional[int]] = [None] * len(leaves)
     for g, members in enumerate(groups):
         for p_ in members:

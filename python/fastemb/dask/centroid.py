@@ -35,7 +35,8 @@ import fastemb
 from fastemb.centroid import canonical_reduce, check_modes
 
 from . import _checks as ck
-from ._graph import call_on_refs, grouped_levels, key_token, nonempty, placement_groups, row_blocks
+from ._graph import (call_on_refs, consecutive_runs, grouped_levels, key_token, nonempty, placement_groups,
+                     row_blocks)
 
 DEFAULT_SPLIT_EVERY = 4
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -298,10 +299,11 @@ def centroid_aggregate(
     if chunks:
         # the chunks a worker holds are reduced by one task per worker thread, along the same tree
         held = placement_groups(x, chunks, client if client is not None else ck.current_client())
-        position = {c[0]: p for p, c in enumerate(chunks)}
+        groups = consecutive_runs(held, chunks)
+        # the grouping is part of the keys: graphs of the same inputs grouped differently hold different tasks
+        token = key_token(token, groups)
         leaves = [(xb[i], lbb[i], wbb[i], k, reduce, normalize, eps, row0) for i, row0, _ in chunks]
-        last = grouped_levels(leaves, _partial, combine, [[position[c[0]] for c in g] for g in held], split_every,
-                              "centroid-combine", token)
+        last = grouped_levels(leaves, _partial, combine, groups, split_every, "centroid-combine", token)
     else:
         last = [(dask.delayed(_empty_stats, pure=True)(k, d, dtype, reduce, w is not None,
                                                        dask_key_name=f"centroid-empty-{token}"), None)]

@@ -16,7 +16,7 @@ from ._checks import _check_bool, _check_dtype, _check_int, _check_real, check_s
 from .csr import Csr, as_graph, _is_scipy_sparse
 from .ops import NumpyOps, gather_rows
 from .projection import _as_dense_float32, _as_sparse_csr
-from .reorder import ReorderedGraph, permute_table, take_csr_rows
+from .reorder import ReorderedGraph, check_reordered, permute_table, take_csr_rows
 from .workspace import check_fastrp_memory
 
 
@@ -177,13 +177,14 @@ def plan_fastrp(graph: Any, dim: int, *, weights=None, beta=None, s=None, normal
                 self_influence=None, feature_ratio: float = 0.0, num_features: Optional[int] = None,
                 standardize=None, min_degree=None, degree=None, feature_scaling=None, seed: int = 0,
                 dtype: Any = "float32", preset: Optional[str] = None, num_nodes: Optional[int] = None,
-                symmetrize: bool = False) -> FastRPPlan:
-    """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz))."""
+                symmetrize: bool = False, checked_csr: Optional[Csr] = None) -> FastRPPlan:
+    """Validates the arguments of :func:`fastrp` and computes degrees and row scales (host, O(N + nnz)).
+    ``checked_csr``: the graph already parsed and checked (fastrp's reordered graph); ``graph`` is then unused."""
     args = check_fastrp_args(dim, weights=weights, beta=beta, s=s, normalize=normalize,
                              propagate_normalized=propagate_normalized, self_influence=self_influence,
                              feature_ratio=feature_ratio, standardize=standardize, min_degree=min_degree,
                              degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype, preset=preset)
-    csr = graph if isinstance(graph, Csr) else as_graph(graph, num_nodes, symmetrize)
+    csr = checked_csr if checked_csr is not None else as_graph(graph, num_nodes, symmetrize)
     spec = fastrp_spec(args, csr.rows, num_features)
     init, prop = fastrp_row_scales(args, csr)
     return FastRPPlan(csr, args.dim, args.weights, args.seed, spec.threshold, spec.value, args.normalize,
@@ -202,6 +203,9 @@ def _progress_range(q: int, progress: bool):
     return tqdm(range(q), desc="fastrp", unit="iter")
 
 
+_SMALL_TABLE_THRESHOLD = 1 << 48  # threshold = floor(2^53 / s): s >= 32
+
+
 def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: bool, progress: bool,
                out: Optional[np.ndarray] = None, renumbered: Optional[ReorderedGraph] = None):
     """The N x d part of FastRP on ``ops``' buffers: at most three [N, d] buffers (prev, cur, accum), plus the
@@ -218,8 +222,11 @@ def run_fastrp(ops: Any, plan: FastRPPlan, features: Any, return_iterations: boo
     fused_first = (plan.feature_dim == 0 and plan.self_influence == 0
                    and getattr(ops, "can_propagate_random", lambda: False)())
     table = None
-    if fused_first and renumbered is not None:  # R's sparse rows of the original ids, in the new order
-        table = ops.random_table(spec, 0, n)
+    if fused_first and renumbered is not None:
+        # R's sparse rows of the original ids, in the new order: ~24 bytes per nonzero of R, so only when R is
+        # sparse (s >= 32: at most ~1/8 of an N x d buffer); otherwise R's rows are written and gathered
+        # (below), in the buffers already counted.
+        table = ops.random_table(spec, 0, n) if plan.threshold <= _SMALL_TABLE_THRESHOLD else None
         fused_first = table is not None
         if fused_first:
             table = permute_table(table, renumbered.order)
@@ -428,11 +435,12 @@ def fastrp(
     progress = _check_bool("progress", progress)
     num_features = feature_columns(features)  # shape only here; the values are checked in _as_features below
     renumbered = _check_renumbered(graph, num_nodes, symmetrize)
-    plan = plan_fastrp(graph if renumbered is None else renumbered.csr, dim, weights=weights, beta=beta, s=s, normalize=normalize,
+    plan = plan_fastrp(graph, dim, weights=weights, beta=beta, s=s, normalize=normalize,
                        propagate_normalized=propagate_normalized, self_influence=self_influence,
                        feature_ratio=feature_ratio, num_features=num_features, standardize=standardize,
                        min_degree=min_degree, degree=degree, feature_scaling=feature_scaling, seed=seed, dtype=dtype,
-                       preset=preset, num_nodes=num_nodes, symmetrize=symmetrize)
+                       preset=preset, num_nodes=num_nodes, symmetrize=symmetrize,
+                       checked_csr=None if renumbered is None else renumbered.csr)
     n = plan.graph.rows
     f = None
     if features is not None:
@@ -452,11 +460,12 @@ def fastrp(
 
 
 def _check_renumbered(graph: Any, num_nodes: Optional[int], symmetrize: Any) -> Optional[ReorderedGraph]:
-    """``graph`` when it is a :class:`ReorderedGraph` (num_nodes / symmetrize were applied when it was built)."""
+    """``graph`` checked, when it is a :class:`ReorderedGraph` (num_nodes / symmetrize were applied when it was
+    built)."""
     if not isinstance(graph, ReorderedGraph):
         return None
     if num_nodes is not None and num_nodes != graph.num_nodes:
         raise ValueError(f"num_nodes={num_nodes} disagrees with the reordered graph's {graph.num_nodes} nodes")
     if _check_bool("symmetrize", symmetrize):
         raise ValueError("symmetrize: a ReorderedGraph is already built; pass symmetrize=True to reorder_graph")
-    return graph
+    return check_reordered(graph)

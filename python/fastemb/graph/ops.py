@@ -285,9 +285,14 @@ def permute_csr_native(a: Csr, order: np.ndarray, inverse: np.ndarray, index_dty
 
 def gather_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = src[idx[i]]`` for float32 rows (2-D, C-contiguous, not overlapping; ids in range)."""
+    for name, a in (("src", src), ("out", out)):
+        if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
+            raise ValueError(f"gather_rows: {name} must be a C-contiguous 2-D float32 array")
+    if idx.ndim != 1 or out.shape != (idx.shape[0], src.shape[1]):
+        raise ValueError(f"gather_rows: out must have shape ({idx.shape[0]}, {src.shape[1]}), got {out.shape}")
     fn = _native("graph_gather_rows")
     if fn is None:
         np.take(src, idx, axis=0, out=out, mode="clip")  # (valid ids; mode="raise" would buffer out)
         return
-    (idx,) = _inputs(idx)
+    (idx,) = _inputs(idx.astype(np.int64, copy=False))
     fn(_A(src), src.shape[0], src.shape[1], _A(idx), idx.shape[0], _A(out))

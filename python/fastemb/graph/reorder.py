@@ -17,7 +17,7 @@ from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
-from .csr import Csr, _index_dtype, _int_array, as_graph
+from .csr import Csr, _csr_arrays, _index_dtype, _int_array, as_graph
 from .ops import permute_csr_native, rcm_order_native
 
 METHODS = ("rcm", "degree")
@@ -166,7 +166,34 @@ def permute_graph(csr: Csr, order: np.ndarray, method: str = "given") -> Reorder
     renumbered = permute_csr_native(csr, order, inverse, _index_dtype(csr.cols))
     if renumbered is None:
         renumbered = take_csr_rows(csr, order, inverse)
+    for a in (renumbered.indptr, renumbered.indices, renumbered.data, renumbered.counts, order, inverse):
+        if a is not None:
+            a.flags.writeable = False  # fastrp trusts them after check_reordered; keep them as built
     return ReorderedGraph(renumbered, order, inverse, method)
+
+
+def check_reordered(g: ReorderedGraph) -> ReorderedGraph:
+    """``g`` checked before fastrp uses it (the class is public and its fields can be replaced): a valid square
+    CSR, ``order`` a permutation and ``inverse`` its inverse. ValueError / TypeError name the field. O(N + nnz)."""
+    csr = g.csr
+    if not isinstance(csr, Csr):
+        raise TypeError(f"graph.csr must be a fastemb.graph.Csr, got {type(csr).__name__}")
+    n = int(csr.rows)
+    if csr.cols != n:
+        raise ValueError(f"graph.csr: the adjacency matrix must be square, got {csr.rows} x {csr.cols}")
+    checked = _csr_arrays("graph.csr", csr.indptr, csr.indices, csr.data, n, n)
+    if csr.counts is not None:
+        counts = _int_array("graph.csr.counts", csr.counts)
+        if counts.shape != (n,) or (n and counts.min() < 0):
+            raise ValueError(f"graph.csr.counts must be {n} non-negative integers, got shape {counts.shape}")
+        checked.counts = counts.astype(np.int64, copy=False)
+    order, inverse = (_int_array(f"graph.{name}", a) for name, a in (("order", g.order), ("inverse", g.inverse)))
+    if order.shape != (n,) or inverse.shape != (n,):
+        raise ValueError(f"graph.order and graph.inverse must have {n} entries, got {order.shape} and {inverse.shape}")
+    order, inverse = order.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
+    if n and (order.min() < 0 or order.max() >= n or not np.array_equal(inverse[order], np.arange(n))):
+        raise ValueError("graph.order must be a permutation of range(N) and graph.inverse its inverse")
+    return ReorderedGraph(checked, order, inverse, g.method)
 
 
 def permute_table(table: Tuple[np.ndarray, np.ndarray], order: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -209,17 +209,14 @@ def _run_group(leaf_fn: Callable[..., Any], combine: Callable[..., Any], program
 def call_on_refs(fn: Callable[..., Any], refs: Sequence[tuple], *extra: Any, key: str) -> Any:
     """A task ``fn(*extra, *nodes)`` on the nodes behind ``refs`` (from :func:`grouped_levels`), no getitem
     tasks in between."""
+    slot: dict = {}  # id(task) -> its position among the arguments (each source task passed once)
     sources: List[Any] = []
-    spec = []
-    for task, index in refs:
-        for s, known in enumerate(sources):
-            if known is task:
-                break
-        else:
-            s = len(sources)
+    for task, _ in refs:
+        if id(task) not in slot:
+            slot[id(task)] = len(sources)
             sources.append(task)
-        spec.append((s, index))
-    return dask.delayed(_apply_picked, pure=True)(fn, extra, tuple(spec), *sources, dask_key_name=key)
+    spec = tuple((slot[id(task)], index) for task, index in refs)
+    return dask.delayed(_apply_picked, pure=True)(fn, extra, spec, *sources, dask_key_name=key)
 
 
 def _apply_picked(fn: Callable[..., Any], extra: tuple, spec: tuple, *sources: Any) -> Any:

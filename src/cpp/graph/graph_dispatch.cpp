@@ -556,9 +556,15 @@ float norm_fixed_order(const float* u, int64_t d) {
 
 // ---- node order --------------------------------------------------------------------------------------
 
-void rcm_order(const Csr& a, int64_t* order) {
+namespace {
+void check_square(const Csr& a) {
   if (a.rows != a.cols)
     fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+}
+}  // namespace
+
+void rcm_order(const Csr& a, int64_t* order) {
+  check_square(a);
   check_csr(a, "indptr", "indices");
   const int64_t n = a.rows;
   if (n == 0) return;
@@ -609,8 +615,7 @@ void rcm_order(const Csr& a, int64_t* order) {
 
 void permute_csr(const Csr& a, const int64_t* order, const int64_t* inverse, int64_t* indptr_out, void* indices_out,
                  bool out_int32, float* data_out) {
-  if (a.rows != a.cols)
-    fail("indptr/indices: the adjacency must be square, got " + std::to_string(a.rows) + " x " + std::to_string(a.cols));
+  check_square(a);
   const int64_t nnz = check_csr(a, "indptr", "indices"), n = a.rows;
   check_ptr(indptr_out, true, "indptr_out");
   if (n > 0) {
